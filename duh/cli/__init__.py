@@ -1,0 +1,38 @@
+"""The ``duh`` command line: one thin module per command over the library API."""
+
+from __future__ import annotations
+
+import typer
+
+from duh.cli import build as _build
+from duh.cli import inspect as _inspect
+from duh.cli import targets as _targets
+from duh.cli._common import setup_logging
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="duh",
+    help="Compile, check, serve and measure ML models on ONNX Runtime, OpenVINO, TVM and TensorRT.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="more logging; -vv for debug, tracebacks on errors"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="only errors"),
+) -> None:
+    setup_logging(verbose, quiet)
+
+
+app.command("build")(_build.build)
+app.command("targets")(_targets.targets)
+app.command("inspect")(_inspect.inspect)
+
+
+def main() -> None:
+    """Entry point of the ``duh`` console script."""
+    app()

@@ -1,0 +1,44 @@
+"""``duh targets``: every target name and whether it can be built here."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from duh.cli._common import console, handle_errors, print_json
+
+__all__ = ["targets"]
+
+
+@handle_errors
+def targets(
+    as_json: bool = typer.Option(False, "--json", help="print the list as JSON"),
+) -> None:
+    """List every target with 'available' or the reason it is not."""
+    from duh.host import host_info
+    from duh.targets import list_targets
+
+    host = host_info()
+    rows = list_targets(host)
+    if as_json:
+        print_json({
+            "host": {"cpu": host.cpu_model, "cores": host.cores, "cpu_flags": host.notable_flags,
+                     "cuda": [d.name for d in host.cuda]},
+            "targets": [
+                {"name": r.name, "available": r.reason is None, "engines": list(r.engines), "reason": r.reason}
+                for r in rows
+            ],
+        })
+        return
+    console.print(f"host: {host.cpu_model}, {host.cores} cores; {' '.join(host.notable_flags)}; "
+                  f"CUDA: {', '.join(d.name for d in host.cuda) or 'none'}")
+    table = Table()
+    table.add_column("target")
+    table.add_column("status")
+    table.add_column("engines / reason")
+    for r in rows:
+        if r.reason is None:
+            table.add_row(r.name, "[green]available[/]", ", ".join(r.engines))
+        else:
+            table.add_row(r.name, "[red]unavailable[/]", r.reason)
+    console.print(table)

@@ -1,0 +1,18 @@
+"""The compiler: ingest, pass pipeline, target build, verification and artifact writing."""
+
+from __future__ import annotations
+
+from duh.compiler.build import BuildResult, CandidateResult, build, default_output
+from duh.compiler.ingest import SourceModel, ingest
+from duh.compiler.pipeline import PassManager, PassRecord
+
+__all__ = [
+    "BuildResult",
+    "CandidateResult",
+    "PassManager",
+    "PassRecord",
+    "SourceModel",
+    "build",
+    "default_output",
+    "ingest",
+]

@@ -1,0 +1,240 @@
+"""Ingest: read an ONNX model, check it, infer shapes, and normalize it for an engine."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from duh.errors import ModelError
+from duh.runtime._signature import Dim, TensorSpec
+
+__all__ = [
+    "KNOWN_DOMAINS",
+    "SourceModel",
+    "default_opset",
+    "ingest",
+    "model_signature",
+    "normalize_for_engine",
+]
+
+log = logging.getLogger(__name__)
+
+# Operator domains some engine of duh's runs. A node from any other domain is a custom op.
+KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"})
+_MIN_OPSET = 7
+
+
+@dataclass(frozen=True, slots=True)
+class SourceModel:
+    """A checked source model and what was learned about it."""
+
+    model: onnx.ModelProto
+    path: Path
+    sha256: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    opset: int
+    ir_version: int
+    external_data: tuple[str, ...]
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    """The model's ai.onnx opset version (0 when it imports none)."""
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return 0
+
+
+def _dtype(elem_type: int) -> str:
+    if elem_type == onnx.TensorProto.STRING:
+        return "object"
+    if elem_type == onnx.TensorProto.BFLOAT16:
+        return "bfloat16"
+    return onnx.helper.tensor_dtype_to_np_dtype(elem_type).name
+
+
+def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    tensor = value.type.tensor_type
+    dims: list[Dim] = []
+    for d in tensor.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param"):
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return TensorSpec(value.name, _dtype(tensor.elem_type), tuple(dims))
+
+
+def model_signature(model: onnx.ModelProto) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """Graph inputs (initializers excluded) and outputs as TensorSpecs."""
+    weights = {init.name for init in model.graph.initializer}
+    inputs = tuple(_spec(v) for v in model.graph.input if v.name not in weights)
+    outputs = tuple(_spec(v) for v in model.graph.output)
+    return inputs, outputs
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _external_files(model: onnx.ModelProto) -> list[str]:
+    files = []
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            info = {e.key: e.value for e in tensor.external_data}
+            files.append(info.get("location", ""))
+    return sorted(set(files))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _fix_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    by_name = {v.name: v for v in model.graph.input}
+    for name, shape in shapes.items():
+        if name not in by_name:
+            raise ModelError(
+                f"--shape names input {name!r}, but the model's inputs are "
+                f"{', '.join(by_name)}; use one of those names"
+            )
+        dims = by_name[name].type.tensor_type.shape.dim
+        if len(dims) != len(shape):
+            raise ModelError(
+                f"--shape {name}={'x'.join(map(str, shape))} has rank {len(shape)}, "
+                f"but input {name!r} has rank {len(dims)}"
+            )
+        for dim, size in zip(dims, shape, strict=True):
+            if dim.HasField("dim_value") and dim.dim_value != size:
+                raise ModelError(
+                    f"--shape {name}: dimension fixed at {dim.dim_value} in the model, got {size}"
+                )
+            dim.Clear()
+            dim.dim_value = size
+
+
+def ingest(path: str | Path, shapes: Mapping[str, tuple[int, ...]] | None = None) -> SourceModel:
+    """Read, check and shape-infer the model at ``path``; ``shapes`` fixes dynamic input dims."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model file {str(path)!r} does not exist; check the path")
+    if path.is_dir():
+        raise ModelError(f"{str(path)!r} is a directory; pass the .onnx file")
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise ModelError(
+            f"{path.name} is not a readable ONNX model ({_first_line(exc)}); the file is "
+            "truncated, corrupt or of another format: export it again as .onnx"
+        ) from None
+    if not model.graph.node and not model.graph.output:
+        raise ModelError(
+            f"{path.name} parses as an empty ONNX model (no nodes, no outputs); it is not an "
+            "ONNX model or it is truncated: export it again"
+        )
+    if not model.opset_import:
+        raise ModelError(f"{path.name} imports no opset; it is not a valid ONNX model")
+    external = _external_files(model)
+    for location in external:
+        if not (path.parent / location).is_file():
+            raise ModelError(
+                f"{path.name} keeps weights in external file {location!r}, which is not in "
+                f"{path.parent}; put it beside the model"
+            )
+    if external:
+        try:
+            onnx.load_external_data_for_model(model, str(path.parent))
+        except (OSError, ValueError) as exc:
+            raise ModelError(
+                f"external data of {path.name} cannot be read: {_first_line(exc)}; the data "
+                "file is truncated or does not belong to this model"
+            ) from None
+    unknown = sorted({n.domain for n in model.graph.node if n.domain not in KNOWN_DOMAINS})
+    if unknown:
+        ops = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain in unknown})
+        raise ModelError(
+            f"{path.name} uses custom operators no duh engine runs: {', '.join(ops)}; export the "
+            "model with standard ONNX operators"
+        )
+    opset = default_opset(model)
+    if opset and opset < _MIN_OPSET:
+        model = _convert_opset(model, 13, path.name)
+        opset = 13
+    if shapes:
+        _fix_shapes(model, shapes)
+    try:
+        if model.ByteSize() < 2**31 - 1:
+            onnx.checker.check_model(model)
+        else:
+            onnx.checker.check_model(str(path))
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ModelError(f"{path.name} fails the ONNX checker: {_first_line(exc)}") from None
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
+        log.warning("shape inference failed on %s, going on without it: %s", path.name, exc)
+        inferred = model
+    inputs, outputs = model_signature(inferred)
+    return SourceModel(
+        model=inferred,
+        path=path,
+        sha256=_sha256(path),
+        inputs=inputs,
+        outputs=outputs,
+        opset=opset,
+        ir_version=int(model.ir_version),
+        external_data=tuple(external),
+    )
+
+
+def _convert_opset(model: onnx.ModelProto, version: int, name: str) -> onnx.ModelProto:
+    from onnx import version_converter
+
+    try:
+        return version_converter.convert_version(model, version)
+    except (RuntimeError, ValueError, onnx.checker.ValidationError) as exc:
+        raise ModelError(
+            f"{name} uses opset {default_opset(model)}, which duh's engines do not support, and "
+            f"converting it to opset {version} failed ({_first_line(exc)}); export the model "
+            f"with opset {version} or newer"
+        ) from None
+
+
+def _min_ir_for_opset(opset: int) -> int:
+    for _release, ir, ai_onnx, *_rest in onnx.helper.VERSION_TABLE:
+        if ai_onnx >= opset:
+            return int(ir)
+    return int(onnx.IR_VERSION)
+
+
+def normalize_for_engine(
+    model: onnx.ModelProto, engine: str, max_opset: int, max_ir_version: int
+) -> onnx.ModelProto:
+    """Bring the opset and IR version within what ``engine`` accepts (converting the opset)."""
+    opset = default_opset(model)
+    if opset > max_opset:
+        log.info("converting opset %d to %d for %s", opset, max_opset, engine)
+        model = _convert_opset(model, max_opset, f"the model (for {engine})")
+        opset = max_opset
+    needed = _min_ir_for_opset(opset)
+    if model.ir_version > max_ir_version:
+        if needed > max_ir_version:
+            raise ModelError(
+                f"opset {opset} needs ONNX IR version {needed}, but {engine} reads up to "
+                f"{max_ir_version}; export the model with an older opset"
+            )
+        model.ir_version = max(needed, min(model.ir_version, max_ir_version))
+    return model

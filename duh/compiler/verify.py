@@ -1,0 +1,189 @@
+"""Verification: run the source model and the artifact on the same inputs and compare."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from duh.runtime import Session
+from duh.runtime._signature import TensorSpec
+
+__all__ = [
+    "OutputCheck",
+    "Tolerance",
+    "VerifyReport",
+    "compare",
+    "synthetic_feeds",
+    "tolerance_for",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Tolerance:
+    """How close an artifact must stay to the source. INT8 is judged by cosine and top-1."""
+
+    atol: float = field(metadata={"help": "absolute tolerance (elementwise checks)"})
+    rtol: float = field(metadata={"help": "tolerance relative to the output's largest magnitude"})
+    min_cosine: float = field(default=0.0, metadata={"help": "lowest cosine similarity allowed"})
+    min_top1: float = field(default=0.0, metadata={"help": "lowest top-1 agreement allowed"})
+    elementwise: bool = field(default=True, metadata={"help": "apply atol/rtol elementwise"})
+
+    def to_json(self) -> dict[str, object]:
+        """The form stored in the manifest."""
+        return asdict(self)
+
+
+_TOLERANCES = {
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.9999),
+    "fp16": Tolerance(atol=1e-2, rtol=2e-2, min_cosine=0.999),
+    "bf16": Tolerance(atol=5e-2, rtol=8e-2, min_cosine=0.99),
+    "int8": Tolerance(atol=0.0, rtol=0.0, min_cosine=0.98, min_top1=0.95, elementwise=False),
+}
+
+
+def tolerance_for(precision: str) -> Tolerance:
+    """The default tolerance for a precision."""
+    return _TOLERANCES[precision]
+
+
+@dataclass(frozen=True, slots=True)
+class OutputCheck:
+    """The comparison of one output over every check input."""
+
+    name: str
+    max_abs: float
+    max_rel: float
+    cosine: float
+    top1: float | None
+    passed: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """All outputs' checks and the tolerance they were held to."""
+
+    precision: str
+    tolerance: Tolerance
+    samples: int
+    input_source: str
+    outputs: tuple[OutputCheck, ...]
+
+    @property
+    def passed(self) -> bool:
+        """Whether every output is within tolerance."""
+        return all(o.passed for o in self.outputs)
+
+    def to_json(self) -> dict[str, object]:
+        """The form stored in the manifest's ``checks`` section."""
+        return {
+            "passed": self.passed,
+            "precision": self.precision,
+            "tolerance": self.tolerance.to_json(),
+            "samples": self.samples,
+            "input_source": self.input_source,
+            "outputs": [asdict(o) for o in self.outputs],
+        }
+
+    def failure_text(self) -> str:
+        """One line naming each failing output and its numbers."""
+        bad = [o for o in self.outputs if not o.passed]
+        return "; ".join(f"{o.name}: {o.reason}" for o in bad)
+
+
+def _concrete(spec: TensorSpec, shapes: Mapping[str, tuple[int, ...]], batch: int) -> tuple[int, ...]:
+    if spec.name in shapes:
+        return tuple(shapes[spec.name])
+    return tuple(d if isinstance(d, int) else batch for d in spec.shape)
+
+
+def synthetic_feeds(
+    inputs: Sequence[TensorSpec],
+    count: int,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    seed: int = 0,
+    batch: int = 1,
+) -> list[dict[str, np.ndarray]]:
+    """Seeded random feeds for ``inputs``; symbolic dimensions become ``batch`` unless given."""
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(count):
+        feed: dict[str, np.ndarray] = {}
+        for spec in inputs:
+            shape = _concrete(spec, shapes or {}, batch)
+            kind = np.dtype(spec.dtype).kind if spec.dtype != "object" else "O"
+            if kind == "f":
+                feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+            elif kind in "iu":
+                # Small non-negative integers are valid indices/token ids for most models.
+                feed[spec.name] = rng.integers(0, 10, size=shape).astype(spec.dtype)
+            elif kind == "b":
+                feed[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
+            else:
+                feed[spec.name] = np.array(rng.choice(["a", "b"], size=shape), dtype=object)
+        feeds.append(feed)
+    return feeds
+
+
+def _check_output(
+    name: str, refs: list[np.ndarray], gots: list[np.ndarray], tol: Tolerance
+) -> OutputCheck:
+    if any(r.shape != g.shape for r, g in zip(refs, gots, strict=True)):
+        shapes = next((r.shape, g.shape) for r, g in zip(refs, gots, strict=True) if r.shape != g.shape)
+        return OutputCheck(name, float("inf"), float("inf"), 0.0, None, False,
+                           f"shape {list(shapes[1])} differs from the source's {list(shapes[0])}")
+    if refs and refs[0].dtype.kind not in "fc":
+        same = all(np.array_equal(r, g) for r, g in zip(refs, gots, strict=True))
+        return OutputCheck(name, 0.0 if same else 1.0, 0.0, 1.0 if same else 0.0, None, same,
+                           "equal" if same else "values differ from the source")
+    ref = np.concatenate([r.astype(np.float64).ravel() for r in refs])
+    got = np.concatenate([g.astype(np.float64).ravel() for g in gots])
+    if not np.all(np.isfinite(got)) and np.all(np.isfinite(ref)):
+        return OutputCheck(name, float("inf"), float("inf"), 0.0, None, False,
+                           "artifact produced NaN or Inf where the source did not")
+    diff = np.abs(ref - got)
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    max_abs = float(np.max(diff)) if diff.size else 0.0
+    max_rel = max_abs / scale if scale > 0 else max_abs
+    denom = float(np.linalg.norm(ref) * np.linalg.norm(got))
+    cosine = float(np.dot(ref, got) / denom) if denom > 0 else (1.0 if max_abs == 0 else 0.0)
+    top1 = None
+    if refs[0].ndim >= 2 and refs[0].shape[-1] > 1:
+        r1 = np.concatenate([np.argmax(r, axis=-1).ravel() for r in refs])
+        g1 = np.concatenate([np.argmax(g, axis=-1).ravel() for g in gots])
+        top1 = float(np.mean(r1 == g1))
+    reasons = []
+    if tol.elementwise and max_abs > tol.atol + tol.rtol * scale:
+        reasons.append(f"max abs diff {max_abs:.3g} > {tol.atol:g} + {tol.rtol:g} x {scale:.3g}")
+    if cosine < tol.min_cosine:
+        reasons.append(f"cosine {cosine:.5f} < {tol.min_cosine}")
+    if top1 is not None and top1 < tol.min_top1:
+        reasons.append(f"top-1 agreement {top1:.3f} < {tol.min_top1}")
+    return OutputCheck(name, max_abs, max_rel, cosine, top1, not reasons,
+                       "; ".join(reasons) or "within tolerance")
+
+
+def compare(
+    reference: Session,
+    artifact: Session,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    precision: str,
+    tolerance: Tolerance,
+    input_source: str,
+) -> VerifyReport:
+    """Run both sessions on ``feeds`` and check every output against ``tolerance``."""
+    refs: dict[str, list[np.ndarray]] = {o.name: [] for o in reference.outputs}
+    gots: dict[str, list[np.ndarray]] = {o.name: [] for o in reference.outputs}
+    for feed in feeds:
+        want = reference.run(feed)
+        have = artifact.run(feed)
+        for name in refs:
+            refs[name].append(np.asarray(want[name]))
+            gots[name].append(np.asarray(have[name]))
+    checks = tuple(_check_output(n, refs[n], gots[n], tolerance) for n in refs)
+    return VerifyReport(precision, tolerance, len(feeds), input_source, checks)

@@ -1,0 +1,128 @@
+"""What this host offers: CPU instruction sets, core count, CUDA devices.
+
+Used by target resolution (which engine fits) and by the runtime (does an artifact's host
+requirement hold here). Kept free of engine imports so both sides can use it cheaply.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+__all__ = ["CudaDevice", "HostInfo", "cpu_flags", "cuda_devices", "host_info"]
+
+# The instruction sets duh cares about, with the /proc/cpuinfo flag that names each.
+NOTABLE_CPU_FLAGS = (
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CudaDevice:
+    """One NVIDIA GPU as the driver reports it."""
+
+    index: int
+    name: str
+    compute_capability: str
+    driver_version: str
+    memory_mib: int
+
+
+@dataclass(frozen=True, slots=True)
+class HostInfo:
+    """A summary of the host, recorded in manifests and shown by ``duh targets``."""
+
+    machine: str
+    cpu_model: str
+    cores: int
+    cpu_flags: frozenset[str]
+    cuda: tuple[CudaDevice, ...]
+
+    def has(self, flag: str) -> bool:
+        """Whether the CPU reports ``flag`` (a /proc/cpuinfo name such as ``avx512_vnni``)."""
+        return flag in self.cpu_flags
+
+    @property
+    def notable_flags(self) -> list[str]:
+        """The instruction sets relevant to inference that this CPU has, in a fixed order."""
+        return [f for f in NOTABLE_CPU_FLAGS if f in self.cpu_flags]
+
+
+@functools.cache
+def _cpuinfo() -> tuple[str, frozenset[str]]:
+    model, flags = platform.processor() or platform.machine(), frozenset[str]()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model in ("", platform.machine()):
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = frozenset(value.split())
+    except OSError:
+        pass
+    return model, flags
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of this host (empty where the OS does not tell)."""
+    return _cpuinfo()[1]
+
+
+@functools.cache
+def cuda_devices() -> tuple[CudaDevice, ...]:
+    """The CUDA devices the NVIDIA driver reports; empty when there is no driver or device."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return ()
+    query = "index,name,compute_cap,driver_version,memory.total"
+    try:
+        out = subprocess.run(
+            [smi, f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    devices = []
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 5:
+            continue
+        try:
+            devices.append(CudaDevice(int(parts[0]), parts[1], parts[2], parts[3], int(parts[4])))
+        except ValueError:
+            continue
+    return tuple(devices)
+
+
+def host_info() -> HostInfo:
+    """Describe this host."""
+    model, flags = _cpuinfo()
+    return HostInfo(
+        machine=platform.machine(),
+        cpu_model=model,
+        cores=os.cpu_count() or 1,
+        cpu_flags=flags,
+        cuda=cuda_devices(),
+    )

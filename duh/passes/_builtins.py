@@ -1,0 +1,7 @@
+"""The built-in passes, listed explicitly; importing this module registers them."""
+
+from __future__ import annotations
+
+from duh.passes import cleanup, simplify
+
+__all__ = ["cleanup", "simplify"]

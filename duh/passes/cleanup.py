@@ -1,0 +1,55 @@
+"""``cleanup``: drop dead nodes, unused initializers and pass-through Identity nodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx
+
+from duh.passes._base import PassContext, PassResult, register_pass
+from duh.passes._graph import graph_fingerprint
+
+__all__ = ["Cleanup"]
+
+
+@register_pass("cleanup")
+@dataclass(frozen=True, slots=True)
+class Cleanup:
+    """Remove Identity nodes, nodes no output depends on, and unused tensors; sort topologically."""
+
+    remove_identity: bool = field(
+        default=True, metadata={"help": "bypass Identity nodes that do not feed a graph output"}
+    )
+    fold_constants: bool = field(
+        default=False, metadata={"help": "also let graphsurgeon fold constant subgraphs"}
+    )
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        """Clean the graph with onnx-graphsurgeon."""
+        import onnx_graphsurgeon as gs
+
+        graph = gs.import_onnx(model)
+        if self.remove_identity:
+            outputs = {t.name for t in graph.outputs}
+            for node in list(graph.nodes):
+                if node.op != "Identity" or node.outputs[0].name in outputs:
+                    continue
+                source, produced = node.inputs[0], node.outputs[0]
+                for consumer in list(produced.outputs):
+                    for i, tensor in enumerate(consumer.inputs):
+                        if tensor is produced:
+                            consumer.inputs[i] = source
+                node.outputs.clear()
+        if self.fold_constants:
+            graph.fold_constants()
+        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        cleaned = gs.export_onnx(graph, do_type_check=False)
+        cleaned.ir_version = model.ir_version
+        del cleaned.opset_import[:]
+        cleaned.opset_import.extend(model.opset_import)
+        for prop in model.metadata_props:
+            cleaned.metadata_props.add().CopyFrom(prop)
+        cleaned.producer_name = model.producer_name
+        cleaned.producer_version = model.producer_version
+        changed = graph_fingerprint(cleaned) != graph_fingerprint(model)
+        return PassResult(cleaned, changed)

@@ -1,0 +1,58 @@
+"""``simplify``: onnxsim's constant propagation and redundancy removal."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import onnx
+
+from duh.passes._base import PassContext, PassResult, register_pass
+from duh.passes._graph import graph_fingerprint
+
+__all__ = ["Simplify"]
+
+log = logging.getLogger(__name__)
+
+
+@register_pass("simplify")
+@dataclass(frozen=True, slots=True)
+class Simplify:
+    """Simplify the graph with onnxsim; if onnxsim fails on a model, keep the input and warn."""
+
+    skip_fuse_bn: bool = field(
+        default=False, metadata={"help": "leave Conv+BatchNormalization pairs unfused"}
+    )
+    skip_constant_folding: bool = field(
+        default=False, metadata={"help": "do not fold constant subgraphs"}
+    )
+    check_n: int = field(
+        default=0,
+        metadata={"help": "random-input checks onnxsim runs itself (duh verifies after the build)"},
+    )
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        """Run onnxsim; return the input unchanged, with a note, where it cannot handle the model."""
+        import onnxsim
+
+        skipped = ["fuse_bn_into_conv"] if self.skip_fuse_bn else []
+        try:
+            simplified, ok = onnxsim.simplify(
+                model,
+                check_n=self.check_n,
+                skip_fuse_bn=self.skip_fuse_bn,
+                skip_constant_folding=self.skip_constant_folding,
+                skipped_optimizers=skipped or None,
+            )
+        # onnxsim raises bare RuntimeError/ValueError/onnx errors from its C++ core on models it
+        # cannot handle; the pass is an optimisation, so the build goes on with the input.
+        except (RuntimeError, ValueError, TypeError, onnx.checker.ValidationError) as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log.warning("onnxsim failed, keeping the model as it was: %s", message)
+            return PassResult(model, False, (f"onnxsim failed, model kept as it was: {message}",))
+        if not ok:
+            log.warning("onnxsim's own check failed; keeping the model as it was")
+            return PassResult(model, False, ("onnxsim's check failed, model kept as it was",))
+        simplified.ir_version = model.ir_version
+        changed = graph_fingerprint(simplified) != graph_fingerprint(model)
+        return PassResult(simplified, changed)

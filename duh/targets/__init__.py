@@ -1,0 +1,43 @@
+"""Engine plugins (ONNX Runtime, OpenVINO, TVM, TensorRT) and target-name resolution."""
+
+from __future__ import annotations
+
+from duh.targets._base import (
+    DEVICES,
+    PRECISIONS,
+    CompileContext,
+    CompileResult,
+    PassSpec,
+    TargetPlugin,
+    TargetSpec,
+    get_target,
+    register_target,
+    target_plugins,
+)
+from duh.targets._resolve import (
+    SHORT_NAMES,
+    TargetRequest,
+    TargetStatus,
+    candidates,
+    list_targets,
+    parse_target,
+)
+
+__all__ = [
+    "DEVICES",
+    "PRECISIONS",
+    "SHORT_NAMES",
+    "CompileContext",
+    "CompileResult",
+    "PassSpec",
+    "TargetPlugin",
+    "TargetRequest",
+    "TargetSpec",
+    "TargetStatus",
+    "candidates",
+    "get_target",
+    "list_targets",
+    "parse_target",
+    "register_target",
+    "target_plugins",
+]

@@ -1,0 +1,127 @@
+"""Target names as users type them, and their resolution to engines on this host."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from duh.errors import ConfigError, TargetError
+from duh.host import HostInfo
+from duh.targets._base import DEVICES, PRECISIONS, TargetSpec, get_target, target_plugins
+
+__all__ = [
+    "SHORT_NAMES",
+    "TargetRequest",
+    "TargetStatus",
+    "candidates",
+    "list_targets",
+    "parse_target",
+]
+
+SHORT_NAMES = (
+    "cpu",
+    "cpu-fp32",
+    "cpu-int8",
+    "cpu-bf16",
+    "cpu-fp16",
+    "cuda",
+    "cuda-fp16",
+    "cuda-int8",
+    "auto",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRequest:
+    """A parsed target name: ``None`` fields are for duh to choose."""
+
+    text: str
+    engine: str | None
+    device: str | None
+    precision: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetStatus:
+    """A target name and whether it can be built here (``reason`` is None when it can)."""
+
+    name: str
+    engines: tuple[str, ...]
+    reason: str | None
+
+
+def _device_precision(text: str, original: str) -> tuple[str, str]:
+    device, _, precision = text.partition("-")
+    precision = precision or "fp32"
+    if device not in DEVICES or precision not in PRECISIONS:
+        raise ConfigError(
+            f"unknown target {original!r}; use one of {', '.join(SHORT_NAMES)} or "
+            "ENGINE:DEVICE-PRECISION such as openvino:cpu-int8 (see `duh targets`)"
+        )
+    return device, precision
+
+
+def parse_target(text: str) -> TargetRequest:
+    """Parse ``cpu-int8``, ``auto`` or ``openvino:cpu-bf16`` into a request."""
+    text = text.strip().lower()
+    if text == "auto":
+        return TargetRequest(text, None, None, None)
+    engine, sep, rest = text.rpartition(":")
+    if sep:
+        get_target(engine)
+        device, precision = _device_precision(rest, text)
+        return TargetRequest(text, engine, device, precision)
+    device, precision = _device_precision(text, text)
+    return TargetRequest(text, None, device, precision)
+
+
+def candidates(request: TargetRequest, host: HostInfo) -> list[TargetSpec]:
+    """The targets this request may build here, in preference order.
+
+    A pinned engine gives one candidate (or a ``TargetError`` saying why it cannot build); a
+    short name gives every engine that can build it on this host, to be measured; ``auto``
+    gives every device and precision on offer.
+    """
+    wanted: list[TargetSpec] = []
+    devices = [request.device] if request.device else [d for d in DEVICES]
+    precisions = [request.precision] if request.precision else list(PRECISIONS)
+    for plugin in target_plugins():
+        if request.engine and plugin.name != request.engine:
+            continue
+        if not request.engine and not getattr(plugin, "short_name_candidate", True):
+            continue
+        for device in devices:
+            for precision in precisions:
+                if device in plugin.devices and precision in plugin.precisions:
+                    wanted.append(TargetSpec(plugin.name, device, precision))
+    if not wanted:
+        raise TargetError(
+            f"no engine builds {request.text!r}; see `duh targets` for what each engine offers"
+        )
+    available = [s for s in wanted if _reason(s, host) is None]
+    if not available:
+        reasons = "; ".join(f"{s.name}: {_reason(s, host)}" for s in wanted)
+        raise TargetError(f"target {request.text!r} cannot be built on this host ({reasons})")
+    return available
+
+
+def _reason(spec: TargetSpec, host: HostInfo) -> str | None:
+    return get_target(spec.engine).unavailable_reason(spec.device, spec.precision, host)
+
+
+def list_targets(host: HostInfo) -> list[TargetStatus]:
+    """Every short name and every pinned engine target, with availability here."""
+    rows: list[TargetStatus] = []
+    for short in SHORT_NAMES:
+        request = parse_target(short)
+        try:
+            found = candidates(request, host)
+        except TargetError as exc:
+            rows.append(TargetStatus(short, (), str(exc).split(" (", 1)[-1].rstrip(")")))
+        else:
+            rows.append(TargetStatus(short, tuple(dict.fromkeys(s.engine for s in found)), None))
+    for plugin in target_plugins():
+        for device in plugin.devices:
+            for precision in plugin.precisions:
+                spec = TargetSpec(plugin.name, device, precision)
+                rows.append(TargetStatus(spec.name, (plugin.name,), _reason(spec, host)))
+    return rows

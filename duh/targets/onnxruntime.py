@@ -1,0 +1,168 @@
+"""ONNX Runtime: the ``onnxruntime`` engine on the CPU (the CUDA providers are in ``tensorrt``'s issue)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from duh.errors import TargetError
+from duh.host import HostInfo
+from duh.runtime._engine import EngineOptions, OpTiming
+from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec, register_target
+from duh.targets._util import import_engine, package_version, save_onnx
+
+if TYPE_CHECKING:
+    import onnx
+    import onnxruntime
+
+    from duh.runtime._manifest import Manifest
+
+__all__ = ["OnnxRuntimeEngine", "OnnxRuntimeTarget", "session_options"]
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+
+
+def _ort() -> Any:
+    return import_engine("onnxruntime", "onnxruntime", "core", "the onnxruntime engine")
+
+
+def session_options(options: EngineOptions) -> onnxruntime.SessionOptions:
+    """ORT session options for ``options``: threads, profiling, and pass-through settings."""
+    ort = _ort()
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if options.threads:
+        so.intra_op_num_threads = options.threads
+        so.inter_op_num_threads = 1
+    if options.profile:
+        so.enable_profiling = True
+    for key, value in options.extra.items():
+        so.add_session_config_entry(key, value)
+    return so
+
+
+@register_target
+class OnnxRuntimeTarget:
+    """ONNX Runtime on the CPU. The artifact holds the graph after ORT's offline optimization."""
+
+    name = "onnxruntime"
+    pip_extra = "core"
+    devices = ("cpu",)
+    precisions = ("fp32", "int8")
+    max_ir_version = 13
+    max_opset = 26
+    short_name_candidate = True
+
+    def unavailable_reason(self, device: str, precision: str, host: HostInfo) -> str | None:
+        """Why ORT cannot build (device, precision) here, or None."""
+        if package_version("onnxruntime") is None:
+            return "package onnxruntime missing: pip install duh"
+        if device != "cpu" or precision not in self.precisions:
+            return f"onnxruntime does not offer {device}-{precision} in this plugin"
+        return None
+
+    def default_passes(self, spec: TargetSpec) -> list[PassSpec]:
+        """simplify and cleanup; quantization for int8."""
+        passes = [PassSpec("simplify"), PassSpec("cleanup")]
+        if spec.precision == "int8":
+            passes.append(PassSpec("quantize"))
+        return passes
+
+    def compile(self, model: onnx.ModelProto, ctx: CompileContext, out_dir: Path) -> CompileResult:
+        """Run ORT's extended graph optimizations offline and save the optimized graph."""
+        ort = _ort()
+        staged = out_dir.parent / (out_dir.name + ".in.onnx")
+        written = save_onnx(model, staged)
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        # EXTENDED, not ALL: ALL adds layout transforms tied to this CPU's vector width.
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        so.optimized_model_filepath = str(out_dir / MODEL_FILE)
+        if len(written) > 1:
+            so.add_session_config_entry(
+                "session.optimized_model_external_initializers_file_name", MODEL_FILE + ".data"
+            )
+        try:
+            ort.InferenceSession(str(staged), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for bad graphs
+            raise TargetError(f"onnxruntime cannot load the optimized model: {exc}") from None
+        finally:
+            for path in written:
+                path.unlink(missing_ok=True)
+        return CompileResult(
+            engine_version=ort.__version__,
+            engine_config={"model": MODEL_FILE, "graph_optimization_level": "extended"},
+        )
+
+    def load(self, artifact: Path, manifest: Manifest, options: EngineOptions) -> OnnxRuntimeEngine:
+        """Open the artifact's optimized model in an ORT session."""
+        model = artifact / str(manifest.engine_config.get("model", MODEL_FILE))
+        return OnnxRuntimeEngine(model, options)
+
+
+class OnnxRuntimeEngine:
+    """An ORT CPU session behind the runtime's engine contract; also loads plain .onnx files."""
+
+    engine_name = "onnxruntime"
+
+    def __init__(self, model: Path, options: EngineOptions) -> None:
+        ort = _ort()
+        so = session_options(options)
+        # The artifact is already optimized offline; a plain .onnx gets ORT's defaults.
+        try:
+            self._session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT raises untyped errors for unreadable models
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TargetError(f"onnxruntime cannot load {model.name}: {first}") from None
+        self._outputs = [o.name for o in self._session.get_outputs()]
+        self._profiled = options.profile
+        self._profile_lock = threading.Lock()
+        self._profile: list[OpTiming] | None = None
+
+    @property
+    def session(self) -> onnxruntime.InferenceSession:
+        """The underlying ORT session."""
+        return self._session
+
+    def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One inference."""
+        values = self._session.run(self._outputs, dict(feed))
+        return dict(zip(self._outputs, values, strict=True))
+
+    def op_profile(self) -> list[OpTiming]:
+        """Per-node times from ORT's profiler, summed over every run so far."""
+        if not self._profiled:
+            raise TargetError("profiling was not enabled; load with EngineOptions(profile=True)")
+        with self._profile_lock:
+            if self._profile is None:
+                path = Path(self._session.end_profiling())
+                self._profile = _parse_ort_profile(path)
+                path.unlink(missing_ok=True)
+        return self._profile
+
+    def close(self) -> None:
+        """Drop the session."""
+        self._session = None  # type: ignore[assignment]
+
+
+def _parse_ort_profile(path: Path) -> list[OpTiming]:
+    events = json.loads(path.read_text(encoding="utf-8"))
+    totals: dict[str, list[Any]] = {}
+    for event in events:
+        if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):
+            continue
+        name = str(event["name"])[: -len("_kernel_time")]
+        op_type = str(event.get("args", {}).get("op_name", "?"))
+        entry = totals.setdefault(name, [op_type, 0.0, 0])
+        entry[1] += float(event.get("dur", 0))
+        entry[2] += 1
+    timings = [OpTiming(name, op, us, calls) for name, (op, us, calls) in totals.items()]
+    return sorted(timings, key=lambda t: t.total_us, reverse=True)

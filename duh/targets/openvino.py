@@ -1,0 +1,172 @@
+"""OpenVINO on the CPU: the artifact holds OpenVINO IR (model.xml/model.bin)."""
+
+from __future__ import annotations
+
+import logging
+import queue
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from duh.errors import TargetError
+from duh.host import HostInfo
+from duh.runtime._engine import EngineOptions, OpTiming
+from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec, register_target
+from duh.targets._util import import_engine, package_version, save_onnx
+
+if TYPE_CHECKING:
+    import onnx
+
+    from duh.runtime._manifest import Manifest
+
+__all__ = ["OpenVinoEngine", "OpenVinoTarget"]
+
+log = logging.getLogger(__name__)
+
+XML_FILE = "model.xml"
+# The CPU plugin's INFERENCE_PRECISION_HINT for each duh precision. fp32 must be explicit: on CPUs
+# with AVX-512 BF16 or AMX, OpenVINO's default is bf16.
+_PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+
+
+def _ov() -> Any:
+    return import_engine("openvino", "openvino", "openvino", "the openvino engine")
+
+
+@register_target
+class OpenVinoTarget:
+    """OpenVINO's CPU plugin; precision set through the inference precision hint."""
+
+    name = "openvino"
+    pip_extra = "openvino"
+    devices = ("cpu",)
+    precisions = ("fp32", "bf16", "fp16", "int8")
+    max_ir_version = 10
+    max_opset = 26
+    short_name_candidate = True
+
+    def unavailable_reason(self, device: str, precision: str, host: HostInfo) -> str | None:
+        """Why OpenVINO cannot build (device, precision) here, or None."""
+        if package_version("openvino") is None:
+            return "package openvino missing: pip install 'duh[openvino]'"
+        if device != "cpu":
+            return "the openvino plugin here targets the CPU only"
+        if precision == "bf16" and not (host.has("avx512_bf16") or host.has("amx_bf16")):
+            return "CPU lacks AVX-512 BF16 and AMX-BF16; bf16 would run as fp32"
+        if precision == "fp16" and not (host.has("avx512_fp16") or host.has("amx_fp16")):
+            return "CPU lacks AVX-512 FP16 and AMX-FP16; OpenVINO's CPU plugin runs fp16 as fp32"
+        return None
+
+    def default_passes(self, spec: TargetSpec) -> list[PassSpec]:
+        """simplify and cleanup; int8 adds quantization."""
+        passes = [PassSpec("simplify"), PassSpec("cleanup")]
+        if spec.precision == "int8":
+            passes.append(PassSpec("quantize"))
+        return passes
+
+    def compile(self, model: onnx.ModelProto, ctx: CompileContext, out_dir: Path) -> CompileResult:
+        """Convert the ONNX model to IR; weights stay fp32 (precision is a load-time hint)."""
+        ov = _ov()
+        staged = out_dir.parent / (out_dir.name + ".in.onnx")
+        written = save_onnx(model, staged)
+        try:
+            converted = ov.convert_model(str(staged))
+            ov.save_model(converted, str(out_dir / XML_FILE), compress_to_fp16=False)
+        except Exception as exc:  # noqa: BLE001 - OpenVINO's frontend raises untyped errors
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TargetError(f"openvino cannot convert the model: {first}") from None
+        finally:
+            for path in written:
+                path.unlink(missing_ok=True)
+        precision = ctx.spec.precision
+        return CompileResult(
+            engine_version=ov.get_version(),
+            engine_config={
+                "model": XML_FILE,
+                "device": "CPU",
+                "inference_precision_hint": _PRECISION_HINT[precision],
+            },
+        )
+
+    def load(self, artifact: Path, manifest: Manifest, options: EngineOptions) -> OpenVinoEngine:
+        """Compile the IR for the CPU with the recorded precision hint."""
+        config = manifest.engine_config
+        return OpenVinoEngine(
+            artifact / str(config.get("model", XML_FILE)),
+            str(config.get("inference_precision_hint", "f32")),
+            [o.name for o in manifest.outputs],
+            options,
+        )
+
+
+class OpenVinoEngine:
+    """A compiled OpenVINO model with a pool of infer requests, so threads can share it."""
+
+    engine_name = "openvino"
+
+    def __init__(
+        self, xml: Path, precision_hint: str, outputs: list[str], options: EngineOptions
+    ) -> None:
+        ov = _ov()
+        core = ov.Core()
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": precision_hint,
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        if options.threads:
+            config["INFERENCE_NUM_THREADS"] = options.threads
+        if options.profile:
+            config["PERF_COUNT"] = True
+        config.update(options.extra)
+        try:
+            self._compiled = core.compile_model(str(xml), "CPU", config)
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises untyped errors
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TargetError(f"openvino cannot compile {xml.name}: {first}") from None
+        ports = {name: port for port in self._compiled.outputs for name in port.get_names()}
+        missing = [name for name in outputs if name not in ports]
+        if missing:
+            raise TargetError(f"openvino model lacks outputs {missing}; rebuild the artifact")
+        self._ports = [(name, ports[name]) for name in outputs]
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._all_requests: list[Any] = []
+        self._profiled = options.profile
+
+    def _request(self) -> Any:
+        try:
+            return self._requests.get_nowait()
+        except queue.Empty:
+            request = self._compiled.create_infer_request()
+            self._all_requests.append(request)
+            return request
+
+    def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One inference on a free infer request (thread-safe)."""
+        request = self._request()
+        try:
+            result = request.infer(dict(feed), share_inputs=True)
+            return {name: np.array(result[port], copy=True) for name, port in self._ports}
+        finally:
+            self._requests.put(request)
+
+    def op_profile(self) -> list[OpTiming]:
+        """Per-layer times from OpenVINO's performance counters, summed over requests and runs."""
+        if not self._profiled:
+            raise TargetError("profiling was not enabled; load with EngineOptions(profile=True)")
+        totals: dict[str, list[Any]] = {}
+        for request in self._all_requests:
+            for info in request.profiling_info:
+                if info.status.name != "EXECUTED":
+                    continue
+                entry = totals.setdefault(info.node_name, [info.node_type, 0.0, 0])
+                entry[1] += info.real_time.total_seconds() * 1e6
+                entry[2] += 1
+        timings = [OpTiming(name, op, us, n) for name, (op, us, n) in totals.items()]
+        return sorted(timings, key=lambda t: t.total_us, reverse=True)
+
+    def close(self) -> None:
+        """Release the compiled model."""
+        self._all_requests.clear()
+        self._compiled = None
