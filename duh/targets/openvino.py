@@ -152,7 +152,7 @@ class OpenVinoEngine:
             self._requests.put(request)
 
     def op_profile(self) -> list[OpTiming]:
-        """Per-layer times from OpenVINO's performance counters, summed over requests and runs."""
+        """Per-layer times from OpenVINO's counters: the latest inference of each infer request."""
         if not self._profiled:
             raise TargetError("profiling was not enabled; load with EngineOptions(profile=True)")
         totals: dict[str, list[Any]] = {}
