@@ -43,6 +43,10 @@ __all__ = ["BuildResult", "CandidateResult", "build", "default_output"]
 
 log = logging.getLogger(__name__)
 
+# What the reference runtime (ONNX Runtime) reads: verification and the passes run on it.
+_ORT_MAX_OPSET = 26
+_ORT_MAX_IR = 13
+
 
 @dataclass(frozen=True, slots=True)
 class CandidateResult:
@@ -175,6 +179,8 @@ def _build_candidate(
     )
     model = onnx.ModelProto()
     model.CopyFrom(source.model)
+    # Passes run ONNX Runtime (onnxsim, quantization): give them a model it reads.
+    model = normalize_for_engine(model, "onnxruntime", _ORT_MAX_OPSET, _ORT_MAX_IR)
     model, records = pipeline.run(model, ctx)
     model = normalize_for_engine(model, spec.engine, plugin.max_opset, plugin.max_ir_version)
     out_dir = work / f"candidate-{index}-{spec.engine}"
@@ -280,7 +286,7 @@ def _build_all(
     feeds, feed_source = _check_feeds(source, calibration, check_samples, shapes)
     if verify:
         ref_path = work / "source.onnx"
-        save_onnx(normalize_for_engine(source.model, "onnxruntime", 26, 13), ref_path)
+        save_onnx(normalize_for_engine(source.model, "onnxruntime", _ORT_MAX_OPSET, _ORT_MAX_IR), ref_path)
         reference = load(ref_path)
     results: list[CandidateResult] = []
     built: list[tuple[int, Path, Any, Session]] = []

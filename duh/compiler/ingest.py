@@ -172,7 +172,6 @@ def ingest(path: str | Path, shapes: Mapping[str, tuple[int, ...]] | None = None
     opset = default_opset(model)
     if opset and opset < _MIN_OPSET:
         model = _convert_opset(model, 13, path.name)
-        opset = 13
     if shapes:
         _fix_shapes(model, shapes)
     try:
@@ -204,7 +203,9 @@ def _convert_opset(model: onnx.ModelProto, version: int, name: str) -> onnx.Mode
     from onnx import version_converter
 
     try:
-        return version_converter.convert_version(model, version)
+        converted = version_converter.convert_version(model, version)
+        converted.ir_version = max(converted.ir_version, _min_ir_for_opset(version))
+        return converted
     except (RuntimeError, ValueError, onnx.checker.ValidationError) as exc:
         raise ModelError(
             f"{name} uses opset {default_opset(model)}, which duh's engines do not support, and "

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 
 from duh.compiler.ingest import default_opset, ingest
+from duh.errors import ArtifactError
 from duh.passes._graph import op_histogram
 from duh.runtime import read_manifest, verify_files
 
@@ -44,7 +45,7 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
         integrity = "ok"
         try:
             verify_files(path, manifest)
-        except Exception as exc:  # noqa: BLE001 - reported, not raised: inspect shows damage
+        except ArtifactError as exc:  # reported, not raised: inspect shows the damage
             integrity = str(exc)
         out: dict[str, Any] = {
             "kind": "artifact",
@@ -56,7 +57,7 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
             "manifest": manifest.to_json(),
         }
         engine_model = path / str(manifest.engine_config.get("model", ""))
-        if engine_model.suffix == ".onnx" and engine_model.is_file():
+        if integrity == "ok" and engine_model.suffix == ".onnx" and engine_model.is_file():
             out["model"] = model_summary(onnx.load_model(str(engine_model)))
         return out
     source = ingest(path)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from duh._ort_errors import ort_errors
 from duh.passes._base import PassContext, PassResult, register_pass
 from duh.passes._graph import graph_fingerprint
 
@@ -46,7 +47,7 @@ class Simplify:
             )
         # onnxsim raises bare RuntimeError/ValueError/onnx errors from its C++ core on models it
         # cannot handle; the pass is an optimisation, so the build goes on with the input.
-        except (RuntimeError, ValueError, TypeError, onnx.checker.ValidationError) as exc:
+        except (*ort_errors(), ValueError, TypeError, onnx.checker.ValidationError) as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             log.warning("onnxsim failed, keeping the model as it was: %s", message)
             return PassResult(model, False, (f"onnxsim failed, model kept as it was: {message}",))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from duh._ort_errors import ort_errors
 from duh.errors import TargetError
 from duh.host import HostInfo
 from duh.runtime._engine import EngineOptions, OpTiming
@@ -92,7 +93,7 @@ class OnnxRuntimeTarget:
             )
         try:
             ort.InferenceSession(str(staged), so, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for bad graphs
+        except ort_errors() as exc:
             raise TargetError(f"onnxruntime cannot load the optimized model: {exc}") from None
         finally:
             for path in written:
@@ -119,7 +120,7 @@ class OnnxRuntimeEngine:
         # The artifact is already optimized offline; a plain .onnx gets ORT's defaults.
         try:
             self._session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - ORT raises untyped errors for unreadable models
+        except ort_errors() as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise TargetError(f"onnxruntime cannot load {model.name}: {first}") from None
         self._outputs = [o.name for o in self._session.get_outputs()]

@@ -1,0 +1,125 @@
+"""Sample files: the input data formats shared by calibration and benchmarking.
+
+A sample is one feed with a batch of one. Accepted files:
+
+- ``.npz`` with one array per model input, named after the input (a single-input model may use
+  any one array name, e.g. ``np.savez``'s ``arr_0``); the first axis counts samples;
+- ``.npy`` holding the samples of a single-input model, first axis = samples;
+- a directory of ``.npy``/``.npz`` files read in name order, their samples concatenated.
+
+An array whose rank equals the input's rank is split along its first axis into samples that keep
+a batch axis of one (``(200, 1, 8, 8)`` gives 200 samples of ``(1, 1, 8, 8)``); an array one rank
+higher holds whole feeds along its first axis; one rank lower is a single sample without its
+batch axis.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from duh.errors import ConfigError, InputError
+from duh.runtime._signature import TensorSpec
+
+__all__ = ["DATA_SUFFIXES", "read_samples"]
+
+DATA_SUFFIXES = (".npz", ".npy")
+
+
+def _split(spec: TensorSpec, array: np.ndarray, where: str) -> list[np.ndarray]:
+    rank = len(spec.shape)
+    if array.ndim == rank + 1:
+        return list(array)
+    if array.ndim == rank:
+        return [array[i : i + 1] for i in range(array.shape[0])]
+    if array.ndim == rank - 1:
+        return [array[None]]
+    raise InputError(
+        f"{where}: array for input {spec.name!r} has shape {list(array.shape)}, which does not fit "
+        f"{spec.shape_text()} (expected rank {rank}, with the first axis counting samples)"
+    )
+
+
+def _cast(spec: TensorSpec, array: np.ndarray, where: str) -> np.ndarray:
+    if array.dtype.name == spec.dtype:
+        return array
+    want = np.dtype(spec.dtype) if spec.dtype != "object" else np.dtype(object)
+    same_kind = (array.dtype.kind == want.kind) or (array.dtype.kind in "iu" and want.kind in "iu")
+    if not same_kind:
+        raise InputError(
+            f"{where}: array for input {spec.name!r} has dtype {array.dtype.name}, expected "
+            f"{spec.dtype}; save it with .astype(np.{spec.dtype})"
+        )
+    return array.astype(want)
+
+
+def _arrays(path: Path, inputs: Sequence[TensorSpec]) -> Mapping[str, np.ndarray]:
+    names = [s.name for s in inputs]
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ConfigError(f"cannot read {path} as numpy data ({exc}); pass .npz or .npy files") from None
+    if isinstance(loaded, np.ndarray):
+        if len(names) != 1:
+            raise InputError(
+                f"{path} holds one array, but the model has {len(names)} inputs "
+                f"({', '.join(names)}); save an .npz with one array per input name"
+            )
+        return {names[0]: loaded}
+    with loaded as archive:
+        keys = list(archive.files)
+        if len(names) == 1 and len(keys) == 1:
+            return {names[0]: archive[keys[0]]}
+        missing = [n for n in names if n not in keys]
+        if missing:
+            raise InputError(
+                f"{path} has arrays {', '.join(keys) or '(none)'} but no array for input "
+                f"{', '.join(map(repr, missing))}; name the arrays after the model's inputs"
+            )
+        return {n: archive[n] for n in names}
+
+
+def _file_samples(path: Path, inputs: Sequence[TensorSpec]) -> list[dict[str, np.ndarray]]:
+    arrays = _arrays(path, inputs)
+    per_input = {s.name: _split(s, _cast(s, arrays[s.name], str(path)), str(path)) for s in inputs}
+    counts = {name: len(samples) for name, samples in per_input.items()}
+    if len(set(counts.values())) > 1:
+        raise InputError(
+            f"{path}: the inputs hold different numbers of samples "
+            f"({', '.join(f'{n}: {c}' for n, c in counts.items())}); the first axes must agree"
+        )
+    count = next(iter(counts.values()), 0)
+    return [{name: per_input[name][i] for name in per_input} for i in range(count)]
+
+
+def read_samples(
+    path: str | Path, inputs: Sequence[TensorSpec], limit: int | None = None
+) -> list[dict[str, np.ndarray]]:
+    """Read samples for a model with ``inputs`` from an .npz/.npy file or a directory of them.
+
+    Returns at most ``limit`` feeds, each with a batch axis of one, with dtypes cast to the
+    model's where the kind agrees (float64 to float32, int32 to int64). Raises ``ConfigError``
+    when the path is missing or unreadable, ``InputError`` when the arrays do not fit the model.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in DATA_SUFFIXES)
+        if not files:
+            raise ConfigError(f"directory {path} has no .npy or .npz files")
+    elif path.is_file():
+        if path.suffix not in DATA_SUFFIXES:
+            raise ConfigError(f"{path} is not an .npz or .npy file (or a directory of them)")
+        files = [path]
+    else:
+        raise ConfigError(f"data path {str(path)!r} does not exist")
+    samples: list[dict[str, np.ndarray]] = []
+    for file in files:
+        samples.extend(_file_samples(file, inputs))
+        if limit is not None and len(samples) >= limit:
+            return samples[:limit]
+    if not samples:
+        raise InputError(f"{path} holds no samples (the arrays' first axes are empty)")
+    return samples

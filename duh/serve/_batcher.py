@@ -1,0 +1,277 @@
+"""Dynamic batching: requests queue per model version; engine threads take them in batches.
+
+Each engine instance owns one worker thread. A worker sleeps on a condition until a request
+arrives, waits at most ``max_queue_delay_ms`` past the oldest request for more to come (not at
+all by default: while one batch computes, the next one gathers by itself), then takes the oldest
+request and every later one with the same non-batch shapes, in arrival order, up to
+``max_batch_size`` rows. The engine call runs off the event loop and releases the GIL; its
+results go back to the loop in one callback per batch, each request getting exactly its rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from duh.errors import DuhError
+from duh.serve._errors import InternalServeError, ServeError, UnavailableError
+
+__all__ = ["BatchConfig", "Batcher", "Pending"]
+
+log = logging.getLogger(__name__)
+
+# Runs one feed on one engine instance: (instance index, feed) -> outputs.
+RunFn = Callable[[int, dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchConfig:
+    """How one model version batches and queues requests."""
+
+    max_batch_size: int = field(default=32, metadata={"help": "rows per engine call; 0: no batching"})
+    max_queue_delay_ms: float = field(
+        default=0.0, metadata={"help": "how long the oldest request may wait for a fuller batch"}
+    )
+    preferred_batch_sizes: tuple[int, ...] = field(
+        default=(), metadata={"help": "batch sizes to aim for while the queue delay allows"}
+    )
+    max_queue_size: int = field(
+        default=256, metadata={"help": "requests waiting at most; beyond it: 503 at once"}
+    )
+    instances: int = field(default=1, metadata={"help": "engine instances (worker threads)"})
+
+
+class Pending:
+    """One queued request: its feed, rows, shape key, and the future its caller awaits."""
+
+    __slots__ = ("deadline", "enqueued", "feed", "future", "key", "rows", "started")
+
+    def __init__(
+        self,
+        feed: dict[str, np.ndarray],
+        rows: int,
+        key: Hashable,
+        future: asyncio.Future[dict[str, np.ndarray]],
+        deadline: float | None,
+    ) -> None:
+        self.feed = feed
+        self.rows = rows
+        self.key = key
+        self.future = future
+        self.deadline = deadline
+        self.enqueued = time.perf_counter()
+        self.started = 0.0
+
+
+# Called on the worker thread after each batch: (batch size in rows, queue waits, compute s).
+BatchHook = Callable[[int, Sequence[float], float], None]
+
+
+class Batcher:
+    """The queue of one model version and the worker threads that drain it."""
+
+    def __init__(
+        self,
+        name: str,
+        run: RunFn,
+        config: BatchConfig,
+        loop: asyncio.AbstractEventLoop,
+        on_batch: BatchHook | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self._run = run
+        self._loop = loop
+        self._on_batch = on_batch
+        self._queue: deque[Pending] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._closing = False
+        self._delay_s = config.max_queue_delay_ms / 1000.0
+        self._preferred = sorted(set(config.preferred_batch_sizes))
+        self._threads = [
+            threading.Thread(target=self._work, args=(i,), name=f"duh-{name}-{i}", daemon=True)
+            for i in range(max(1, config.instances))
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting (not yet taken into a batch)."""
+        return len(self._queue)
+
+    def submit(self, pending: Pending) -> None:
+        """Queue a request; raises ``UnavailableError`` at once when the queue is full or closed."""
+        with self._cond:
+            if self._closing:
+                raise UnavailableError(f"model {self.name} is unloading; retry", "unloading")
+            if len(self._queue) >= self.config.max_queue_size:
+                raise UnavailableError(
+                    f"model {self.name} has {len(self._queue)} requests queued, its limit "
+                    f"(--max-queue-size {self.config.max_queue_size}); retry later",
+                    "queue_full",
+                )
+            self._queue.append(pending)
+            self._cond.notify()
+
+    def close(self, timeout_s: float | None = None) -> bool:
+        """Stop taking requests, finish those queued, and join the workers; False on timeout."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for thread in self._threads:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(remaining)
+        return not any(t.is_alive() for t in self._threads)
+
+    # -- worker side ---------------------------------------------------------------------------
+
+    def _ready_rows(self) -> int:
+        """Rows queued that could share a batch with the oldest request (lock held)."""
+        head = self._queue[0].key
+        return sum(p.rows for p in self._queue if p.key == head)
+
+    def _take(self) -> list[Pending]:
+        """The oldest request and later ones of equal shape key, up to the batch limit (lock held)."""
+        limit = self.config.max_batch_size
+        first = self._queue.popleft()
+        batch = [first]
+        if limit <= 0 or first.rows >= limit:
+            return batch
+        rows, skipped = first.rows, []
+        while self._queue and rows < limit:
+            item = self._queue.popleft()
+            if item.key != first.key or rows + item.rows > limit:
+                skipped.append(item)
+                if len(skipped) > 64:  # do not scan a long queue of other shapes
+                    break
+                continue
+            batch.append(item)
+            rows += item.rows
+        self._queue.extendleft(reversed(skipped))
+        if self._preferred and rows not in self._preferred:
+            fits = [s for s in self._preferred if s <= rows]
+            if fits:  # hand back the tail beyond the largest preferred size the batch can fill
+                target, total = fits[-1], 0
+                for cut, item in enumerate(batch):
+                    total += item.rows
+                    if total == target:
+                        self._queue.extendleft(reversed(batch[cut + 1 :]))
+                        batch = batch[: cut + 1]
+                        break
+        return batch
+
+    def _wait_for_batch(self) -> bool:
+        """Wait (lock held) for work; with a queue delay, for a full batch or the deadline."""
+        while not self._queue:
+            if self._closing:
+                return False
+            self._cond.wait()
+        if self._delay_s <= 0 or self.config.max_batch_size <= 0:
+            return True
+        deadline = self._queue[0].enqueued + self._delay_s
+        target = self._preferred[-1] if self._preferred else self.config.max_batch_size
+        while not self._closing:
+            rows = self._ready_rows()
+            if rows >= target or rows in self._preferred:
+                break
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            self._cond.wait(remaining)
+        return True
+
+    def _work(self, instance: int) -> None:
+        while True:
+            with self._cond:
+                if not self._wait_for_batch():
+                    return
+                batch = self._take()
+            self._execute(instance, batch)
+
+    def _execute(self, instance: int, batch: list[Pending]) -> None:
+        now = time.perf_counter()
+        live = [p for p in batch if not p.future.done()]  # timed out or abandoned: skip
+        expired = [p for p in live if p.deadline is not None and p.deadline <= now]
+        if expired:
+            live = [p for p in live if p.deadline is None or p.deadline > now]
+            self._loop.call_soon_threadsafe(_fail_all, expired, _timeout_error(self.name))
+        if not live:
+            return
+        for p in live:
+            p.started = now
+        started = time.perf_counter()
+        try:
+            results = self._compute(instance, live)
+        except ServeError as exc:
+            self._loop.call_soon_threadsafe(_fail_all, live, exc)
+            return
+        except DuhError as exc:
+            self._loop.call_soon_threadsafe(_fail_all, live, InternalServeError(str(exc)))
+            return
+        except Exception as exc:  # noqa: BLE001 - any engine failure goes to its callers, logged
+            log.exception("model %s: engine call failed", self.name)
+            error = InternalServeError(f"model {self.name}: the engine failed: {exc}")
+            self._loop.call_soon_threadsafe(_fail_all, live, error)
+            return
+        compute = time.perf_counter() - started
+        self._loop.call_soon_threadsafe(_resolve_all, live, results)
+        if self._on_batch is not None:
+            self._on_batch(sum(p.rows for p in live), [now - p.enqueued for p in live], compute)
+
+    def _compute(self, instance: int, batch: list[Pending]) -> list[dict[str, np.ndarray]]:
+        limit = self.config.max_batch_size
+        if len(batch) == 1:
+            item = batch[0]
+            if limit <= 0 or item.rows <= limit:
+                return [self._run(instance, item.feed)]
+            return [self._split_run(instance, item, limit)]
+        feed = {
+            name: np.concatenate([p.feed[name] for p in batch]) for name in batch[0].feed
+        }
+        outputs = self._run(instance, feed)
+        results = []
+        start = 0
+        for p in batch:
+            stop = start + p.rows
+            results.append({name: value[start:stop] for name, value in outputs.items()})
+            start = stop
+        return results
+
+    def _split_run(self, instance: int, item: Pending, limit: int) -> dict[str, np.ndarray]:
+        """A request larger than the batch limit runs in slices of ``limit`` rows, joined after."""
+        parts = []
+        for i in range(math.ceil(item.rows / limit)):
+            chunk = {n: v[i * limit : (i + 1) * limit] for n, v in item.feed.items()}
+            parts.append(self._run(instance, chunk))
+        return {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
+
+
+def _timeout_error(name: str) -> UnavailableError:
+    return UnavailableError(
+        f"model {name}: the request's timeout passed while it waited in the queue; "
+        "raise its timeout or send fewer requests",
+        "timeout",
+        retry_after_s=None,
+    )
+
+
+def _resolve_all(batch: Sequence[Pending], results: Sequence[dict[str, np.ndarray]]) -> None:
+    for pending, result in zip(batch, results, strict=True):
+        if not pending.future.done():
+            pending.future.set_result(result)
+
+
+def _fail_all(batch: Sequence[Pending], error: BaseException) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(error)

@@ -1,0 +1,61 @@
+"""The errors a request can meet, each with the HTTP status the protocol gives it."""
+
+from __future__ import annotations
+
+from duh.errors import DuhError, InputError
+
+__all__ = [
+    "BodyTooLargeError",
+    "InternalServeError",
+    "ModelNotFoundError",
+    "RequestError",
+    "ServeError",
+    "UnavailableError",
+]
+
+
+class ServeError(DuhError):
+    """A request failed; ``status`` is the HTTP status and ``reason`` the metrics label."""
+
+    status: int = 500
+    reason: str = "internal"
+
+
+class RequestError(ServeError, InputError):
+    """The request is malformed or does not fit the model (HTTP 400)."""
+
+    status = 400
+    reason = "bad_request"
+
+
+class BodyTooLargeError(RequestError):
+    """The request body is larger than the server accepts (HTTP 413)."""
+
+    status = 413
+    reason = "too_large"
+
+
+class ModelNotFoundError(RequestError):
+    """No such model or version is loaded (HTTP 404)."""
+
+    status = 404
+    reason = "not_found"
+
+
+class UnavailableError(ServeError):
+    """The server cannot take the request now: queue full, timed out, draining (HTTP 503)."""
+
+    status = 503
+    reason = "unavailable"
+
+    def __init__(self, message: str, reason: str = "unavailable", retry_after_s: int | None = 1):
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+class InternalServeError(ServeError):
+    """The engine failed on a request that passed every check (HTTP 500)."""
+
+    status = 500
+    reason = "internal"
