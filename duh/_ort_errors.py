@@ -14,7 +14,16 @@ def ort_errors() -> tuple[type[BaseException], ...]:
         from onnxruntime.capi import onnxruntime_pybind11_state as state
     except ImportError:
         return (RuntimeError,)
-    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile",
-             "NotImplemented", "RuntimeException", "EPFail", "NoModel")
+    names = (
+        "Fail",
+        "InvalidArgument",
+        "InvalidGraph",
+        "InvalidProtobuf",
+        "NoSuchFile",
+        "NotImplemented",
+        "RuntimeException",
+        "EPFail",
+        "NoModel",
+    )
     found = [getattr(state, n) for n in names if isinstance(getattr(state, n, None), type)]
     return (RuntimeError, *found)

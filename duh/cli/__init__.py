@@ -22,7 +22,9 @@ app = typer.Typer(
 
 @app.callback()
 def _root(
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="more logging; -vv for debug, tracebacks on errors"),
+    verbose: int = typer.Option(
+        0, "--verbose", "-v", count=True, help="more logging; -vv for debug, tracebacks on errors"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="only errors"),
 ) -> None:
     setup_logging(verbose, quiet)

@@ -37,7 +37,11 @@ R = TypeVar("R")
 def setup_logging(verbose: int, quiet: bool) -> None:
     """Install a rich log handler: warnings by default, info with -v, debug with -vv."""
     _state["verbose"] = verbose
-    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    level = (
+        logging.ERROR
+        if quiet
+        else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    )
     root = logging.getLogger("duh")
     root.handlers.clear()
     root.addHandler(RichHandler(console=err_console, show_path=False, show_time=verbose > 0))
@@ -60,7 +64,9 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except DuhError as exc:
             if _state["verbose"]:
                 err_console.print_exception()
-            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, markup=True, emoji=False)
+            err_console.print(
+                f"[bold red]error:[/] {exc}", soft_wrap=True, markup=True, emoji=False
+            )
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]; nothing was written")

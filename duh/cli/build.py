@@ -32,9 +32,7 @@ def result_json(result: Any) -> dict[str, Any]:
         "resolved": None if result.chosen is None else result.chosen.name,
         "dry_run": result.dry_run,
         "seconds": round(result.seconds, 3),
-        "candidates": [
-            {**c.to_json(), "passes": list(c.passes)} for c in result.candidates
-        ],
+        "candidates": [{**c.to_json(), "passes": list(c.passes)} for c in result.candidates],
         "warnings": list(result.warnings),
         "manifest": None if result.manifest is None else result.manifest.to_json(),
     }
@@ -43,7 +41,9 @@ def result_json(result: Any) -> dict[str, Any]:
 def render_result(result: Any) -> None:
     """Print a build result as rich tables."""
     if result.dry_run:
-        console.print(f"[bold]dry run[/]: {result.source.path.name} for {result.requested!r}; nothing written")
+        console.print(
+            f"[bold]dry run[/]: {result.source.path.name} for {result.requested!r}; nothing written"
+        )
         for cand in result.candidates:
             console.print(f"\n[bold]{cand.spec.name}[/]")
             for step in cand.passes:
@@ -58,9 +58,15 @@ def render_result(result: Any) -> None:
         table.add_column(col)
     for cand in result.candidates:
         chosen = result.chosen is not None and cand.spec == result.chosen
-        verified = "-" if cand.report is None else ("[green]pass[/]" if cand.report.passed else "[red]fail[/]")
+        verified = (
+            "-"
+            if cand.report is None
+            else ("[green]pass[/]" if cand.report.passed else "[red]fail[/]")
+        )
         median = "-" if cand.median_ms is None else f"{cand.median_ms:.3f}"
-        note = cand.error or (cand.report.failure_text() if cand.report and not cand.report.passed else "")
+        note = cand.error or (
+            cand.report.failure_text() if cand.report and not cand.report.passed else ""
+        )
         table.add_row(("[bold]* " if chosen else "  ") + cand.spec.name, verified, median, note)
     console.print(table)
     if manifest is not None:
@@ -77,13 +83,21 @@ def render_result(result: Any) -> None:
         console.print(passes)
         checks = manifest.checks
         if checks.get("outputs"):
-            ct = Table(title=f"checks ({checks['samples']} inputs: {checks['input_source']})", title_justify="left")
+            ct = Table(
+                title=f"checks ({checks['samples']} inputs: {checks['input_source']})",
+                title_justify="left",
+            )
             for col in ("output", "max abs", "cosine", "top-1", "result"):
                 ct.add_column(col)
             for out in checks["outputs"]:
                 top1 = "-" if out["top1"] is None else f"{out['top1']:.3f}"
-                ct.add_row(out["name"], f"{out['max_abs']:.3g}", f"{out['cosine']:.6f}", top1,
-                           "[green]pass[/]" if out["passed"] else f"[red]{out['reason']}[/]")
+                ct.add_row(
+                    out["name"],
+                    f"{out['max_abs']:.3g}",
+                    f"{out['cosine']:.6f}",
+                    top1,
+                    "[green]pass[/]" if out["passed"] else f"[red]{out['reason']}[/]",
+                )
             console.print(ct)
         else:
             console.print("[yellow]verification skipped (--no-verify)[/]")
@@ -95,26 +109,51 @@ def render_result(result: Any) -> None:
 @handle_errors
 def build(
     model: Path = typer.Argument(..., help="the source model (.onnx)"),
-    target: str = typer.Option("cpu", "--target", "-t", help="target name, e.g. cpu, cpu-int8, openvino:cpu-bf16 (see `duh targets`)"),
-    output: Path | None = typer.Option(None, "--output", "-o", help="artifact directory to write (default MODEL.TARGET.duh)"),
-    passes: str | None = typer.Option(None, "--passes", help="comma-separated passes replacing the target's default pipeline"),
-    calib: str | None = typer.Option(None, "--calib", help="calibration data: .npz, a directory of .npy/.npz or images, or 'synthetic'"),
+    target: str = typer.Option(
+        "cpu",
+        "--target",
+        "-t",
+        help="target name, e.g. cpu, cpu-int8, openvino:cpu-bf16 (see `duh targets`)",
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="artifact directory to write (default MODEL.TARGET.duh)"
+    ),
+    passes: str | None = typer.Option(
+        None, "--passes", help="comma-separated passes replacing the target's default pipeline"
+    ),
+    calib: str | None = typer.Option(
+        None,
+        "--calib",
+        help="calibration data: .npz, a directory of .npy/.npz or images, or 'synthetic'",
+    ),
     calib_samples: int = typer.Option(256, "--calib-samples", help="calibration samples to use"),
-    calib_config: Path | None = typer.Option(None, "--calib-config", help="TOML file with image preprocessing (resize, crop, mean, std, layout, ...)"),
-    shape: list[str] | None = typer.Option(None, "--shape", help="fix an input's shape: NAME=1x3x224x224 (repeatable)"),
-    option: list[str] | None = typer.Option(None, "--option", help="engine option KEY=VALUE passed to the target (repeatable)"),
-    no_verify: bool = typer.Option(False, "--no-verify", help="skip comparing the artifact with the source"),
+    calib_config: Path | None = typer.Option(
+        None,
+        "--calib-config",
+        help="TOML file with image preprocessing (resize, crop, mean, std, layout, ...)",
+    ),
+    shape: list[str] | None = typer.Option(
+        None, "--shape", help="fix an input's shape: NAME=1x3x224x224 (repeatable)"
+    ),
+    option: list[str] | None = typer.Option(
+        None, "--option", help="engine option KEY=VALUE passed to the target (repeatable)"
+    ),
+    no_verify: bool = typer.Option(
+        False, "--no-verify", help="skip comparing the artifact with the source"
+    ),
     check_samples: int = typer.Option(8, "--check-samples", help="inputs to verify on"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved engines and pipelines; write nothing"),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="print the resolved engines and pipelines; write nothing"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Compile MODEL for a target into a verified artifact directory."""
-    import duh
+    from duh.compiler import build as build_model
 
     calib_options: dict[str, Any] = {}
     if calib_config is not None:
         calib_options["preprocess"] = calib_config
-    result = duh.build(
+    result = build_model(
         model,
         target,
         output,

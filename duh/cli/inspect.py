@@ -59,10 +59,21 @@ def inspect(
             f"built by duh {manifest['duh_version']} in {manifest['build'].get('seconds')}s"
         )
         checks = manifest["checks"]
-        console.print(f"checks: {'passed' if checks.get('passed') else 'skipped' if checks.get('skipped') else 'FAILED'}"
-                      + (f" on {checks['samples']} inputs ({checks['input_source']})" if checks.get("samples") else ""))
+        passed, skipped = checks.get("passed"), checks.get("skipped")
+        status = "passed" if passed else "skipped" if skipped else "FAILED"
+        console.print(
+            f"checks: {status}"
+            + (
+                f" on {checks['samples']} inputs ({checks['input_source']})"
+                if checks.get("samples")
+                else ""
+            )
+        )
         for step in manifest["passes"]:
-            console.print(f"  pass {step['name']}: {step['nodes_before']} → {step['nodes_after']} nodes, {step['seconds']}s")
+            console.print(
+                f"  pass {step['name']}: {step['nodes_before']} → {step['nodes_after']} nodes, "
+                f"{step['seconds']}s"
+            )
         console.print(f"integrity: {info['integrity']}")
         files = Table(title="files", title_justify="left")
         files.add_column("file")

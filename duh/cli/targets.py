@@ -21,17 +21,30 @@ def targets(
     host = host_info()
     rows = list_targets(host)
     if as_json:
-        print_json({
-            "host": {"cpu": host.cpu_model, "cores": host.cores, "cpu_flags": host.notable_flags,
-                     "cuda": [d.name for d in host.cuda]},
-            "targets": [
-                {"name": r.name, "available": r.reason is None, "engines": list(r.engines), "reason": r.reason}
-                for r in rows
-            ],
-        })
+        print_json(
+            {
+                "host": {
+                    "cpu": host.cpu_model,
+                    "cores": host.cores,
+                    "cpu_flags": host.notable_flags,
+                    "cuda": [d.name for d in host.cuda],
+                },
+                "targets": [
+                    {
+                        "name": r.name,
+                        "available": r.reason is None,
+                        "engines": list(r.engines),
+                        "reason": r.reason,
+                    }
+                    for r in rows
+                ],
+            }
+        )
         return
-    console.print(f"host: {host.cpu_model}, {host.cores} cores; {' '.join(host.notable_flags)}; "
-                  f"CUDA: {', '.join(d.name for d in host.cuda) or 'none'}")
+    console.print(
+        f"host: {host.cpu_model}, {host.cores} cores; {' '.join(host.notable_flags)}; "
+        f"CUDA: {', '.join(d.name for d in host.cuda) or 'none'}"
+    )
     table = Table()
     table.add_column("target")
     table.add_column("status")

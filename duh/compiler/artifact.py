@@ -23,7 +23,9 @@ def write_manifest(directory: Path, manifest: Manifest) -> Path:
     """Write ``manifest.json`` (atomically within the directory)."""
     path = directory / MANIFEST_NAME
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest.to_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.write_text(
+        json.dumps(manifest.to_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8"
+    )
     os.replace(tmp, path)
     return path
 
@@ -38,7 +40,9 @@ def staging(output: Path) -> Iterator[Path]:
     output = output.absolute()
     parent = output.parent
     if output.exists() and not output.is_dir():
-        raise ConfigError(f"output {str(output)!r} exists and is not a directory; choose another -o")
+        raise ConfigError(
+            f"output {str(output)!r} exists and is not a directory; choose another -o"
+        )
     if output.exists() and any(output.iterdir()) and not (output / MANIFEST_NAME).exists():
         raise ConfigError(
             f"output {str(output)!r} is a non-empty directory that is not a duh artifact; "
@@ -47,7 +51,9 @@ def staging(output: Path) -> Iterator[Path]:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create output directory {str(parent)!r}: {exc.strerror}") from None
+        raise ConfigError(
+            f"cannot create output directory {str(parent)!r}: {exc.strerror}"
+        ) from None
     temp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=parent))
     try:
         yield temp

@@ -24,7 +24,7 @@ from duh.compiler.cache import cache_dir
 from duh.compiler.ingest import SourceModel, ingest, normalize_for_engine
 from duh.compiler.pipeline import PassManager, PassRecord, parse_pass_list
 from duh.compiler.verify import Tolerance, VerifyReport, compare, synthetic_feeds, tolerance_for
-from duh.errors import CalibrationError, ConfigError, TargetError
+from duh.errors import CalibrationError, TargetError
 from duh.host import HostInfo, host_info
 from duh.passes import PassContext
 from duh.runtime import FORMAT_VERSION, Manifest, Session, load
@@ -71,7 +71,7 @@ class CandidateResult:
 
 @dataclass(frozen=True, slots=True)
 class BuildResult:
-    """What a build did: the artifact written (None for a dry run), its manifest, every candidate."""
+    """What a build did: the artifact (None for a dry run), its manifest, every candidate."""
 
     output: Path | None
     requested: str
@@ -92,23 +92,35 @@ def default_output(model: Path, target: str) -> Path:
 
 
 def _load_calibration(
-    calib: str | Path | None, source: SourceModel, samples: int, holdout: int, options: Mapping[str, Any]
+    calib: str | Path | None,
+    source: SourceModel,
+    samples: int,
+    holdout: int,
+    options: Mapping[str, Any],
 ) -> CalibrationSet | None:
     if calib is None:
         return None
     from duh.calibration import load_calibration
 
     return load_calibration(
-        calib, source.inputs, samples=samples, holdout=holdout, shapes=options.get("shapes") or {},
+        calib,
+        source.inputs,
+        samples=samples,
+        holdout=holdout,
+        shapes=options.get("shapes") or {},
         preprocess=options.get("preprocess"),
     )
 
 
 def _pipeline(spec: TargetSpec, passes: Sequence[PassSpec] | None) -> PassManager:
-    return PassManager(list(passes) if passes is not None else get_target(spec.engine).default_passes(spec))
+    return PassManager(
+        list(passes) if passes is not None else get_target(spec.engine).default_passes(spec)
+    )
 
 
-def _measure(sessions: Sequence[Session], feed: Mapping[str, np.ndarray], budget_s: float) -> list[float]:
+def _measure(
+    sessions: Sequence[Session], feed: Mapping[str, np.ndarray], budget_s: float
+) -> list[float]:
     """Median latency (ms) of each session on ``feed``, measured in interleaved rounds."""
     times: list[list[float]] = [[] for _ in sessions]
     for session in sessions:
@@ -132,7 +144,9 @@ def _check_feeds(
     shapes: Mapping[str, tuple[int, ...]],
 ) -> tuple[list[dict[str, np.ndarray]], str]:
     if calibration is not None and calibration.check and not calibration.synthetic:
-        return list(calibration.check), f"{len(calibration.check)} held-out samples of {calibration.source}"
+        return list(
+            calibration.check
+        ), f"{len(calibration.check)} held-out samples of {calibration.source}"
     feeds = synthetic_feeds(source.inputs, count, shapes)
     if any(s.is_dynamic for s in source.inputs):
         # A second batch size proves the artifact kept its dynamic dimensions.
@@ -228,8 +242,10 @@ def build(
     if request.precision is None and calib is None:
         # auto: INT8 needs calibration data; without it, only float precisions are candidates.
         specs = [s for s in specs if s.precision != "int8"] or specs
-    if calib is None and any(s.precision == "int8" for s in specs) and (
-        passes is None or any(p.name == "quantize" for p in passes)
+    if (
+        calib is None
+        and any(s.precision == "int8" for s in specs)
+        and (passes is None or any(p.name == "quantize" for p in passes))
     ):
         raise CalibrationError(
             "an INT8 build needs calibration data (--calib PATH): INT8 scales are fitted to the "
@@ -242,29 +258,61 @@ def build(
     )
     out_path = Path(output) if output is not None else default_output(source.path, target)
     if dry_run:
-        return BuildResult(None, target, specs[0] if len(specs) == 1 else None, plans, source,
-                           dry_run=True, seconds=time.perf_counter() - started)
+        return BuildResult(
+            None,
+            target,
+            specs[0] if len(specs) == 1 else None,
+            plans,
+            source,
+            dry_run=True,
+            seconds=time.perf_counter() - started,
+        )
     options = dict(calib_options or {})
     options.setdefault("shapes", shapes)
     holdout = max(check_samples, 1) if verify else 0
     calibration = _load_calibration(calib, source, calib_samples, holdout, options)
-    with staging(out_path) as stage, tempfile.TemporaryDirectory(
-        prefix=".duh-work-", dir=stage.parent
-    ) as work_name:
+    with (
+        staging(out_path) as stage,
+        tempfile.TemporaryDirectory(prefix=".duh-work-", dir=stage.parent) as work_name,
+    ):
         work = Path(work_name)
-        built = _build_all(specs, pipelines, source, work, host, calibration, shapes,
-                           dict(target_options or {}), verify, check_samples, tolerance,
-                           select_budget_s, target)
+        built = _build_all(
+            specs,
+            pipelines,
+            source,
+            work,
+            host,
+            calibration,
+            shapes,
+            dict(target_options or {}),
+            verify,
+            check_samples,
+            tolerance,
+            select_budget_s,
+            target,
+        )
         chosen, chosen_dir, compiled, results, method = built
         for item in chosen_dir.iterdir():
             os.replace(item, stage / item.name)
         warnings = _warnings(chosen.spec, host, calibration)
         seconds = time.perf_counter() - started
-        manifest = _manifest(stage, source, target, chosen, compiled, results, method, host,
-                             warnings, calibration, seconds)
+        manifest = _manifest(
+            stage,
+            source,
+            target,
+            chosen,
+            compiled,
+            results,
+            method,
+            host,
+            warnings,
+            calibration,
+            seconds,
+        )
         write_manifest(stage, manifest)
-    return BuildResult(out_path, target, chosen.spec, tuple(results), source, manifest,
-                       tuple(warnings), seconds)
+    return BuildResult(
+        out_path, target, chosen.spec, tuple(results), source, manifest, tuple(warnings), seconds
+    )
 
 
 def _build_all(
@@ -286,7 +334,9 @@ def _build_all(
     feeds, feed_source = _check_feeds(source, calibration, check_samples, shapes)
     if verify:
         ref_path = work / "source.onnx"
-        save_onnx(normalize_for_engine(source.model, "onnxruntime", _ORT_MAX_OPSET, _ORT_MAX_IR), ref_path)
+        save_onnx(
+            normalize_for_engine(source.model, "onnxruntime", _ORT_MAX_OPSET, _ORT_MAX_IR), ref_path
+        )
         reference = load(ref_path)
     results: list[CandidateResult] = []
     built: list[tuple[int, Path, Any, Session]] = []
@@ -401,8 +451,14 @@ def _manifest(
             "external_data": list(source.external_data),
         },
         passes=tuple(r.to_json() for r in chosen.records),
-        checks=chosen.report.to_json() if chosen.report is not None else {"passed": None, "skipped": True},
-        selection={"method": method, "chosen": spec.name, "candidates": [r.to_json() for r in results]},
+        checks=chosen.report.to_json()
+        if chosen.report is not None
+        else {"passed": None, "skipped": True},
+        selection={
+            "method": method,
+            "chosen": spec.name,
+            "candidates": [r.to_json() for r in results],
+        },
         build={
             "seconds": round(seconds, 3),
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

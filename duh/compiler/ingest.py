@@ -26,7 +26,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Operator domains some engine of duh's runs. A node from any other domain is a custom op.
-KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"})
+KNOWN_DOMAINS = frozenset(
+    {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"}
+)
 _MIN_OPSET = 7
 
 
@@ -73,7 +75,9 @@ def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
     return TensorSpec(value.name, _dtype(tensor.elem_type), tuple(dims))
 
 
-def model_signature(model: onnx.ModelProto) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+def model_signature(
+    model: onnx.ModelProto,
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """Graph inputs (initializers excluded) and outputs as TensorSpecs."""
     weights = {init.name for init in model.graph.initializer}
     inputs = tuple(_spec(v) for v in model.graph.input if v.name not in weights)

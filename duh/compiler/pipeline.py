@@ -63,7 +63,9 @@ class PassManager:
         """Each pass's name and config, as ``--dry-run`` prints them."""
         return [{"name": p.name, "config": pass_config(p)} for p in self.passes]
 
-    def run(self, model: onnx.ModelProto, ctx: PassContext) -> tuple[onnx.ModelProto, list[PassRecord]]:
+    def run(
+        self, model: onnx.ModelProto, ctx: PassContext
+    ) -> tuple[onnx.ModelProto, list[PassRecord]]:
         """Run every pass; return the final model and a record per pass."""
         records = []
         for p in self.passes:

@@ -96,7 +96,9 @@ class VerifyReport:
         return "; ".join(f"{o.name}: {o.reason}" for o in bad)
 
 
-def _concrete(spec: TensorSpec, shapes: Mapping[str, tuple[int, ...]], batch: int) -> tuple[int, ...]:
+def _concrete(
+    spec: TensorSpec, shapes: Mapping[str, tuple[int, ...]], batch: int
+) -> tuple[int, ...]:
     if spec.name in shapes:
         return tuple(shapes[spec.name])
     return tuple(d if isinstance(d, int) else batch for d in spec.shape)
@@ -134,18 +136,41 @@ def _check_output(
     name: str, refs: list[np.ndarray], gots: list[np.ndarray], tol: Tolerance
 ) -> OutputCheck:
     if any(r.shape != g.shape for r, g in zip(refs, gots, strict=True)):
-        shapes = next((r.shape, g.shape) for r, g in zip(refs, gots, strict=True) if r.shape != g.shape)
-        return OutputCheck(name, float("inf"), float("inf"), 0.0, None, False,
-                           f"shape {list(shapes[1])} differs from the source's {list(shapes[0])}")
+        shapes = next(
+            (r.shape, g.shape) for r, g in zip(refs, gots, strict=True) if r.shape != g.shape
+        )
+        return OutputCheck(
+            name,
+            float("inf"),
+            float("inf"),
+            0.0,
+            None,
+            False,
+            f"shape {list(shapes[1])} differs from the source's {list(shapes[0])}",
+        )
     if refs and refs[0].dtype.kind not in "fc":
         same = all(np.array_equal(r, g) for r, g in zip(refs, gots, strict=True))
-        return OutputCheck(name, 0.0 if same else 1.0, 0.0, 1.0 if same else 0.0, None, same,
-                           "equal" if same else "values differ from the source")
+        return OutputCheck(
+            name,
+            0.0 if same else 1.0,
+            0.0,
+            1.0 if same else 0.0,
+            None,
+            same,
+            "equal" if same else "values differ from the source",
+        )
     ref = np.concatenate([r.astype(np.float64).ravel() for r in refs])
     got = np.concatenate([g.astype(np.float64).ravel() for g in gots])
     if not np.all(np.isfinite(got)) and np.all(np.isfinite(ref)):
-        return OutputCheck(name, float("inf"), float("inf"), 0.0, None, False,
-                           "artifact produced NaN or Inf where the source did not")
+        return OutputCheck(
+            name,
+            float("inf"),
+            float("inf"),
+            0.0,
+            None,
+            False,
+            "artifact produced NaN or Inf where the source did not",
+        )
     diff = np.abs(ref - got)
     scale = float(np.max(np.abs(ref))) if ref.size else 0.0
     max_abs = float(np.max(diff)) if diff.size else 0.0
@@ -164,8 +189,9 @@ def _check_output(
         reasons.append(f"cosine {cosine:.5f} < {tol.min_cosine}")
     if top1 is not None and top1 < tol.min_top1:
         reasons.append(f"top-1 agreement {top1:.3f} < {tol.min_top1}")
-    return OutputCheck(name, max_abs, max_rel, cosine, top1, not reasons,
-                       "; ".join(reasons) or "within tolerance")
+    return OutputCheck(
+        name, max_abs, max_rel, cosine, top1, not reasons, "; ".join(reasons) or "within tolerance"
+    )
 
 
 def compare(

@@ -1,4 +1,4 @@
-"""The pass contract: a frozen dataclass config with a ``run(model, ctx)`` method, and its registry."""
+"""The pass contract (a frozen dataclass config with ``run(model, ctx)``) and its registry."""
 
 from __future__ import annotations
 
@@ -129,6 +129,11 @@ def config_help(name: str) -> list[tuple[str, str, str]]:
     cls = _registry()[name]
     rows = []
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if f.default is not dataclasses.MISSING:
+            default: Any = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "(required)"
         rows.append((f.name, repr(default), str(f.metadata.get("help", ""))))
     return rows

@@ -33,10 +33,16 @@ class Simplify:
     )
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
-        """Run onnxsim; return the input unchanged, with a note, where it cannot handle the model."""
+        """Run onnxsim; where it cannot handle the model, return the input with a note."""
         import onnxsim
 
         skipped = ["fuse_bn_into_conv"] if self.skip_fuse_bn else []
+        failures: tuple[type[BaseException], ...] = (
+            *ort_errors(),
+            ValueError,
+            TypeError,
+            onnx.checker.ValidationError,
+        )
         try:
             simplified, ok = onnxsim.simplify(
                 model,
@@ -47,7 +53,7 @@ class Simplify:
             )
         # onnxsim raises bare RuntimeError/ValueError/onnx errors from its C++ core on models it
         # cannot handle; the pass is an optimisation, so the build goes on with the input.
-        except (*ort_errors(), ValueError, TypeError, onnx.checker.ValidationError) as exc:
+        except failures as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             log.warning("onnxsim failed, keeping the model as it was: %s", message)
             return PassResult(model, False, (f"onnxsim failed, model kept as it was: {message}",))

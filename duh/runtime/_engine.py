@@ -18,9 +18,7 @@ class EngineOptions:
     threads: int | None = field(
         default=None, metadata={"help": "intra-op threads; None lets the engine choose"}
     )
-    profile: bool = field(
-        default=False, metadata={"help": "collect per-operator timings (slower)"}
-    )
+    profile: bool = field(default=False, metadata={"help": "collect per-operator timings (slower)"})
     extra: Mapping[str, str] = field(
         default_factory=dict, metadata={"help": "engine-specific settings, passed through"}
     )

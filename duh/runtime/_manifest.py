@@ -115,7 +115,9 @@ def hash_files(root: Path) -> dict[str, str]:
 def read_manifest(artifact: Path) -> Manifest:
     """Read and parse ``artifact/manifest.json`` with a clear error for each way it can fail."""
     if not artifact.exists():
-        raise ArtifactError(f"artifact {str(artifact)!r} does not exist; build one with `duh build`")
+        raise ArtifactError(
+            f"artifact {str(artifact)!r} does not exist; build one with `duh build`"
+        )
     if not artifact.is_dir():
         raise ArtifactError(
             f"{str(artifact)!r} is not an artifact directory; pass the NAME.duh directory "
@@ -178,7 +180,8 @@ def check_host(manifest: Manifest, host: HostInfo) -> None:
     if missing:
         raise ArtifactError(
             f"this artifact was built for a CPU with {', '.join(missing)}, which this host lacks; "
-            f"rebuild it on this host (duh build --target {manifest.target.get('requested', 'cpu')})"
+            "rebuild it on this host "
+            f"(duh build --target {manifest.target.get('requested', 'cpu')})"
         )
     capability = req.get("cuda_compute_capability")
     if capability:

@@ -115,9 +115,9 @@ def load(
     if path.is_file() and path.suffix == ".onnx":
         from duh.targets.onnxruntime import OnnxRuntimeEngine
 
-        engine = OnnxRuntimeEngine(path, options)
-        inputs, outputs = _onnx_signature(engine.session)
-        return Session(engine, inputs, outputs, None, path)
+        ort_engine = OnnxRuntimeEngine(path, options)
+        inputs, outputs = _onnx_signature(ort_engine.session)
+        return Session(ort_engine, inputs, outputs, None, path)
     manifest = read_manifest(path)
     verify_files(path, manifest)
     check_host(manifest, host_info())

@@ -40,7 +40,9 @@ class TensorSpec:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TensorSpec:
         """Read the form stored in manifest.json."""
-        shape = tuple(d if isinstance(d, (int, str)) or d is None else int(d) for d in data["shape"])
+        shape = tuple(
+            d if isinstance(d, (int, str)) or d is None else int(d) for d in data["shape"]
+        )
         return cls(name=str(data["name"]), dtype=str(data["dtype"]), shape=shape)
 
 

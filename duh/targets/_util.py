@@ -41,7 +41,11 @@ def save_onnx(model: onnx.ModelProto, path: Path) -> list[Path]:
         return [path]
     data = path.with_suffix(path.suffix + ".data")
     onnx.save_model(
-        model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data.name,
     )
     return [path, data]
 

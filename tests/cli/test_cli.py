@@ -24,9 +24,22 @@ def test_targets_json_lists_every_design_target() -> None:
     code, out, _ = _run("targets", "--json")
     assert code == 0
     rows = {r["name"]: r for r in json.loads(out)["targets"]}
-    for name in ("cpu", "cpu-fp32", "cpu-int8", "cpu-bf16", "cpu-fp16", "cuda", "cuda-fp16",
-                 "cuda-int8", "auto", "onnxruntime:cpu-fp32", "openvino:cpu-fp32",
-                 "openvino:cpu-bf16", "tvm:cpu-fp32", "tensorrt:cuda-int8"):
+    for name in (
+        "cpu",
+        "cpu-fp32",
+        "cpu-int8",
+        "cpu-bf16",
+        "cpu-fp16",
+        "cuda",
+        "cuda-fp16",
+        "cuda-int8",
+        "auto",
+        "onnxruntime:cpu-fp32",
+        "openvino:cpu-fp32",
+        "openvino:cpu-bf16",
+        "tvm:cpu-fp32",
+        "tensorrt:cuda-int8",
+    ):
         assert name in rows, name
     assert rows["onnxruntime:cpu-fp32"]["available"] is True
     assert rows["tensorrt:cuda-fp16"]["available"] is False
@@ -35,8 +48,9 @@ def test_targets_json_lists_every_design_target() -> None:
 
 def test_build_then_inspect(tmp_path: Path) -> None:
     out = tmp_path / "digits.duh"
-    code, stdout, stderr = _run("build", str(FIXTURES / "digits_cnn.onnx"), "-t", "openvino:cpu-fp32",
-                                "-o", str(out))
+    code, stdout, stderr = _run(
+        "build", str(FIXTURES / "digits_cnn.onnx"), "-t", "openvino:cpu-fp32", "-o", str(out)
+    )
     assert code == 0, stderr
     assert "openvino:cpu-fp32" in stdout and (out / "model.xml").is_file()
     code, stdout, _ = _run("inspect", str(out), "--json")
@@ -51,8 +65,15 @@ def test_build_then_inspect(tmp_path: Path) -> None:
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path) -> None:
-    code, stdout, _ = _run("build", str(FIXTURES / "digits_cnn.onnx"), "-t", "cpu", "-o",
-                           str(tmp_path / "x.duh"), "--dry-run")
+    code, stdout, _ = _run(
+        "build",
+        str(FIXTURES / "digits_cnn.onnx"),
+        "-t",
+        "cpu",
+        "-o",
+        str(tmp_path / "x.duh"),
+        "--dry-run",
+    )
     assert code == 0
     assert "onnxruntime:cpu-fp32" in stdout and "openvino:cpu-fp32" in stdout
     assert "simplify(" in stdout and "cleanup(" in stdout
@@ -94,15 +115,27 @@ def test_bad_input_gives_one_line_and_exit_code(tmp_path: Path, case: int) -> No
 
 def test_inspect_reports_a_tampered_artifact(tmp_path: Path) -> None:
     out = tmp_path / "m.duh"
-    assert _run("build", str(FIXTURES / "multi_io.onnx"), "-t", "onnxruntime:cpu-fp32", "-o", str(out))[0] == 0
+    assert (
+        _run(
+            "build", str(FIXTURES / "multi_io.onnx"), "-t", "onnxruntime:cpu-fp32", "-o", str(out)
+        )[0]
+        == 0
+    )
     (out / "model.onnx").write_bytes(b"junk")
     code, stdout, _ = _run("inspect", str(out), "--json")
     assert code == 0 and "modified after the build" in json.loads(stdout)["integrity"]
 
 
 def test_build_json_output(tmp_path: Path) -> None:
-    code, stdout, _ = _run("build", str(FIXTURES / "multi_io.onnx"), "-t", "onnxruntime:cpu-fp32",
-                           "-o", str(tmp_path / "j.duh"), "--json")
+    code, stdout, _ = _run(
+        "build",
+        str(FIXTURES / "multi_io.onnx"),
+        "-t",
+        "onnxruntime:cpu-fp32",
+        "-o",
+        str(tmp_path / "j.duh"),
+        "--json",
+    )
     data = json.loads(stdout)
     assert code == 0 and data["resolved"] == "onnxruntime:cpu-fp32"
     assert data["manifest"]["checks"]["passed"] is True

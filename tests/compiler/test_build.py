@@ -33,7 +33,9 @@ def _feed(session: duh.Session, batch: int) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("model", MODELS)
-def test_every_target_builds_every_fixture(built: Callable[..., Path], model: str, target: str) -> None:
+def test_every_target_builds_every_fixture(
+    built: Callable[..., Path], model: str, target: str
+) -> None:
     artifact = built(model, target)
     manifest = read_manifest(artifact)
     assert manifest.target["resolved"] == target
@@ -45,7 +47,9 @@ def test_every_target_builds_every_fixture(built: Callable[..., Path], model: st
             got, want = session.run(feed), source.run(feed)
             for name, value in want.items():
                 assert got[name].shape == value.shape
-                np.testing.assert_allclose(got[name], value, rtol=rtol, atol=atol * max(1.0, float(np.abs(value).max())))
+                np.testing.assert_allclose(
+                    got[name], value, rtol=rtol, atol=atol * max(1.0, float(np.abs(value).max()))
+                )
 
 
 def test_manifest_records_what_the_design_asks(built: Callable[..., Path]) -> None:
@@ -53,7 +57,9 @@ def test_manifest_records_what_the_design_asks(built: Callable[..., Path]) -> No
     data = json.loads((artifact / "manifest.json").read_text())
     assert data["format_version"] == 1
     assert data["engine"]["name"] == "onnxruntime" and data["engine"]["version"]
-    assert data["source"]["sha256"] == duh.runtime._manifest.sha256_file(FIXTURES / "digits_cnn.onnx")
+    assert data["source"]["sha256"] == duh.runtime._manifest.sha256_file(
+        FIXTURES / "digits_cnn.onnx"
+    )
     assert data["target"] == {
         "requested": "onnxruntime:cpu-fp32",
         "resolved": "onnxruntime:cpu-fp32",
@@ -63,7 +69,9 @@ def test_manifest_records_what_the_design_asks(built: Callable[..., Path]) -> No
     }
     assert [p["name"] for p in data["passes"]] == ["simplify", "cleanup"]
     assert all(p["seconds"] >= 0 and p["nodes_before"] >= p["nodes_after"] for p in data["passes"])
-    assert data["signature"]["inputs"] == [{"name": "input", "dtype": "float32", "shape": ["batch", 1, 8, 8]}]
+    assert data["signature"]["inputs"] == [
+        {"name": "input", "dtype": "float32", "shape": ["batch", 1, 8, 8]}
+    ]
     assert set(data["files"]) == {"model.onnx"}
     assert data["checks"]["passed"] and data["checks"]["tolerance"]["atol"] == 1e-4
     optimized = onnx.load(str(artifact / "model.onnx"))
@@ -92,7 +100,9 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_passes_override_the_default_pipeline(tmp_path: Path) -> None:
-    build(FIXTURES / "digits_cnn.onnx", "onnxruntime:cpu-fp32", tmp_path / "a.duh", passes="cleanup")
+    build(
+        FIXTURES / "digits_cnn.onnx", "onnxruntime:cpu-fp32", tmp_path / "a.duh", passes="cleanup"
+    )
     assert [p["name"] for p in read_manifest(tmp_path / "a.duh").passes] == ["cleanup"]
     with pytest.raises(ConfigError, match="unknown pass 'nope'"):
         build(FIXTURES / "digits_cnn.onnx", "cpu", tmp_path / "b.duh", passes="cleanup,nope")
@@ -104,7 +114,12 @@ def test_failed_verification_leaves_nothing_behind(tmp_path: Path) -> None:
 
     impossible = Tolerance(atol=0.0, rtol=0.0, min_cosine=1.5)
     with pytest.raises(TargetError, match=r"no candidate .* passed verification .*cosine"):
-        build(FIXTURES / "digits_cnn.onnx", "openvino:cpu-bf16", tmp_path / "x.duh", tolerance=impossible)
+        build(
+            FIXTURES / "digits_cnn.onnx",
+            "openvino:cpu-bf16",
+            tmp_path / "x.duh",
+            tolerance=impossible,
+        )
     assert list(tmp_path.iterdir()) == []
 
 

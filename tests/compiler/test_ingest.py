@@ -27,7 +27,9 @@ def _relu_model(opset: int = 17, domain: str = "", op: str = "Relu") -> onnx.Mod
 
 def test_signature_keeps_symbolic_dims(digits_model: Path) -> None:
     source = ingest(digits_model)
-    assert [(s.name, s.dtype, s.shape) for s in source.inputs] == [("input", "float32", ("batch", 1, 8, 8))]
+    assert [(s.name, s.dtype, s.shape) for s in source.inputs] == [
+        ("input", "float32", ("batch", 1, 8, 8))
+    ]
     assert source.outputs[0].shape == ("batch", 10)
     assert len(source.sha256) == 64
 
@@ -44,7 +46,10 @@ def test_shape_override_fixes_dims(digits_model: Path) -> None:
 def test_a_truncated_model_is_a_clear_error(digits_model: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(digits_model.read_bytes()[:5000])
-    with pytest.raises(ModelError, match="broken.onnx .*truncated, corrupt or of another format|fails the ONNX checker"):
+    with pytest.raises(
+        ModelError,
+        match="broken.onnx .*truncated, corrupt or of another format|fails the ONNX checker",
+    ):
         ingest(broken)
 
 
@@ -76,7 +81,9 @@ def test_external_data_loads_and_its_absence_is_named(fixtures_dir: Path, tmp_pa
 def test_custom_ops_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "custom.onnx"
     onnx.save(_relu_model(domain="com.example", op="MagicRelu"), path)
-    with pytest.raises(ModelError, match="custom operators no duh engine runs: com.example::MagicRelu"):
+    with pytest.raises(
+        ModelError, match="custom operators no duh engine runs: com.example::MagicRelu"
+    ):
         ingest(path)
 
 

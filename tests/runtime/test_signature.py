@@ -23,11 +23,26 @@ def test_a_valid_feed_passes_and_comes_back_contiguous() -> None:
     ("feed", "message"),
     [
         ({"a": np.ones((1, 4), np.float32)}, "missing input 'b'"),
-        ({"a": np.ones((1, 4), np.float32), "b": np.ones((1, 4), np.int64), "c": 1}, "unknown input 'c'"),
-        ({"a": np.ones((1, 4), np.float64), "b": np.ones((1, 4), np.int64)}, "dtype float64, expected float32"),
-        ({"a": np.ones((1, 5), np.float32), "b": np.ones((1, 4), np.int64)}, "axis 1 must be 4, got 5"),
-        ({"a": np.ones((4,), np.float32), "b": np.ones((1, 4), np.int64)}, "(rank 1), expected [batch, 4] (rank 2)"),
-        ({"a": np.ones((2, 4), np.float32), "b": np.ones((3, 4), np.int64)}, "dimension 'batch' is 2 in input 'a' but 3"),
+        (
+            {"a": np.ones((1, 4), np.float32), "b": np.ones((1, 4), np.int64), "c": 1},
+            "unknown input 'c'",
+        ),
+        (
+            {"a": np.ones((1, 4), np.float64), "b": np.ones((1, 4), np.int64)},
+            "dtype float64, expected float32",
+        ),
+        (
+            {"a": np.ones((1, 5), np.float32), "b": np.ones((1, 4), np.int64)},
+            "axis 1 must be 4, got 5",
+        ),
+        (
+            {"a": np.ones((4,), np.float32), "b": np.ones((1, 4), np.int64)},
+            "(rank 1), expected [batch, 4] (rank 2)",
+        ),
+        (
+            {"a": np.ones((2, 4), np.float32), "b": np.ones((3, 4), np.int64)},
+            "dimension 'batch' is 2 in input 'a' but 3",
+        ),
     ],
 )
 def test_bad_feeds_say_what_was_given_and_expected(feed: dict[str, object], message: str) -> None:

@@ -1,0 +1,291 @@
+"""One served model version: its engine instances, request checks, batcher and descriptions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import duh
+from duh.runtime import Session, TensorSpec
+from duh.serve._batcher import BatchConfig, Batcher, Pending
+from duh.serve._codec import DATATYPES, InferRequest, datatype_of
+from duh.serve._errors import RequestError, UnavailableError
+from duh.serve._metrics import Metrics, VersionMetrics
+
+__all__ = ["LoadOptions", "ModelSource", "ModelVersion", "load_version"]
+
+log = logging.getLogger(__name__)
+
+# numpy dtype name -> Triton model-config data type
+_CONFIG_TYPES = {dt.name: f"TYPE_{name}" for name, dt in DATATYPES.items()}
+_CONFIG_TYPES["object"] = "TYPE_STRING"
+_PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino", "tensorrt": "tensorrt_plan"}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """Where one model version comes from: an artifact directory (or a plain .onnx)."""
+
+    name: str
+    version: str
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """How every model version is loaded and batched."""
+
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    threads: int | None = field(
+        default=None, metadata={"help": "engine threads per instance; default: cores / instances"}
+    )
+    engine_options: Mapping[str, str] = field(
+        default_factory=dict, metadata={"help": "engine settings passed through to duh.load"}
+    )
+
+
+def _spec_datatype(spec: TensorSpec) -> str:
+    return "BYTES" if spec.dtype == "object" else datatype_of(spec.dtype)
+
+
+def _batchable(specs: Sequence[TensorSpec]) -> bool:
+    """A model batches when every input and output has a leading dimension of free size."""
+    return all(s.shape and not isinstance(s.shape[0], int) for s in specs)
+
+
+class ModelVersion:
+    """A loaded model version behind a batcher; ``infer`` is called on the event loop."""
+
+    def __init__(
+        self,
+        source: ModelSource,
+        sessions: Sequence[Session],
+        batch: BatchConfig,
+        loop: asyncio.AbstractEventLoop,
+        metrics: VersionMetrics,
+    ) -> None:
+        self.name = source.name
+        self.version = source.version
+        self.path = source.path
+        self.sessions = list(sessions)
+        first = self.sessions[0]
+        self.inputs: tuple[TensorSpec, ...] = first.inputs
+        self.outputs: tuple[TensorSpec, ...] = first.outputs
+        self.engine = first.engine_name
+        self.batchable = _batchable([*self.inputs, *self.outputs])
+        self.max_batch_size = batch.max_batch_size if self.batchable else 0
+        self.batch_config = batch
+        self.metrics = metrics
+        self._input_types = {s.name: _spec_datatype(s) for s in self.inputs}
+        self._output_names = [s.name for s in self.outputs]
+        self._loop = loop
+        self.batcher = Batcher(
+            f"{self.name}:{self.version}",
+            self._run,
+            BatchConfig(
+                max_batch_size=self.max_batch_size,
+                max_queue_delay_ms=batch.max_queue_delay_ms,
+                preferred_batch_sizes=batch.preferred_batch_sizes,
+                max_queue_size=batch.max_queue_size,
+                instances=len(self.sessions),
+            ),
+            loop,
+            metrics.batch,
+        )
+        metrics.queue_depth.set_function(lambda: self.batcher.depth)
+
+    def _run(self, instance: int, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.sessions[instance].run(feed)
+
+    def check(self, request: InferRequest) -> tuple[dict[str, np.ndarray], int, Hashable]:
+        """Check a request against the signature: its feed, its rows and its batching key."""
+        feed = request.inputs
+        if len(feed) != len(self.inputs) or any(n not in self._input_types for n in feed):
+            unknown = sorted(set(feed) - set(self._input_types))
+            missing = [n for n in self._input_types if n not in feed]
+            what = f"unknown input {unknown[0]!r}" if unknown else f"missing input {missing[0]!r}"
+            raise RequestError(
+                f"model {self.name}: {what}; its inputs are "
+                + ", ".join(f"{s.name} ({self._input_types[s.name]})" for s in self.inputs)
+            )
+        rows = 0
+        bound: dict[str, int] = {}
+        for spec in self.inputs:
+            array = feed[spec.name]
+            datatype = request.datatypes[spec.name]
+            if datatype != self._input_types[spec.name]:
+                raise RequestError(
+                    f"model {self.name}: input {spec.name!r} has datatype {datatype}, "
+                    f"expected {self._input_types[spec.name]}"
+                )
+            if array.ndim != len(spec.shape):
+                raise RequestError(
+                    f"model {self.name}: input {spec.name!r} has shape {list(array.shape)}, "
+                    f"expected {self._shape_text(spec)} (rank {len(spec.shape)})"
+                )
+            for axis, (size, dim) in enumerate(zip(array.shape, spec.shape, strict=True)):
+                if isinstance(dim, int) and size != dim:
+                    raise RequestError(
+                        f"model {self.name}: input {spec.name!r} has shape {list(array.shape)}, "
+                        f"expected {self._shape_text(spec)}: axis {axis} must be {dim}"
+                    )
+                if isinstance(dim, str) and bound.setdefault(dim, size) != size:
+                    raise RequestError(
+                        f"model {self.name}: dimension {dim!r} is {bound[dim]} in one input and "
+                        f"{size} in {spec.name!r}; inputs sharing a dimension must agree"
+                    )
+            if self.batchable:
+                if rows and array.shape[0] != rows:
+                    raise RequestError(
+                        f"model {self.name}: inputs have {rows} and {array.shape[0]} rows; "
+                        "every input of a request needs the same batch size"
+                    )
+                rows = array.shape[0]
+        if self.batchable and rows < 1:
+            raise RequestError(f"model {self.name}: a request needs at least one row")
+        if request.outputs is not None:
+            for out in request.outputs:
+                if out.name not in self._output_names:
+                    raise RequestError(
+                        f"model {self.name}: unknown output {out.name!r}; its outputs are "
+                        + ", ".join(self._output_names)
+                    )
+        key = tuple(a.shape[1:] for a in feed.values()) if self.batchable else None
+        return feed, max(rows, 1), key
+
+    async def infer(self, request: InferRequest) -> dict[str, np.ndarray]:
+        """Queue a checked request, await its rows, and keep the outputs it asks for."""
+        feed, rows, key = self.check(request)
+        future: asyncio.Future[dict[str, np.ndarray]] = self._loop.create_future()
+        deadline = timer = None
+        if request.timeout_us:
+            wait_s = request.timeout_us / 1e6
+            deadline = time.perf_counter() + wait_s
+            timer = self._loop.call_later(wait_s, _expire, future, self.name, request.timeout_us)
+        self.batcher.submit(Pending(feed, rows, key, future, deadline))
+        try:
+            result = await future
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if request.outputs is None:
+            return result
+        return {o.name: result[o.name] for o in request.outputs}
+
+    def close(self, timeout_s: float | None = None) -> bool:
+        """Finish the queued requests, stop the workers and release the engines."""
+        drained = self.batcher.close(timeout_s)
+        if drained:
+            for session in self.sessions:
+                session.close()
+        return drained
+
+    # -- descriptions ------------------------------------------------------------------------
+
+    def _shape_text(self, spec: TensorSpec) -> str:
+        return "[" + ", ".join(str(d) if isinstance(d, int) else "-1" for d in spec.shape) + "]"
+
+    def _dims(self, spec: TensorSpec, drop_batch: bool) -> list[int]:
+        dims = [d if isinstance(d, int) else -1 for d in spec.shape]
+        return dims[1:] if drop_batch else dims
+
+    @property
+    def platform(self) -> str:
+        """The platform name the protocol reports (``onnxruntime_onnx``, ...)."""
+        return _PLATFORMS.get(self.engine, self.engine)
+
+    def metadata_json(self, versions: Sequence[str]) -> dict[str, Any]:
+        """The model metadata response."""
+        def tensor(spec: TensorSpec, datatype: str) -> dict[str, Any]:
+            return {"name": spec.name, "datatype": datatype, "shape": self._dims(spec, False)}
+
+        return {
+            "name": self.name,
+            "versions": list(versions),
+            "platform": self.platform,
+            "inputs": [tensor(s, self._input_types[s.name]) for s in self.inputs],
+            "outputs": [tensor(s, _spec_datatype(s)) for s in self.outputs],
+        }
+
+    def config_json(self) -> dict[str, Any]:
+        """The model configuration as Triton reports it (what perf_analyzer reads)."""
+        def tensor(spec: TensorSpec) -> dict[str, Any]:
+            return {
+                "name": spec.name,
+                "data_type": _CONFIG_TYPES.get(spec.dtype, "TYPE_INVALID"),
+                "dims": self._dims(spec, self.batchable),
+            }
+
+        batch = self.batch_config
+        config: dict[str, Any] = {
+            "name": self.name,
+            "platform": self.platform,
+            "backend": self.engine,
+            "version_policy": {"latest": {"num_versions": 1}},
+            "max_batch_size": self.max_batch_size,
+            "input": [tensor(s) for s in self.inputs],
+            "output": [tensor(s) for s in self.outputs],
+            "instance_group": [
+                {"name": self.name, "kind": "KIND_CPU", "count": len(self.sessions)}
+            ],
+        }
+        if self.batchable:
+            config["dynamic_batching"] = {
+                "preferred_batch_size": list(batch.preferred_batch_sizes),
+                "max_queue_delay_microseconds": int(batch.max_queue_delay_ms * 1000),
+                "default_queue_policy": {"max_queue_size": batch.max_queue_size},
+            }
+        return config
+
+
+def _expire(future: asyncio.Future[Any], name: str, timeout_us: int) -> None:
+    if not future.done():
+        future.set_exception(UnavailableError(
+            f"model {name}: no result within the request's timeout of {timeout_us} us; "
+            "raise the timeout or send fewer requests",
+            "timeout",
+            retry_after_s=None,
+        ))
+
+
+def _warm_up(session: Session) -> None:
+    """One batch-1 call on zeros, so the first request does not pay the engine's first run."""
+    if any(s.dtype == "object" for s in session.inputs):
+        return
+    feed = {
+        s.name: np.zeros([d if isinstance(d, int) else 1 for d in s.shape], dtype=s.dtype)
+        for s in session.inputs
+    }
+    try:
+        session.run(feed)
+    except Exception as exc:  # noqa: BLE001 - zeros may not suit every model; serving goes on
+        log.warning("warm-up of %s on zeros failed (%s); serving it anyway", session.path, exc)
+
+
+def load_version(
+    source: ModelSource,
+    options: LoadOptions,
+    loop: asyncio.AbstractEventLoop,
+    metrics: Metrics,
+) -> ModelVersion:
+    """Load ``options.batch.instances`` sessions of one version (blocking: call off the loop)."""
+    instances = max(1, options.batch.instances)
+    threads = options.threads or max(1, (os.cpu_count() or 1) // instances)
+    extra = dict(options.engine_options)
+    sessions = []
+    for _ in range(instances):
+        session = duh.load(source.path, threads=threads, engine_options=extra)
+        _warm_up(session)
+        sessions.append(session)
+    log.info("loaded %s version %s from %s (%d instance(s), %s)", source.name, source.version,
+             source.path, instances, sessions[0].engine_name)
+    return ModelVersion(source, sessions, options.batch, loop, metrics.version(source.name,
+                                                                               source.version))
