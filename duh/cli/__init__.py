@@ -6,6 +6,7 @@ import typer
 
 from duh.cli import build as _build
 from duh.cli import inspect as _inspect
+from duh.cli import serve as _serve
 from duh.cli import targets as _targets
 from duh.cli._common import setup_logging
 
@@ -33,6 +34,7 @@ def _root(
 app.command("build")(_build.build)
 app.command("targets")(_targets.targets)
 app.command("inspect")(_inspect.inspect)
+app.command("serve")(_serve.serve)
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from duh.compiler.cache import cache_dir
 from duh.compiler.ingest import SourceModel, ingest, normalize_for_engine
 from duh.compiler.pipeline import PassManager, PassRecord, parse_pass_list
 from duh.compiler.verify import Tolerance, VerifyReport, compare, synthetic_feeds, tolerance_for
-from duh.errors import CalibrationError, TargetError
+from duh.errors import CalibrationError, ModelError, TargetError
 from duh.host import HostInfo, host_info
 from duh.passes import PassContext
 from duh.runtime import FORMAT_VERSION, Manifest, Session, load
@@ -337,7 +337,14 @@ def _build_all(
         save_onnx(
             normalize_for_engine(source.model, "onnxruntime", _ORT_MAX_OPSET, _ORT_MAX_IR), ref_path
         )
-        reference = load(ref_path)
+        try:
+            reference = load(ref_path)
+        except TargetError as exc:
+            raise ModelError(
+                f"ONNX Runtime, the reference duh verifies builds against, cannot run "
+                f"{source.path.name}: {str(exc).split(': ', 1)[-1]}; the model uses an operator "
+                "or type it lacks: build with --no-verify to skip the comparison"
+            ) from None
     results: list[CandidateResult] = []
     built: list[tuple[int, Path, Any, Session]] = []
     for i, (spec, pipeline) in enumerate(zip(specs, pipelines, strict=True)):
@@ -350,7 +357,7 @@ def _build_all(
         except TargetError as exc:
             if len(specs) == 1:
                 raise
-            log.warning("candidate %s failed: %s", spec.name, exc)
+            log.info("candidate %s failed: %s", spec.name, exc)
             results.append(replace(base, error=str(exc)))
             continue
         report = None
@@ -362,6 +369,11 @@ def _build_all(
             session.close()
             continue
         built.append((len(results) - 1, out_dir, compiled, session))
+    if not built and all(r.error for r in results):
+        raise TargetError(
+            f"no engine could build {requested!r}: "
+            + "; ".join(f"{r.spec.name}: {r.error}" for r in results)
+        )
     if not built:
         failed = [r for r in results if r.report is not None and not r.report.passed]
         detail = "; ".join(

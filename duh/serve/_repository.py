@@ -190,14 +190,12 @@ class Repository:
         return sorted(self._models)
 
     def _sources_of(self, name: str | None) -> list[ModelSource]:
-        if self.root is not None:
-            found = discover(self.root, name)
-            names = {s.name for s in self._sources}
-            # artifacts named on the command line stay served beside the repository's
-            found += [s for s in self._sources if name in (None, s.name) and s.name not in
-                      {f.name for f in found} and s.name in names]
-            return found
-        return [s for s in self._sources if name in (None, s.name)]
+        """The versions to load for ``name`` (all models when None); the repository wins."""
+        found = discover(self.root, name) if self.root is not None else []
+        in_repository = {s.name for s in found}
+        found += [s for s in self._sources
+                  if name in (None, s.name) and s.name not in in_repository]
+        return found
 
     async def start(self) -> None:
         """Load every model found; an artifact that fails to load stops the start."""

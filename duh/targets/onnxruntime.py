@@ -32,7 +32,10 @@ MODEL_FILE = "model.onnx"
 
 
 def _ort() -> Any:
-    return import_engine("onnxruntime", "onnxruntime", "core", "the onnxruntime engine")
+    ort = import_engine("onnxruntime", "onnxruntime", "core", "the onnxruntime engine")
+    # Failures reach the user as exceptions; ORT's own error log would print them twice.
+    ort.set_default_logger_severity(4)
+    return ort
 
 
 def session_options(options: EngineOptions) -> onnxruntime.SessionOptions:

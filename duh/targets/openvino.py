@@ -31,6 +31,16 @@ XML_FILE = "model.xml"
 _PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 
 
+def _reason(exc: BaseException) -> str:
+    """The informative line of an OpenVINO error (its first line is a source location)."""
+    lines = [line.strip(" -") for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "operations:" in line or "not supported" in line.lower():
+            return line
+    meaningful = [line for line in lines if not line.startswith("Check '")]
+    return (meaningful or lines or [type(exc).__name__])[0]
+
+
 def _ov() -> Any:
     return import_engine("openvino", "openvino", "openvino", "the openvino engine")
 
@@ -75,8 +85,7 @@ class OpenVinoTarget:
             converted = ov.convert_model(str(staged))
             ov.save_model(converted, str(out_dir / XML_FILE), compress_to_fp16=False)
         except Exception as exc:  # noqa: BLE001 - OpenVINO's frontend raises untyped errors
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TargetError(f"openvino cannot convert the model: {first}") from None
+            raise TargetError(f"openvino cannot convert the model: {_reason(exc)}") from None
         finally:
             for path in written:
                 path.unlink(missing_ok=True)
@@ -123,8 +132,7 @@ class OpenVinoEngine:
         try:
             self._compiled = core.compile_model(str(xml), "CPU", config)
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises untyped errors
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TargetError(f"openvino cannot compile {xml.name}: {first}") from None
+            raise TargetError(f"openvino cannot compile {xml.name}: {_reason(exc)}") from None
         ports = {name: port for port in self._compiled.outputs for name in port.get_names()}
         missing = [name for name in outputs if name not in ports]
         if missing:

@@ -6,7 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
+import onnx
 import pytest
+from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
 from duh.cli import app
@@ -85,6 +87,16 @@ def _bad_inputs(tmp: Path) -> list[tuple[list[str], int, str]]:
     truncated.write_bytes((FIXTURES / "digits_cnn.onnx").read_bytes()[:3000])
     text = tmp / "readme.onnx"
     text.write_text("hello\n")
+    decoder = tmp / "decoder.onnx"
+    graph = helper.make_graph(
+        [helper.make_node("ImageDecoder", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, ["n"])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, ["h", "w", 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 9
+    onnx.save(model, decoder)
     lonely = tmp / "mlp_external.onnx"
     shutil.copy(FIXTURES / "mlp_external.onnx", lonely)
     return [
@@ -97,10 +109,12 @@ def _bad_inputs(tmp: Path) -> list[tuple[list[str], int, str]]:
         ([str(FIXTURES / "digits_cnn.onnx"), "-t", "cpu-int8"], 6, "needs calibration data"),
         ([str(FIXTURES / "digits_cnn.onnx"), "--shape", "input=1by8"], 2, "is not NAME=DxDxD"),
         ([str(FIXTURES / "digits_cnn.onnx"), "--passes", "simplify,zap"], 2, "unknown pass 'zap'"),
+        ([str(decoder)], 3, "cannot run decoder.onnx: [ONNXRuntimeError] : 9 : NOT_IMPLEMENTED"),
+        ([str(decoder), "--no-verify"], 5, "No conversion rule found for operations: ImageDecoder-20"),
     ]
 
 
-@pytest.mark.parametrize("case", range(9))
+@pytest.mark.parametrize("case", range(11))
 def test_bad_input_gives_one_line_and_exit_code(tmp_path: Path, case: int) -> None:
     args, code, message = _bad_inputs(tmp_path)[case]
     before = set(tmp_path.iterdir())

@@ -1,0 +1,110 @@
+"""``duh serve``: serve artifacts over the Open Inference Protocol (HTTP, optionally gRPC)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from duh.cli._common import console, handle_errors
+from duh.errors import ConfigError, MissingDependencyError
+
+__all__ = ["serve"]
+
+
+def _kv(values: list[str] | None, option: str) -> dict[str, str]:
+    out = {}
+    for value in values or []:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{option} {value!r} is not KEY=VALUE")
+        out[key.strip()] = val.strip()
+    return out
+
+
+def _sizes(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--preferred-batch-sizes {text!r} is not a comma-separated list of ints") from None
+    if any(s < 1 for s in sizes):
+        raise ConfigError(f"--preferred-batch-sizes {text!r}: sizes must be at least 1")
+    return sizes
+
+
+def _access_log_handler() -> None:
+    logger = logging.getLogger("duh.serve.access")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+@handle_errors
+def serve(
+    artifacts: list[str] | None = typer.Argument(None, help="artifacts to serve: PATH, NAME=PATH or NAME:VERSION=PATH"),
+    repository: Path | None = typer.Option(None, "--repository", "-r", help="model repository DIR/<model>/<version>/ (highest version is the default)"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
+    port: int = typer.Option(8000, "--port", help="HTTP port (0: any free port)"),
+    grpc_port: int | None = typer.Option(None, "--grpc-port", help="also serve gRPC (inference.GRPCInferenceService) on this port"),
+    max_batch_size: int = typer.Option(32, "--max-batch-size", help="rows per engine call (0: no batching)"),
+    max_queue_delay_ms: float = typer.Option(0.0, "--max-queue-delay-ms", help="how long a request may wait for a fuller batch"),
+    preferred_batch_sizes: str | None = typer.Option(None, "--preferred-batch-sizes", help="batch sizes to aim for, e.g. 8,16,32"),
+    max_queue_size: int = typer.Option(256, "--max-queue-size", help="queued requests per model version; beyond: 503 at once"),
+    instances: int = typer.Option(1, "--instances", help="engine instances per model version"),
+    threads: int | None = typer.Option(None, "--threads", help="engine threads per instance (default: cores / instances)"),
+    engine_option: list[str] | None = typer.Option(None, "--engine-option", help="engine setting KEY=VALUE passed to duh.load (repeatable)"),
+    split: list[str] | None = typer.Option(None, "--split", help="weighted traffic split, e.g. m:1=90,2=10 (repeatable)"),
+    shadow: list[str] | None = typer.Option(None, "--shadow", help="mirror requests to a version, e.g. m:2 (answers discarded)"),
+    max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="largest request body in MiB"),
+    drain_timeout: float = typer.Option(30.0, "--drain-timeout", help="seconds shutdown may take to finish accepted requests"),
+    access_log: bool = typer.Option(False, "--access-log", help="one JSON line per request on stdout"),
+) -> None:
+    """Serve artifacts with dynamic batching over the Open Inference Protocol (Triton-compatible)."""
+    try:
+        from duh import serve as duh_serve
+    except ImportError as exc:
+        raise MissingDependencyError(exc.name or "aiohttp", "serve", "duh serve") from None
+
+    if not artifacts and repository is None:
+        raise ConfigError("nothing to serve: name artifacts or pass --repository DIR")
+    routing: dict[str, Any] = {}
+    splits = dict(duh_serve.parse_split(s) for s in split or [])
+    shadows = dict(duh_serve.parse_shadow(s) for s in shadow or [])
+    for name in set(splits) | set(shadows):
+        routing[name] = duh_serve.Routing(splits.get(name, ()), shadows.get(name))
+    options = duh_serve.LoadOptions(
+        batch=duh_serve.BatchConfig(
+            max_batch_size=max_batch_size,
+            max_queue_delay_ms=max_queue_delay_ms,
+            preferred_batch_sizes=_sizes(preferred_batch_sizes),
+            max_queue_size=max_queue_size,
+            instances=instances,
+        ),
+        threads=threads,
+        engine_options=_kv(engine_option, "--engine-option"),
+    )
+    config = duh_serve.ServeConfig(
+        host=host, port=port, grpc_port=grpc_port, max_body_bytes=int(max_body_mb * (1 << 20)),
+        drain_timeout_s=drain_timeout, access_log=access_log,
+    )
+    if access_log:
+        _access_log_handler()
+
+    def ready(addresses: Any) -> None:
+        grpc = f", grpc {addresses.grpc}" if addresses.grpc else ""
+        console.print(f"serving {', '.join(addresses.models)} on {addresses.http}{grpc}", soft_wrap=True)
+        sys.stdout.flush()
+
+    sources = [duh_serve.parse_artifact(a) for a in artifacts or []]
+    clean = duh_serve.serve(sources, repository=repository, options=options, config=config,
+                            routing=routing, on_ready=ready)
+    if not clean:
+        raise typer.Exit(1)
+    console.print("stopped: every accepted request was answered")

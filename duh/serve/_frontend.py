@@ -1,0 +1,102 @@
+"""What the HTTP and gRPC front ends share: routing, shadow traffic, drain accounting."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from duh.serve._codec import InferRequest
+from duh.serve._errors import ServeError, UnavailableError
+from duh.serve._model import ModelVersion
+from duh.serve._repository import Repository
+
+__all__ = ["Frontend"]
+
+
+class Frontend:
+    """Runs requests against the repository and counts those in flight, for a clean drain."""
+
+    def __init__(self, repository: Repository) -> None:
+        self.repository = repository
+        self.draining = False
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._shadows: set[asyncio.Task[None]] = set()
+
+    @property
+    def ready(self) -> bool:
+        """Whether the server takes inference requests (models loaded, not draining)."""
+        return self.repository.ready and not self.draining
+
+    def admit(self) -> None:
+        """Count a request in; refuse it once the server drains."""
+        if self.draining:
+            raise UnavailableError("the server is shutting down; send the request elsewhere",
+                                   "draining")
+        self._inflight += 1
+        self._idle.clear()
+
+    def release(self) -> None:
+        """Count a request out."""
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._idle.set()
+
+    async def infer(
+        self,
+        model: str,
+        version: str | None,
+        decode: Callable[[], InferRequest],
+        started: float,
+    ) -> tuple[ModelVersion, InferRequest, dict[str, np.ndarray]]:
+        """Route, decode, mirror to the shadow version, run; records success or failure."""
+        chosen, shadow = self.repository.route(model, version)
+        try:
+            request = decode()
+            if shadow is not None:
+                self._mirror(shadow, request)
+            outputs = await chosen.infer(request)
+        except ServeError as exc:
+            chosen.metrics.failed(exc.reason, time.perf_counter() - started)
+            raise
+        return chosen, request, outputs
+
+    def succeeded(self, version: ModelVersion, started: float) -> None:
+        """Record a request answered (after its response was encoded)."""
+        version.metrics.succeeded(time.perf_counter() - started)
+
+    def _mirror(self, shadow: ModelVersion, request: InferRequest) -> None:
+        task = asyncio.get_running_loop().create_task(self._run_shadow(shadow, request))
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _run_shadow(self, shadow: ModelVersion, request: InferRequest) -> None:
+        started = time.perf_counter()
+        try:
+            await shadow.infer(request)
+        except ServeError as exc:
+            shadow.metrics.failed(exc.reason, time.perf_counter() - started)
+            shadow.metrics.shadowed("dropped" if exc.reason == "queue_full" else "failed")
+            return
+        shadow.metrics.succeeded(time.perf_counter() - started)
+        shadow.metrics.shadowed("ok")
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Refuse new requests and wait for those accepted; False if ``timeout_s`` passed."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            if self._shadows:
+                await asyncio.wait(list(self._shadows), timeout=timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    @property
+    def inflight(self) -> int:
+        """Requests accepted and not yet answered."""
+        return self._inflight

@@ -1,0 +1,138 @@
+"""Start the HTTP (and gRPC) front ends over one repository; drain cleanly on SIGTERM/SIGINT.
+
+Shutdown: stop listening, answer 503 to requests arriving on open connections, finish every
+request already accepted (queued or computing), then release the engines, all within the drain
+timeout. A clean drain returns True (the CLI exits 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from duh.serve._frontend import Frontend
+from duh.serve._http import build_app
+from duh.serve._logging import ACCESS_LOGGER, JsonAccessLogger
+from duh.serve._metrics import Metrics
+from duh.serve._model import LoadOptions, ModelSource
+from duh.serve._repository import Repository, Routing
+
+__all__ = ["Addresses", "ServeConfig", "run", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """Where to listen and how the server protects itself."""
+
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=8000, metadata={"help": "HTTP port (0: any free port)"})
+    grpc_port: int | None = field(default=None, metadata={"help": "gRPC port; None: no gRPC"})
+    max_body_bytes: int = field(default=64 << 20, metadata={"help": "largest request body"})
+    drain_timeout_s: float = field(
+        default=30.0, metadata={"help": "how long shutdown may take to finish accepted requests"}
+    )
+    access_log: bool = field(default=False, metadata={"help": "one JSON line per request"})
+
+
+@dataclass(frozen=True, slots=True)
+class Addresses:
+    """Where a started server listens, and what it serves."""
+
+    http: str
+    grpc: str | None
+    models: tuple[str, ...]
+
+
+async def run(
+    sources: Sequence[ModelSource],
+    *,
+    repository: Path | None = None,
+    options: LoadOptions | None = None,
+    config: ServeConfig | None = None,
+    routing: Mapping[str, Routing] | None = None,
+    on_ready: Callable[[Addresses], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> bool:
+    """Serve until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is None); True if drained."""
+    config = config or ServeConfig()
+    metrics = Metrics()
+    repo = Repository(sources, repository, options or LoadOptions(), metrics, routing)
+    await repo.start()
+    frontend = Frontend(repo)
+    app = build_app(frontend, metrics, config.max_body_bytes)
+    access = logging.getLogger(ACCESS_LOGGER)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=access if config.access_log else None,
+        access_log_class=JsonAccessLogger,
+        shutdown_timeout=1.0,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, backlog=1024)
+    await site.start()
+    port = runner.addresses[0][1]
+    grpc_server = grpc_address = None
+    if config.grpc_port is not None:
+        from duh.serve._grpc import start_grpc
+
+        grpc_server, grpc_port = await start_grpc(frontend, metrics, config.host, config.grpc_port)
+        grpc_address = f"{config.host}:{grpc_port}"
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    if on_ready is not None:
+        on_ready(Addresses(f"http://{config.host}:{port}", grpc_address, tuple(repo.names())))
+    log.info("serving %s on http://%s:%d", ", ".join(repo.names()), config.host, port)
+    await stop.wait()
+    return await _shutdown(frontend, runner, site, grpc_server, repo, config.drain_timeout_s)
+
+
+async def _shutdown(
+    frontend: Frontend,
+    runner: web.AppRunner,
+    site: web.TCPSite,
+    grpc_server: object | None,
+    repo: Repository,
+    timeout_s: float,
+) -> bool:
+    deadline = time.monotonic() + timeout_s
+    log.info("draining: %d request(s) in flight", frontend.inflight)
+    await site.stop()  # no new connections; open ones get 503 + Connection: close
+    grpc_stopped = None
+    if grpc_server is not None:
+        grpc_stopped = asyncio.ensure_future(grpc_server.stop(timeout_s))  # type: ignore[attr-defined]
+    drained = await frontend.drain(max(0.0, deadline - time.monotonic()))
+    if grpc_stopped is not None:
+        await grpc_stopped
+    await runner.cleanup()
+    closed = await repo.close(max(0.1, deadline - time.monotonic()))
+    if not (drained and closed):
+        log.warning("drain timeout (%.1fs) passed with %d request(s) unfinished", timeout_s,
+                    frontend.inflight)
+    return drained and closed
+
+
+def serve(
+    sources: Sequence[ModelSource],
+    *,
+    repository: Path | None = None,
+    options: LoadOptions | None = None,
+    config: ServeConfig | None = None,
+    routing: Mapping[str, Routing] | None = None,
+    on_ready: Callable[[Addresses], None] | None = None,
+) -> bool:
+    """Serve artifacts (or a repository) until SIGTERM/SIGINT; True when the drain was clean."""
+    return asyncio.run(run(sources, repository=repository, options=options, config=config,
+                           routing=routing, on_ready=on_ready))
