@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.status import Status
 
 from duh.errors import ConfigError, DuhError
 
@@ -22,6 +24,7 @@ __all__ = [
     "handle_errors",
     "parse_shapes",
     "print_json",
+    "progress",
     "setup_logging",
     "show_progress",
 ]
@@ -52,6 +55,41 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 def show_progress() -> bool:
     """Whether to draw progress bars: on a terminal, and never in CI logs."""
     return err_console.is_terminal and not os.environ.get("CI")
+
+
+class _StatusHandler(logging.Handler):
+    """Shows the latest progress message of the library on a rich status line."""
+
+    def __init__(self, status: Status) -> None:
+        super().__init__(logging.INFO)
+        self._status = status
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._status.update(f"[bold]{record.getMessage()}")
+
+
+@contextlib.contextmanager
+def progress(text: str) -> Iterator[None]:
+    """A status spinner fed by the library's progress logs, on a terminal only (not in CI)."""
+    if not show_progress():
+        yield
+        return
+    root = logging.getLogger("duh")
+    with err_console.status(f"[bold]{text}") as status:
+        handler = _StatusHandler(status)
+        old_level = root.level
+        root.addHandler(handler)
+        if root.level > logging.INFO:
+            # Progress needs INFO records; the rich handler keeps showing only what -v asked for.
+            for h in root.handlers:
+                if h is not handler:
+                    h.setLevel(old_level)
+            root.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(old_level)
 
 
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:

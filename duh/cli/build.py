@@ -8,7 +8,15 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from duh.cli._common import console, err_console, handle_errors, parse_shapes, print_json
+from duh.cli._common import (
+    console,
+    err_console,
+    handle_errors,
+    parse_shapes,
+    print_json,
+    progress,
+)
+from duh.compiler.pipeline import recipe_text
 from duh.errors import ConfigError
 
 __all__ = ["build", "render_result"]
@@ -32,7 +40,10 @@ def result_json(result: Any) -> dict[str, Any]:
         "resolved": None if result.chosen is None else result.chosen.name,
         "dry_run": result.dry_run,
         "seconds": round(result.seconds, 3),
-        "candidates": [{**c.to_json(), "passes": list(c.passes)} for c in result.candidates],
+        "candidates": [
+            {**c.to_json(), "passes": list(c.passes), "recipe": recipe_text(c.passes)}
+            for c in result.candidates
+        ],
         "warnings": list(result.warnings),
         "manifest": None if result.manifest is None else result.manifest.to_json(),
     }
@@ -118,6 +129,9 @@ def build(
     output: Path | None = typer.Option(
         None, "--output", "-o", help="artifact directory to write (default MODEL.TARGET.duh)"
     ),
+    recipe: Path | None = typer.Option(
+        None, "--recipe", help="TOML file of [[pass]] tables (name + options) as the pipeline"
+    ),
     passes: str | None = typer.Option(
         None, "--passes", help="comma-separated passes replacing the target's default pipeline"
     ),
@@ -149,24 +163,30 @@ def build(
 ) -> None:
     """Compile MODEL for a target into a verified artifact directory."""
     from duh.compiler import build as build_model
+    from duh.compiler.pipeline import load_recipe
+
+    if recipe is not None and passes is not None:
+        raise ConfigError("give either --passes or --recipe, not both")
+    pipeline: Any = load_recipe(recipe) if recipe is not None else passes
 
     calib_options: dict[str, Any] = {}
     if calib_config is not None:
         calib_options["preprocess"] = calib_config
-    result = build_model(
-        model,
-        target,
-        output,
-        passes=passes,
-        calib=calib,
-        calib_samples=calib_samples,
-        calib_options=calib_options,
-        shapes=parse_shapes(shape),
-        verify=not no_verify,
-        check_samples=check_samples,
-        dry_run=dry_run,
-        target_options=_options(option),
-    )
+    with progress(f"building {model.name} for {target}"):
+        result = build_model(
+            model,
+            target,
+            output,
+            passes=pipeline,
+            calib=calib,
+            calib_samples=calib_samples,
+            calib_options=calib_options,
+            shapes=parse_shapes(shape),
+            verify=not no_verify,
+            check_samples=check_samples,
+            dry_run=dry_run,
+            target_options=_options(option),
+        )
     if as_json:
         print_json(result_json(result))
     else:

@@ -112,10 +112,26 @@ def _load_calibration(
     )
 
 
-def _pipeline(spec: TargetSpec, passes: Sequence[PassSpec] | None) -> PassManager:
-    return PassManager(
-        list(passes) if passes is not None else get_target(spec.engine).default_passes(spec)
-    )
+def _pipeline(
+    spec: TargetSpec,
+    passes: Sequence[PassSpec] | None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> PassManager:
+    steps = list(passes) if passes is not None else get_target(spec.engine).default_passes(spec)
+    # Options such as --calib-method or --keep-io-types set fields of the passes that have them.
+    overrides = overrides or {}
+    return PassManager([PassSpec(s.name, {**s.config, **overrides.get(s.name, {})}) for s in steps])
+
+
+def _needs_calibration(pipeline: PassManager, model: onnx.ModelProto) -> bool:
+    """Whether a pass of ``pipeline`` (static quantization) needs calibration data on ``model``."""
+    return any(getattr(p, "needs_calibration", None) and p.needs_calibration(model)  # type: ignore[attr-defined]
+               for p in pipeline.passes)
+
+
+def _lossy(pipeline: PassManager) -> bool:
+    """Whether a pass of ``pipeline`` changes results on purpose (pruning): checked like INT8."""
+    return any(getattr(p, "lossy", False) for p in pipeline.passes)
 
 
 def _measure(
@@ -199,6 +215,7 @@ def _build_candidate(
     model = normalize_for_engine(model, spec.engine, plugin.max_opset, plugin.max_ir_version)
     out_dir = work / f"candidate-{index}-{spec.engine}"
     out_dir.mkdir()
+    log.info("compiling for %s", spec.name)
     compiled = plugin.compile(
         model,
         CompileContext(spec, host, cache_dir(spec.engine), dict(shapes), dict(target_options)),
@@ -224,6 +241,7 @@ def build(
     dry_run: bool = False,
     target_options: Mapping[str, str] | None = None,
     select_budget_s: float = 2.0,
+    pass_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> BuildResult:
     """Compile ``model`` for ``target`` into an artifact directory, verified against the source.
 
@@ -233,6 +251,7 @@ def build(
     """
     started = time.perf_counter()
     shapes = dict(shapes or {})
+    log.info("reading %s", Path(model).name)
     source = ingest(model, shapes)
     host = host_info()
     request = parse_target(target)
@@ -242,17 +261,13 @@ def build(
     if request.precision is None and calib is None:
         # auto: INT8 needs calibration data; without it, only float precisions are candidates.
         specs = [s for s in specs if s.precision != "int8"] or specs
-    if (
-        calib is None
-        and any(s.precision == "int8" for s in specs)
-        and (passes is None or any(p.name == "quantize" for p in passes))
-    ):
+    pipelines = [_pipeline(s, passes, pass_options) for s in specs]
+    if calib is None and any(_needs_calibration(p, source.model) for p in pipelines):
         raise CalibrationError(
             "an INT8 build needs calibration data (--calib PATH): INT8 scales are fitted to the "
             "ranges the calibration inputs produce, and random inputs give ranges unlike real "
             "data, which ruins accuracy; pass real samples, or --calib synthetic to accept that"
         )
-    pipelines = [_pipeline(s, passes) for s in specs]
     plans = tuple(
         CandidateResult(s, tuple(p.describe())) for s, p in zip(specs, pipelines, strict=True)
     )
@@ -362,7 +377,8 @@ def _build_all(
             continue
         report = None
         if reference is not None:
-            tol = tolerance or tolerance_for(spec.precision)
+            log.info("verifying %s on %d inputs", spec.name, len(feeds))
+            tol = tolerance or tolerance_for(spec.precision, lossy=_lossy(pipeline))
             report = compare(reference, session, feeds, spec.precision, tol, feed_source)
         results.append(replace(base, records=tuple(records), report=report))
         if report is not None and not report.passed:
@@ -385,6 +401,7 @@ def _build_all(
         )
     method = "only candidate"
     if len(built) > 1:
+        log.info("measuring %d candidates", len(built))
         medians = _measure([b[3] for b in built], feeds[0], budget)
         for (idx, *_rest), median in zip(built, medians, strict=True):
             results[idx] = replace(results[idx], median_ms=median)

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Sequence
+import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import onnx
 
-from duh.errors import DuhError, PassError
+from duh.errors import ConfigError, DuhError, PassError
 from duh.passes import Pass, PassContext, create_pass, pass_config
 from duh.passes._graph import node_count
 from duh.targets import PassSpec
 
-__all__ = ["PassManager", "PassRecord", "parse_pass_list"]
+__all__ = ["PassManager", "PassRecord", "load_recipe", "parse_pass_list", "recipe_text"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,57 @@ def parse_pass_list(text: str) -> list[PassSpec]:
     for spec in specs:
         create_pass(spec.name, spec.config)
     return specs
+
+
+def load_recipe(path: str | Path) -> list[PassSpec]:
+    """Read a TOML recipe: ``[[pass]]`` tables, each a ``name`` and that pass's options."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"recipe {str(path)!r} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"recipe {path.name} is not valid TOML: {exc}") from None
+    steps = data.get("pass")
+    if not isinstance(steps, list) or not steps or set(data) - {"pass"}:
+        raise ConfigError(
+            f"recipe {path.name} must hold only [[pass]] tables, each with a name and options, "
+            'e.g. [[pass]] name = "simplify"'
+        )
+    specs = []
+    for i, step in enumerate(steps, 1):
+        options = dict(step)
+        name = options.pop("name", None)
+        if not isinstance(name, str):
+            raise ConfigError(f"recipe {path.name}: pass #{i} has no name")
+        spec = PassSpec(name, options)
+        create_pass(spec.name, spec.config)
+        specs.append(spec)
+    return specs
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if value is None:
+        return '""'
+    return json.dumps(str(value))
+
+
+def recipe_text(steps: Sequence[Mapping[str, object]]) -> str:
+    """A pipeline (as ``PassManager.describe`` gives it) written as a TOML recipe."""
+    blocks = []
+    for step in steps:
+        lines = ["[[pass]]", f"name = {json.dumps(step['name'])}"]
+        config = step.get("config", {})
+        assert isinstance(config, Mapping)
+        lines += [f"{key} = {_toml_value(value)}" for key, value in config.items()]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
 
 
 class PassManager:

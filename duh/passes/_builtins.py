@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from duh.passes import cleanup, simplify
+from duh.passes import cleanup, quantize, simplify
 
-__all__ = ["cleanup", "simplify"]
+__all__ = ["cleanup", "quantize", "simplify"]

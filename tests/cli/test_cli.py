@@ -153,3 +153,23 @@ def test_build_json_output(tmp_path: Path) -> None:
     data = json.loads(stdout)
     assert code == 0 and data["resolved"] == "onnxruntime:cpu-fp32"
     assert data["manifest"]["checks"]["passed"] is True
+
+
+def test_a_recipe_spells_out_the_pipeline(tmp_path: Path) -> None:
+    code, stdout, _ = _run("build", str(FIXTURES / "digits_cnn.onnx"), "-t", "onnxruntime:cpu-fp32",
+                           "--dry-run", "--json")
+    recipe = json.loads(stdout)["candidates"][0]["recipe"]
+    assert '[[pass]]\nname = "simplify"\nskip_fuse_bn = false' in recipe
+    edited = tmp_path / "recipe.toml"
+    edited.write_text('[[pass]]\nname = "cleanup"\nremove_identity = false\n')
+    out = tmp_path / "r.duh"
+    code, _, stderr = _run("build", str(FIXTURES / "digits_cnn.onnx"), "-t", "onnxruntime:cpu-fp32",
+                           "--recipe", str(edited), "-o", str(out))
+    assert code == 0, stderr
+    passes = json.loads((out / "manifest.json").read_text())["passes"]
+    assert [(p["name"], p["config"]["remove_identity"]) for p in passes] == [("cleanup", False)]
+    edited.write_text('[[pass]]\nname = "cleanup"\nturbo = true\n')
+    code, _, stderr = _run("build", str(FIXTURES / "digits_cnn.onnx"), "--recipe", str(edited),
+                           "-o", str(tmp_path / "bad.duh"))
+    assert code == 2 and "has no option 'turbo'" in stderr
+    assert not (tmp_path / "bad.duh").exists()

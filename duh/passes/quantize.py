@@ -1,0 +1,326 @@
+"""``quantize``: INT8 with ONNX Runtime's quantization tools.
+
+- ``static``: Q/DQ pairs (QDQ format) with per-channel int8 weights and activation ranges from
+  duh's calibrators (cached by model, data and method). ``symmetric_activations`` gives int8
+  activations with zero point 0, what TensorRT needs.
+- ``dynamic``: int8 weights, activations quantized at run time (transformers, RNNs); no data.
+- ``int4``: weight-only 4-bit blocks for large MatMuls (ONNX Runtime's MatMulNBits).
+
+A model that is already quantized (QDQ, QLinear*, ConvInteger, ...) is left as it is, and the
+build report says so.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from duh.calibration import calibrate
+from duh.errors import CalibrationError, MissingDependencyError, PassError
+from duh.passes._base import PassContext, PassResult, register_pass
+from duh.passes._graph import consumers, copy_model, initializer_map, name_nodes, producers
+
+__all__ = ["QUANTIZED_OPS", "Quantize", "quantized_op_counts"]
+
+log = logging.getLogger(__name__)
+
+# Operators that only appear in a model someone has quantized already.
+QUANTIZED_OPS = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+    "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearConcat",
+    "QLinearSoftmax", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearReduceMean",
+    "QLinearWhere", "QGemm", "QAttention", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat",
+    "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "MatMulNBits", "MatMulBnb4",
+    "GatherBlockQuantized",
+})
+_MODES = ("auto", "static", "dynamic", "int4")
+_METHODS = ("minmax", "entropy", "percentile")
+_RNN_OPS = frozenset({"LSTM", "GRU", "RNN"})
+_TRANSFORMER_HINTS = frozenset({
+    "Softmax", "LayerNormalization", "Attention", "MultiHeadAttention", "SkipLayerNormalization",
+    "Erf", "Gelu", "FastGelu", "BiasGelu",
+})
+_DYNAMIC_OPS = ("MatMul", "Gemm", "Attention", "LSTM", "GRU")
+
+
+def quantized_op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """How many nodes of each already-quantized op type the model holds."""
+    counts = collections.Counter(n.op_type for n in model.graph.node if n.op_type in QUANTIZED_OPS)
+    return dict(counts.most_common())
+
+
+def _ort_quantization() -> Any:
+    try:
+        import onnxruntime.quantization as quantization
+    except ImportError:
+        raise MissingDependencyError("onnxruntime", "core", "quantization") from None
+    return quantization
+
+
+@register_pass("quantize")
+@dataclass(frozen=True, slots=True)
+class Quantize:
+    """Quantize to INT8 (static QDQ or dynamic) or INT4 weight-only, with onnxruntime.quantization."""
+
+    mode: str = field(
+        default="auto",
+        metadata={"help": "static (QDQ, calibrated), dynamic, int4 (weight-only MatMulNBits), or "
+                          "auto: dynamic for transformers and RNNs, static otherwise"},
+    )
+    calibrator: str = field(
+        default="minmax", metadata={"help": "static: minmax, entropy or percentile (--calib-method)"}
+    )
+    percentile: float = field(default=99.999, metadata={"help": "percentile calibrator's cut"})
+    per_channel: bool = field(default=True, metadata={"help": "one weight scale per output channel"})
+    symmetric_activations: bool = field(
+        default=False,
+        metadata={"help": "int8 activations with zero point 0 (TensorRT needs them); default uint8"},
+    )
+    reduce_range: bool = field(
+        default=False, metadata={"help": "7-bit weights, for CPUs without VNNI"}
+    )
+    op_types: tuple[str, ...] = field(
+        default=(), metadata={"help": "op types to quantize; empty: all the quantizer supports"}
+    )
+    exclude_op_types: tuple[str, ...] = field(
+        default=("Softmax",), metadata={"help": "op types kept in float"}
+    )
+    exclude_nodes: tuple[str, ...] = field(default=(), metadata={"help": "node names kept in float"})
+    float_outputs: bool = field(
+        default=True, metadata={"help": "static: keep graph outputs float (no Q/DQ right before them)"}
+    )
+    block_size: int = field(default=128, metadata={"help": "int4: weights per quantization block"})
+    int4_min_weights: int = field(
+        default=65536, metadata={"help": "int4: only MatMuls whose weight has this many elements"}
+    )
+    accuracy_level: int = field(
+        default=4, metadata={"help": "int4: MatMulNBits compute type (4 = int8, 0 = as the input)"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.mode not in _MODES:
+            raise ValueError(f"mode must be one of {', '.join(_MODES)}, not {self.mode!r}")
+        if self.calibrator not in _METHODS:
+            raise ValueError(f"calibrator must be one of {', '.join(_METHODS)}, not {self.calibrator!r}")
+        if self.block_size < 16 or self.block_size & (self.block_size - 1):
+            raise ValueError(f"block_size must be a power of two >= 16, not {self.block_size}")
+
+    def resolved_mode(self, model: onnx.ModelProto) -> str:
+        """The mode this config uses on ``model`` (``auto`` decided by its operators)."""
+        if self.mode != "auto":
+            return self.mode
+        ops = {n.op_type for n in model.graph.node}
+        if ops & _RNN_OPS:
+            return "dynamic"
+        if "Conv" not in ops and ops & _TRANSFORMER_HINTS and ops & {"MatMul", "Gemm", "Attention"}:
+            return "dynamic"
+        return "static"
+
+    def needs_calibration(self, model: onnx.ModelProto) -> bool:
+        """Whether running on ``model`` needs calibration data (static mode, not yet quantized)."""
+        return not quantized_op_counts(model) and self.resolved_mode(model) == "static"
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        """Quantize ``model``; leave an already-quantized model unchanged, with a note."""
+        found = quantized_op_counts(model)
+        if found:
+            summary = ", ".join(f"{n} {op}" for op, n in found.items())
+            note = f"model is already quantized ({summary}); not quantized again"
+            log.warning(note)
+            return PassResult(model, False, (note,))
+        mode = self.resolved_mode(model)
+        if mode == "static":
+            return self._static(model, ctx)
+        if mode == "dynamic":
+            return self._dynamic(model, ctx)
+        return self._int4(model)
+
+    def _excluded(self, model: onnx.ModelProto) -> list[str]:
+        return sorted({n.name for n in model.graph.node if n.op_type in self.exclude_op_types}
+                      | set(self.exclude_nodes))
+
+    def _static(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        if ctx.calibration is None:
+            raise CalibrationError(
+                "static INT8 quantization needs calibration data (--calib PATH): scales are fitted "
+                "to the ranges real inputs produce; or use quantize mode=dynamic"
+            )
+        quantization = _ort_quantization()
+        from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData
+        from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+        from onnxruntime.quantization.quant_utils import update_opset_version
+        from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+        QuantType = quantization.QuantType
+        work = copy_model(model)
+        name_nodes(work, "q")
+        weight_type = QuantType.QInt8
+        activation_type = QuantType.QInt8 if self.symmetric_activations else QuantType.QUInt8
+        work = update_opset_version(work, weight_type, activation_type)
+        work = onnx.shape_inference.infer_shapes(work)
+        cache = ctx.cache_dir / "calibration" if ctx.cache_dir is not None else None
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+        ranges = calibrate(work, ctx.calibration, self.calibrator, percentile=self.percentile,
+                           cache_dir=cache)
+        tensors = TensorsData(
+            CalibrationMethod.MinMax,
+            {k: (np.array(lo, dtype=np.float32), np.array(hi, dtype=np.float32))
+             for k, (lo, hi) in ranges.ranges.items()},
+        )
+        op_types = list(self.op_types) or sorted(set(QDQRegistry) | set(QLinearOpsRegistry))
+        op_types = [t for t in op_types if t not in self.exclude_op_types]
+        extra = {
+            "ActivationSymmetric": self.symmetric_activations,
+            "WeightSymmetric": True,
+        }
+        quantizer = QDQQuantizer(
+            work, self.per_channel, self.reduce_range, weight_type, activation_type, tensors,
+            [], self._excluded(work), op_types, extra,
+        )
+        try:
+            quantizer.quantize_model()
+        except (ValueError, RuntimeError, KeyError, AssertionError) as exc:
+            raise PassError(f"onnxruntime's static quantizer failed on this model: {exc}") from exc
+        quantizer.model.topological_sort()
+        out: onnx.ModelProto = quantizer.model.model
+        dropped = _float_outputs(out) if self.float_outputs else 0
+        counts = quantized_op_counts(out)
+        weights = sum(1 for n in out.graph.node if n.op_type == "DequantizeLinear"
+                      and n.input[0] in initializer_map(out))
+        source = "cached" if ranges.cached else f"{ranges.samples} samples"
+        notes = [
+            f"static INT8 QDQ: {weights} int8 weight tensors "
+            f"({'per-channel' if self.per_channel else 'per-tensor'}), "
+            f"{'int8 symmetric' if self.symmetric_activations else 'uint8 asymmetric'} activations, "
+            f"{counts.get('QuantizeLinear', 0)} activation Q/DQ pairs",
+            f"calibration: {ranges.method} over {source} of {ctx.calibration.source}",
+        ]
+        if ctx.calibration.synthetic:
+            notes.append("calibrated on SYNTHETIC data: accuracy is likely poor")
+        if dropped:
+            notes.append(f"{dropped} graph output(s) kept in float")
+        return PassResult(out, True, tuple(notes))
+
+    def _dynamic(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        quantization = _ort_quantization()
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        work = copy_model(model)
+        name_nodes(work, "q")
+        source, prepared, target = (ctx.workdir / f"quantize-{n}.onnx" for n in ("in", "pre", "out"))
+        _save(work, source)
+        try:
+            quant_pre_process(str(source), str(prepared), skip_optimization=True)
+        # The symbolic shape inference raises bare Exceptions on models it cannot follow (seen on
+        # BERT exports); onnx's own inference, which the fallback uses, is enough for the quantizer.
+        except Exception as exc:  # noqa: BLE001
+            log.info("symbolic shape inference failed (%s); using onnx shape inference", exc)
+            quant_pre_process(str(source), str(prepared), skip_optimization=True,
+                              skip_symbolic_shape=True)
+        op_types = [t for t in (self.op_types or _DYNAMIC_OPS) if t not in self.exclude_op_types]
+        try:
+            quantization.quantize_dynamic(
+                str(prepared), str(target), op_types_to_quantize=op_types,
+                per_channel=self.per_channel, reduce_range=self.reduce_range,
+                weight_type=quantization.QuantType.QInt8,
+                nodes_to_exclude=self._excluded(work), extra_options={"MatMulConstBOnly": True},
+            )
+        except (ValueError, RuntimeError, KeyError, AssertionError) as exc:
+            raise PassError(f"onnxruntime's dynamic quantizer failed on this model: {exc}") from exc
+        out = onnx.load_model(str(target))
+        for path in (source, prepared, target):
+            path.unlink(missing_ok=True)
+            Path(str(path) + ".data").unlink(missing_ok=True)
+        counts = quantized_op_counts(out)
+        if not counts:
+            return PassResult(model, False, ("dynamic INT8: no MatMul/Gemm with constant weights to quantize",))
+        summary = ", ".join(f"{n} {op}" for op, n in counts.items())
+        return PassResult(out, True, (f"dynamic INT8 (int8 weights, activations at run time): {summary}",))
+
+    def _int4(self, model: onnx.ModelProto) -> PassResult:
+        _ort_quantization()
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        work = copy_model(model)
+        name_nodes(work, "q")
+        weights = initializer_map(work)
+        chosen = []
+        for node in work.graph.node:
+            if node.op_type != "MatMul" or node.input[1] not in weights:
+                continue
+            dims = list(weights[node.input[1]].dims)
+            if len(dims) == 2 and int(np.prod(dims)) >= self.int4_min_weights:
+                chosen.append(node.name)
+            else:
+                log.debug("int4: MatMul %s weight %s is below int4_min_weights", node.name, dims)
+        if not chosen:
+            return PassResult(model, False, (
+                f"int4: no MatMul with a 2-D constant weight of at least {self.int4_min_weights} "
+                "elements; nothing quantized",
+            ))
+        quantizer = MatMulNBitsQuantizer(
+            work, bits=4, block_size=self.block_size, is_symmetric=True,
+            accuracy_level=self.accuracy_level or None, nodes_to_include=chosen,
+            op_types_to_quantize=("MatMul",),
+        )
+        try:
+            quantizer.process()
+        except (ValueError, RuntimeError, KeyError, AssertionError) as exc:
+            raise PassError(f"onnxruntime's int4 weight quantizer failed on this model: {exc}") from exc
+        quantizer.model.topological_sort()
+        out: onnx.ModelProto = quantizer.model.model
+        done = sum(1 for n in out.graph.node if n.op_type == "MatMulNBits")
+        return PassResult(out, True, (
+            f"int4 weight-only: {done} MatMul(s) -> MatMulNBits (block {self.block_size}, "
+            f"accuracy level {self.accuracy_level}); runs on onnxruntime only",
+        ))
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    large = model.ByteSize() > 1_800_000_000
+    onnx.save_model(model, str(path), save_as_external_data=large, location=path.name + ".data")
+
+
+def _float_outputs(model: onnx.ModelProto) -> int:
+    """Drop QuantizeLinear -> DequantizeLinear pairs right before graph outputs; return how many."""
+    graph = model.graph
+    made = producers(model)
+    readers = consumers(model)
+    dropped = 0
+    for output in graph.output:
+        dq = made.get(output.name)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        q = made.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear" or len(readers[q.output[0]]) != 1:
+            continue
+        value = q.input[0]
+        source = made.get(value)
+        if source is None or any(o.name == value for o in graph.output):
+            continue
+        # Rename the float tensor to the output's name, so the output keeps its name.
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                if name == value:
+                    node.input[i] = output.name
+        for i, name in enumerate(source.output):
+            if name == value:
+                source.output[i] = output.name
+        for info in [v for v in graph.value_info if v.name == value]:
+            graph.value_info.remove(info)
+        graph.node.remove(q)
+        graph.node.remove(dq)
+        dropped += 1
+    if dropped:
+        used = {i for n in graph.node for i in n.input}
+        for init in list(graph.initializer):
+            if init.name not in used:
+                graph.initializer.remove(init)
+    return dropped
