@@ -247,7 +247,9 @@ def build(
 
     A short target name builds every engine that offers it here, verifies each, measures them
     interleaved, and keeps the fastest that passes. ``dry_run`` resolves everything and writes
-    nothing. Raises a ``DuhError`` subclass for anything a user can fix.
+    nothing. ``pass_options`` (pass name -> field -> value) sets options of the passes that run,
+    e.g. ``{"quantize": {"calibrator": "entropy"}}``. Raises a ``DuhError`` subclass for anything
+    a user can fix.
     """
     started = time.perf_counter()
     shapes = dict(shapes or {})

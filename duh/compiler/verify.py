@@ -46,8 +46,10 @@ _TOLERANCES = {
 }
 
 
-def tolerance_for(precision: str) -> Tolerance:
-    """The default tolerance for a precision."""
+def tolerance_for(precision: str, lossy: bool = False) -> Tolerance:
+    """The default tolerance for a precision; ``lossy`` pipelines (pruning) are held to INT8's."""
+    if lossy and precision != "int8":
+        return _TOLERANCES["int8"]
     return _TOLERANCES[precision]
 
 
