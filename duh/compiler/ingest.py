@@ -174,6 +174,13 @@ def ingest(path: str | Path, shapes: Mapping[str, tuple[int, ...]] | None = None
             "model with standard ONNX operators"
         )
     opset = default_opset(model)
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise ModelError(
+            f"{path.name} uses opset {opset}, newer than the {newest} this onnx "
+            f"{onnx.__version__} knows; export the model with opset {newest} or older, or "
+            "upgrade onnx"
+        )
     if opset and opset < _MIN_OPSET:
         model = _convert_opset(model, 13, path.name)
     if shapes:
@@ -211,10 +218,11 @@ def _convert_opset(model: onnx.ModelProto, version: int, name: str) -> onnx.Mode
         converted.ir_version = max(converted.ir_version, _min_ir_for_opset(version))
         return converted
     except (RuntimeError, ValueError, onnx.checker.ValidationError) as exc:
+        direction = "or newer" if version > default_opset(model) else "or older"
         raise ModelError(
             f"{name} uses opset {default_opset(model)}, which duh's engines do not support, and "
             f"converting it to opset {version} failed ({_first_line(exc)}); export the model "
-            f"with opset {version} or newer"
+            f"with opset {version} {direction}"
         ) from None
 
 

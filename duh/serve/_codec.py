@@ -20,6 +20,11 @@ import numpy as np
 
 from duh.serve._errors import RequestError
 
+try:  # orjson parses and writes number arrays several times faster than the json module
+    import orjson
+except ImportError:  # pragma: no cover - exercised where orjson is not installed
+    orjson = None
+
 __all__ = [
     "DATATYPES",
     "InferRequest",
@@ -28,6 +33,8 @@ __all__ = [
     "datatype_of",
     "decode_http_request",
     "encode_http_response",
+    "json_dumps",
+    "json_loads",
     "numpy_dtype",
     "tensor_from_json",
     "tensor_from_raw",
@@ -55,6 +62,26 @@ _BY_NAME.update({"str": "BYTES", "bytes": "BYTES"})
 # Which numpy kinds a JSON array may hold for each kind of datatype.
 _JSON_KINDS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}
 _LEN = struct.Struct("<I")
+
+
+def json_loads(data: bytes) -> Any:
+    """Parse JSON (orjson when installed); raises ``ValueError`` or ``RecursionError``."""
+    if orjson is not None:
+        return orjson.loads(data)
+    return json.loads(data)
+
+
+def json_dumps(doc: Any) -> bytes:
+    """Compact JSON bytes; numpy arrays in ``doc`` are written as (flat) lists of numbers."""
+    if orjson is not None:
+        return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    return json.dumps(doc, separators=(",", ":"), default=_plain).encode()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def datatype_of(dtype: Any) -> str:
@@ -246,7 +273,7 @@ def decode_http_request(body: bytes, header_length: str | None) -> InferRequest:
             )
         body, raw = body[:size], body[size:]
     try:
-        doc = json.loads(body)
+        doc = json_loads(body)
     except (ValueError, RecursionError) as exc:
         raise RequestError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
@@ -303,9 +330,10 @@ def decode_http_request(body: bytes, header_length: str | None) -> InferRequest:
     )
 
 
-def _json_data(name: str, array: np.ndarray) -> list[Any]:
+def _json_data(name: str, array: np.ndarray) -> Any:
     if array.dtype.kind not in "OSU":
-        return array.ravel().tolist()  # type: ignore[no-any-return]
+        flat = array.ravel()
+        return flat if flat.dtype.isnative else flat.tolist()
     out = []
     for item in array.ravel():
         if isinstance(item, bytes):
@@ -345,7 +373,7 @@ def encode_http_response(
     doc: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": tensors}
     if request_id is not None:
         doc["id"] = request_id
-    head = json.dumps(doc, separators=(",", ":")).encode()
+    head = json_dumps(doc)
     if not blobs:
         return head, None
     return b"".join([head, *blobs]), len(head)

@@ -8,7 +8,6 @@ Routes: ``/v2``, ``/v2/health/{live,ready}``, ``/v2/models/{m}[/versions/{v}]`` 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 import duh
-from duh.serve._codec import decode_http_request, encode_http_response
+from duh.serve._codec import decode_http_request, encode_http_response, json_dumps
 from duh.serve._errors import BodyTooLargeError, ServeError, UnavailableError
 from duh.serve._frontend import Frontend
 from duh.serve._logging import RECORD_KEY
@@ -32,8 +31,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=json.dumps(data, separators=(",", ":")), status=status,
-                        content_type=_JSON)
+    return web.Response(body=json_dumps(data), status=status, content_type=_JSON)
 
 
 def error_response(exc: ServeError, draining: bool = False) -> web.Response:

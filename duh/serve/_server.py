@@ -133,6 +133,14 @@ def serve(
     routing: Mapping[str, Routing] | None = None,
     on_ready: Callable[[Addresses], None] | None = None,
 ) -> bool:
-    """Serve artifacts (or a repository) until SIGTERM/SIGINT; True when the drain was clean."""
-    return asyncio.run(run(sources, repository=repository, options=options, config=config,
-                           routing=routing, on_ready=on_ready))
+    """Serve artifacts (or a repository) until SIGTERM/SIGINT; True when the drain was clean.
+
+    Runs on uvloop when it is installed (it roughly halves the event loop's cost per request).
+    """
+    main = run(sources, repository=repository, options=options, config=config, routing=routing,
+               on_ready=on_ready)
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return asyncio.run(main, loop_factory=uvloop.new_event_loop)

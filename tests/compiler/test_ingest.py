@@ -118,3 +118,11 @@ def test_normalize_caps_ir_and_opset() -> None:
     session = ort.InferenceSession(fixed.SerializeToString(), providers=["CPUExecutionProvider"])
     x = np.array([[-1, 0, 2]], np.float32)
     np.testing.assert_array_equal(session.run(None, {"x": x})[0], [[0, 0, 2]])
+
+
+def test_an_opset_newer_than_onnx_knows(tmp_path: Path) -> None:
+    path = tmp_path / "future.onnx"
+    model = _relu_model(opset=onnx.defs.onnx_opset_version() + 2)
+    onnx.save(model, path)
+    with pytest.raises(ModelError, match=r"future.onnx uses opset \d+, newer than the \d+ this onnx"):
+        ingest(path)
