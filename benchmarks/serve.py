@@ -85,7 +85,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int, timeout_s: float = 60.
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise RuntimeError(f"server exited with {proc.returncode} before it was ready:\n{err}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1):
                 return
@@ -181,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     payloads = {n: Payloads.make(inputs, reference(n, inputs)) for n in artifacts}
     duh_port, plain_port = _free_port(), _free_port()
     exe = [sys.executable]
-    duh_cmd = [*exe, "-c", "from duh.cli import main; main()", "serve", *(f"{n}={p}" for n, p in artifacts.items()),
+    duh_cmd = [*exe, "-c", "from duh.cli import main; main()", "serve",
+               *(f"{n}={p}" for n, p in artifacts.items()),
                "--port", str(duh_port), *args.serve_arg]
     models = {n: str(p / json.loads((p / "manifest.json").read_text())["engine_config"]["model"])
               for n, p in artifacts.items()}

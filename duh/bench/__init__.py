@@ -94,7 +94,9 @@ def bench(
         for path, name in zip(paths, names, strict=True):
             if progress:
                 progress(f"loading {name}")
-            subjects.append(LocalSubject(Path(path), name, settings.threads, settings.engine_options))
+            subjects.append(
+                LocalSubject(Path(path), name, settings.threads, settings.engine_options)
+            )
         return run_subjects(subjects, settings, progress)
     finally:
         _close(subjects)

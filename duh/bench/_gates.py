@@ -22,16 +22,34 @@ __all__ = ["GATE_EXIT_CODE", "METRICS", "Gate", "GateResult", "evaluate_gates", 
 GATE_EXIT_CODE = 10
 
 _ROW_METRICS = (
-    "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms", "std_ms", "cv",
-    "inferences_per_s", "throughput", "samples_per_s", "speedup", "window_spread",
-    "offered_qps", "rejected", "dropped",
+    "min_ms",
+    "p50_ms",
+    "p90_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "mean_ms",
+    "std_ms",
+    "cv",
+    "inferences_per_s",
+    "throughput",
+    "samples_per_s",
+    "speedup",
+    "window_spread",
+    "offered_qps",
+    "rejected",
+    "dropped",
 )
-_SUBJECT_METRICS = ("memory_mb",)
+_SUBJECT_METRICS = ("peak_rss_mb",)
 _PEAK_METRICS = ("peak_qps", "peak_speedup")
 METRICS = _ROW_METRICS + _SUBJECT_METRICS + _PEAK_METRICS
 _OPS: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
-    ">": operator.gt, "<": operator.lt,
+    ">=": operator.ge,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">": operator.gt,
+    "<": operator.lt,
 }
 _PATTERN = re.compile(
     r"^\s*(?:(?P<subject>.+):)?\s*(?P<metric>[a-z0-9_]+)\s*(?P<op>>=|<=|==|!=|>|<)\s*"
@@ -66,8 +84,12 @@ class GateResult:
 
     def to_json(self) -> dict[str, object]:
         """The form in the JSON report."""
-        return {"gate": self.gate.text, "passed": self.passed, "checked": self.checked,
-                "failures": list(self.failures)}
+        return {
+            "gate": self.gate.text,
+            "passed": self.passed,
+            "checked": self.checked,
+            "failures": list(self.failures),
+        }
 
 
 def parse_gate(text: str) -> Gate:
@@ -84,24 +106,38 @@ def parse_gate(text: str) -> Gate:
             f"--fail-if {text!r}: unknown metric {metric!r}; the metrics are {', '.join(METRICS)}"
         )
     subject = match.group("subject")
-    return Gate(text, subject.strip() if subject else None, metric, match.group("op"),
-                float(match.group("value")))
+    return Gate(
+        text,
+        subject.strip() if subject else None,
+        metric,
+        match.group("op"),
+        float(match.group("value")),
+    )
 
 
 def _figures(report: BenchReport, gate: Gate) -> list[tuple[str, float]]:
     """Every (row description, figure) the gate applies to."""
     keep = (lambda name: name == gate.subject) if gate.subject else (lambda name: True)
     if gate.metric in _SUBJECT_METRICS:
-        return [(s.name, s.memory_mb) for s in report.subjects
-                if keep(s.name) and s.memory_mb is not None]
+        return [
+            (s.name, s.peak_rss_mb)
+            for s in report.subjects
+            if keep(s.name) and s.peak_rss_mb is not None
+        ]
     if gate.metric in _PEAK_METRICS:
         attr = "speedup" if gate.metric == "peak_speedup" else "peak_qps"
-        return [(f"{p.subject} server find-peak", float(getattr(p, attr))) for p in report.peaks
-                if keep(p.subject) and getattr(p, attr) is not None]
+        first = report.peaks[0].subject if attr == "speedup" and report.peaks else None
+        return [
+            (f"{p.subject} server find-peak", float(getattr(p, attr)))
+            for p in report.peaks
+            if keep(p.subject) and getattr(p, attr) is not None and p.subject != first
+        ]
     out = []
+    # The baseline's speedup is 1 by definition: speedup gates judge the other subjects.
+    baseline = report.subjects[0].name if gate.metric == "speedup" and report.subjects else None
     for m in report.measurements:
         figure = m.metric(gate.metric)
-        if keep(m.subject) and figure is not None:
+        if keep(m.subject) and figure is not None and m.subject != baseline:
             out.append((f"{m.subject} {m.scenario} {m.config}", figure))
     return out
 
@@ -119,7 +155,8 @@ def evaluate_gates(report: BenchReport, gates: Sequence[Gate]) -> list[GateResul
             results.append(GateResult(gate, False, 0, (reason,)))
             continue
         failures = tuple(
-            f"{where}: {gate.metric} = {figure:.6g}" for where, figure in figures
+            f"{where}: {gate.metric} = {figure:.6g}"
+            for where, figure in figures
             if gate.trips(figure)
         )
         results.append(GateResult(gate, not failures, len(figures), failures))

@@ -31,9 +31,19 @@ log = logging.getLogger(__name__)
 
 # Open Inference Protocol tensor datatypes and their numpy dtypes.
 OIP_DATATYPES = {
-    "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
-    "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64", "FP16": "float16",
-    "FP32": "float32", "FP64": "float64", "BYTES": "object",
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+    "BYTES": "object",
 }
 _TO_OIP = {v: k for k, v in OIP_DATATYPES.items()}
 _HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -56,7 +66,9 @@ def encode_request(
     blobs: list[bytes] = []
     for name, array in feed.items():
         entry: dict[str, Any] = {
-            "name": name, "shape": list(array.shape), "datatype": _TO_OIP[array.dtype.name]
+            "name": name,
+            "shape": list(array.shape),
+            "datatype": _TO_OIP[array.dtype.name],
         }
         if binary:
             blob = _bytes_tensor(array) if array.dtype.kind == "O" else array.tobytes()
@@ -101,7 +113,11 @@ class HttpSubject:
     """A model served over the Open Inference Protocol's HTTP/REST binding."""
 
     def __init__(
-        self, url: str, model: str, version: str | None = None, binary: bool = True,
+        self,
+        url: str,
+        model: str,
+        version: str | None = None,
+        binary: bool = True,
         timeout_s: float = 60.0,
     ) -> None:
         parts = urlsplit(url if "://" in url else f"http://{url}")
@@ -115,17 +131,21 @@ class HttpSubject:
         self._base = parts.path.rstrip("/")
         self.model, self.version, self.binary = model, version, binary
         self.name = model if version is None else f"{model}/{version}"
-        self._model_path = f"{self._base}/v2/models/{model}" + (f"/versions/{version}" if version else "")
-        self.memory: int | None = None
+        self._model_path = f"{self._base}/v2/models/{model}" + (
+            f"/versions/{version}" if version else ""
+        )
         status, doc = self._get("/v2/health/ready", base=True)
         if status != 200:
-            raise TargetError(f"server at {self.url} is not ready (HTTP {status}); wait for it or check its logs")
+            raise TargetError(
+                f"server at {self.url} is not ready (HTTP {status}); wait for it or check its logs"
+            )
         status, doc = self._get("")
         if status != 200:
             message = doc.get("error", "") if isinstance(doc, dict) else ""
             raise ConfigError(
                 f"server at {self.url} has no model {self.name!r} (HTTP {status}"
-                + (f": {message}" if message else "") + "); check --model against the server's models"
+                + (f": {message}" if message else "")
+                + "); check --model against the server's models"
             )
         self.metadata = doc
         self.inputs = tuple(self._spec(t) for t in doc.get("inputs", []))
@@ -136,7 +156,10 @@ class HttpSubject:
     def _spec(self, item: Mapping[str, Any]) -> TensorSpec:
         datatype = str(item.get("datatype", ""))
         if datatype not in OIP_DATATYPES:
-            raise TargetError(f"model {self.name!r} input {item.get('name')!r} has datatype {datatype!r}, which duh bench cannot send")
+            raise TargetError(
+                f"model {self.name!r} input {item.get('name')!r} has datatype {datatype!r}, "
+                "which duh bench cannot send"
+            )
         shape = tuple(None if int(d) < 0 else int(d) for d in item.get("shape", []))
         return TensorSpec(str(item["name"]), OIP_DATATYPES[datatype], shape)
 
@@ -148,7 +171,11 @@ class HttpSubject:
             return cls(self._host, self._port, timeout=self._timeout)
 
     def _request(
-        self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, bytes, str | None]:
         for attempt in (0, 1):
             conn = self._connection()
@@ -159,11 +186,15 @@ class HttpSubject:
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 conn.close()
                 if attempt:
-                    raise TargetError(f"server at {self.url} closed the connection twice in a row") from None
+                    raise TargetError(
+                        f"server at {self.url} closed the connection twice in a row"
+                    ) from None
                 continue  # a kept-alive connection the server had closed: retry on a fresh one
             except OSError as exc:
                 conn.close()
-                raise ConfigError(f"cannot reach {self.url} ({exc}); is the server running?") from None
+                raise ConfigError(
+                    f"cannot reach {self.url} ({exc}); is the server running?"
+                ) from None
             self._pool.put(conn)
             return response.status, data, response.getheader(_HEADER_LENGTH)
         raise AssertionError("unreachable")
@@ -179,9 +210,13 @@ class HttpSubject:
         """The served model as the report shows it."""
         versions = self.metadata.get("versions") or []
         return SubjectInfo(
-            name=self.name, kind="url", location=f"{self.url} model {self.name}",
-            engine=self.platform, target="served" + (f" (versions {', '.join(map(str, versions))})" if versions else ""),
-            threads=None, options={"protocol": "binary" if self.binary else "json"},
+            name=self.name,
+            kind="url",
+            location=f"{self.url} model {self.name}",
+            engine=self.platform,
+            target="served" + (f" (versions {', '.join(map(str, versions))})" if versions else ""),
+            threads=None,
+            options={"protocol": "binary" if self.binary else "json"},
         )
 
     def payloads(self, workload: Workload) -> list[Any]:
@@ -202,7 +237,9 @@ class HttpSubject:
         try:
             got = decode_response(data, length)
         except (ValueError, KeyError, TypeError) as exc:
-            raise TargetError(f"server at {self.url} sent a malformed inference response ({exc})") from None
+            raise TargetError(
+                f"server at {self.url} sent a malformed inference response ({exc})"
+            ) from None
         missing = [o for o in self.outputs if o not in got]
         if missing:
             raise TargetError(f"server's response for {self.name!r} lacks outputs {missing}")
@@ -231,9 +268,6 @@ class HttpSubject:
                 fail(status, data)
 
         return run
-
-    def add_memory(self, delta: int | None) -> None:
-        """The server's memory is not this process's: nothing to add."""
 
     def server_stats(self) -> Mapping[str, Any] | None:
         """Cumulative counters from ``/v2/models/{m}/stats`` (Triton's format), or None."""

@@ -106,7 +106,10 @@ def concrete_shape(spec: TensorSpec, shapes: ShapeSet, batch: int | None) -> tup
         else:
             log.warning(
                 "input %r has dynamic axis %d (%s): feeding 1; set it with --shape %s=...",
-                spec.name, axis, dim or "?", spec.name,
+                spec.name,
+                axis,
+                dim or "?",
+                spec.name,
             )
             out.append(1)
     return tuple(out)
@@ -183,10 +186,9 @@ def _one(
     if samples is not None:
         size = batch or 1
         count = max(1, min(_SYNTHETIC_FEEDS * 4, len(samples) // size))
-        feeds = batch_samples(samples, size, count)
-        first = feeds[0]
-        shapes = {k: tuple(v.shape) for k, v in first.items()}
-        return Workload(label, tuple(feeds), float(size), (shapes,))
+        stacked = batch_samples(samples, size, count)
+        shapes = {k: tuple(v.shape) for k, v in stacked[0].items()}
+        return Workload(label, tuple(stacked), float(size), (shapes,))
     shapes = {s.name: concrete_shape(s, shape_set, batch) for s in specs}
     rng = np.random.default_rng(seed)
     feeds = tuple(synthetic_feed(specs, shapes, rng) for _ in range(_feed_count(specs, shapes)))
@@ -229,8 +231,9 @@ def make_workloads(
                 text = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in shape_set.items())
                 label = f"{prefix} {text}".strip()
             row = _one(specs, shape_set, batch, seed + index, samples, label)
-            rows.append(row if label else Workload(f"batch {row.batch:g}", row.feeds, row.batch,
-                                                   row.shapes))
+            rows.append(
+                row if label else Workload(f"batch {row.batch:g}", row.feeds, row.batch, row.shapes)
+            )
         out.extend(rows)
         if len(rows) > 1:
             longest = max(len(r.feeds) for r in rows)

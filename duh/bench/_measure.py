@@ -1,6 +1,6 @@
 """Measuring subjects on one configuration: warm-up, interleaved windows, stability, figures.
 
-Every subject warms up alone (its memory growth is charged to it), then the subjects take turns
+Every subject warms up alone, then the subjects take turns
 window by window, the order rotating each round, so drift on a shared machine hits all alike.
 Rounds continue until the last ``min_windows`` window medians of every subject agree within
 ``stability`` (perf_analyzer's rule) or ``max_windows`` is reached; the figures come from those
@@ -21,7 +21,7 @@ from duh.bench._loop import Runner, Window, poisson_loop, streams_loop, warm_up
 from duh.bench._report import Measurement, PeakResult
 from duh.bench._settings import BenchSettings
 from duh.bench._stats import percentile, relative_spread, summarize, window_stable
-from duh.bench._subjects import Subject, first_line, rss_bytes
+from duh.bench._subjects import Subject, first_line
 from duh.errors import DuhError, InputError
 
 __all__ = ["Progress", "find_peak", "measure", "server_delta"]
@@ -112,7 +112,7 @@ def _row(
     return Measurement(
         subject=subject.name,
         scenario=scenario,
-        config=workload.label if qps is None and streams == 1 else _label(workload, streams, qps),
+        config=_label(scenario, workload, streams, qps),
         batch=workload.batch,
         streams=streams,
         latency=stats,
@@ -133,10 +133,12 @@ def _row(
     )
 
 
-def _label(workload: Workload, streams: int, qps: float | None) -> str:
+def _label(scenario: str, workload: Workload, streams: int, qps: float | None) -> str:
     if qps is not None:
         return f"qps {qps:g} {workload.label}"
-    return f"streams {streams} {workload.label}"
+    if scenario == "multi-stream":
+        return f"streams {streams} {workload.label}"
+    return workload.label
 
 
 def measure(
@@ -155,19 +157,17 @@ def measure(
     for subject, run, payloads in zip(subjects, runners, prepared, strict=True):
         if progress:
             progress(f"{scenario} {workload.label}: warming up {subject.name}")
-        before = rss_bytes()
         _check_runs(subject, run, payloads, workload)
         warm_up(run, payloads, settings.warmup, streams)
-        after = rss_bytes()
-        subject.add_memory(None if before is None or after is None else after - before)
     stats_before = [s.server_stats() for s in subjects]
     windows: list[list[Window]] = [[] for _ in subjects]
     count = len(subjects)
     for round_ in range(settings.max_windows):
         for k in range(count):
             i = (round_ + k) % count
-            windows[i].append(_window(runners[i], prepared[i], settings, streams, qps,
-                                      settings.seed + round_))
+            windows[i].append(
+                _window(runners[i], prepared[i], settings, streams, qps, settings.seed + round_)
+            )
         if progress:
             progress(f"{scenario} {workload.label}: window {round_ + 1}/{settings.max_windows}")
         if round_ + 1 >= settings.min_windows and all(

@@ -33,8 +33,13 @@ def aggregate(
     ops = tuple(
         sorted(
             (
-                OpShare(t.name, t.op_type, t.total_us / runs, t.total_us / total if total else 0.0,
-                        t.calls)
+                OpShare(
+                    t.name,
+                    t.op_type,
+                    t.total_us / runs,
+                    t.total_us / total if total else 0.0,
+                    t.calls,
+                )
                 for t in timings
             ),
             key=lambda o: o.us_per_run,

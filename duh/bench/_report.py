@@ -17,8 +17,8 @@ from duh.bench._stats import LatencyStats
 
 __all__ = [
     "HEADLINES",
-    "SCHEMA",
     "SCENARIOS",
+    "SCHEMA",
     "BenchReport",
     "Measurement",
     "OpShare",
@@ -56,7 +56,7 @@ class SubjectInfo:
     target: str
     threads: int | None
     options: Mapping[str, str] = field(default_factory=dict)
-    memory_mb: float | None = None
+    peak_rss_mb: float | None = None
     load_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -69,7 +69,7 @@ class SubjectInfo:
             "target": self.target,
             "threads": self.threads,
             "options": dict(self.options),
-            "memory_mb": _num(self.memory_mb, 3),
+            "peak_rss_mb": _num(self.peak_rss_mb, 3),
             "load_s": _num(self.load_s, 4),
         }
 
@@ -143,7 +143,9 @@ class Measurement:
                 "spread": _num(self.window_spread),
                 "stable": self.stable,
             },
-            "server_scenario": None if self.qps is None else {
+            "server_scenario": None
+            if self.qps is None
+            else {
                 "target_qps": _num(self.qps, 3),
                 "offered_qps": _num(self.offered_qps, 3),
                 "latency_bound_ms": self.latency_bound_ms,
@@ -151,9 +153,9 @@ class Measurement:
                 "rejected": self.rejected,
                 "dropped": self.dropped,
             },
-            "server_side": None if self.server is None else {
-                k: _num(v) for k, v in self.server.items()
-            },
+            "server_side": None
+            if self.server is None
+            else {k: _num(v) for k, v in self.server.items()},
             "headline": {"metric": HEADLINES[self.scenario][0], "value": _num(self.headline())},
             "speedup": _num(self.speedup),
         }
@@ -179,8 +181,9 @@ class PeakResult:
             "peak_qps": _num(self.peak_qps, 3),
             "p99_ms_at_peak": _num(self.p99_ms_at_peak),
             "closed_loop_capacity_qps": _num(self.capacity_qps, 3),
-            "trials": [{"qps": _num(q, 3), "p99_ms": _num(p), "bound_met": ok}
-                       for q, p, ok in self.trials],
+            "trials": [
+                {"qps": _num(q, 3), "p99_ms": _num(p), "bound_met": ok} for q, p, ok in self.trials
+            ],
             "speedup": _num(self.speedup),
         }
 
@@ -216,10 +219,20 @@ class ProfileResult:
             "source": self.source,
             "runs": self.runs,
             "total_us_per_run": _num(self.total_us_per_run, 3),
-            "ops": [{"name": o.name, "op_type": o.op_type, "us_per_run": _num(o.us_per_run, 3),
-                     "share": _num(o.share), "calls": o.calls} for o in self.ops],
-            "by_type": [{"op_type": t, "us_per_run": _num(us, 3), "share": _num(sh)}
-                        for t, us, sh in self.by_type],
+            "ops": [
+                {
+                    "name": o.name,
+                    "op_type": o.op_type,
+                    "us_per_run": _num(o.us_per_run, 3),
+                    "share": _num(o.share),
+                    "calls": o.calls,
+                }
+                for o in self.ops
+            ],
+            "by_type": [
+                {"op_type": t, "us_per_run": _num(us, 3), "share": _num(sh)}
+                for t, us, sh in self.by_type
+            ],
         }
 
 
@@ -273,7 +286,9 @@ def with_speedups(
         rows.append(replace(m, speedup=speedup))
     base_peak = next((p for p in peaks if p.subject == first), None)
     out_peaks = [
-        replace(p, speedup=None if base_peak is None else _ratio(p.peak_qps, base_peak.peak_qps, True))
+        replace(
+            p, speedup=None if base_peak is None else _ratio(p.peak_qps, base_peak.peak_qps, True)
+        )
         for p in peaks
     ]
     return tuple(rows), tuple(out_peaks)

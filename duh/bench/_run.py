@@ -5,13 +5,22 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import duh
 from duh.bench._inputs import Workload, make_workloads
 from duh.bench._measure import Progress, find_peak, measure
+from duh.bench._memory import peak_rss_mb
 from duh.bench._profile import profile_subject
-from duh.bench._report import BenchReport, Measurement, PeakResult, ProfileResult, with_speedups
+from duh.bench._report import (
+    BenchReport,
+    Measurement,
+    PeakResult,
+    ProfileResult,
+    SubjectInfo,
+    with_speedups,
+)
 from duh.bench._settings import BenchSettings
 from duh.bench._subjects import LocalSubject, Subject
 from duh.host import host_info
@@ -22,11 +31,11 @@ __all__ = ["run_subjects"]
 log = logging.getLogger(__name__)
 
 _MAX_DATA_SAMPLES = 4096
-# Above this sample CV a single-stream figure is dominated by noise rather than the model.
-_NOISY_CV = 0.5
 
 
-def _warnings(settings: BenchSettings, rows: Sequence[Measurement], peaks: Sequence[PeakResult]) -> list[str]:
+def _warnings(
+    settings: BenchSettings, rows: Sequence[Measurement], peaks: Sequence[PeakResult]
+) -> list[str]:
     out = []
     for m in rows:
         where = f"{m.subject} {m.scenario} {m.config}"
@@ -37,13 +46,10 @@ def _warnings(settings: BenchSettings, rows: Sequence[Measurement], peaks: Seque
                 "windows): the machine was too noisy to trust this figure; rerun when it is "
                 "quieter or with a longer --window"
             )
-        elif m.scenario in ("single-stream", "offline") and m.latency.cv > _NOISY_CV:
-            out.append(
-                f"{where}: latency varies widely (cv {m.latency.cv:.2f}); other work on this "
-                "machine is disturbing the measurement"
-            )
         if m.rejected or m.dropped:
-            out.append(f"{where}: {m.rejected} requests rejected as overloaded, {m.dropped} dropped")
+            out.append(
+                f"{where}: {m.rejected} requests rejected as overloaded, {m.dropped} dropped"
+            )
     for p in peaks:
         if p.peak_qps == 0:
             out.append(
@@ -55,12 +61,19 @@ def _warnings(settings: BenchSettings, rows: Sequence[Measurement], peaks: Seque
 
 def _host() -> dict[str, Any]:
     host = host_info()
-    return {"cpu": host.cpu_model, "cores": host.cores, "cpu_flags": host.notable_flags,
-            "cuda": [d.name for d in host.cuda]}
+    return {
+        "cpu": host.cpu_model,
+        "cores": host.cores,
+        "cpu_flags": host.notable_flags,
+        "cuda": [d.name for d in host.cuda],
+    }
 
 
 def _profiles(
-    subjects: Sequence[Subject], workload: Workload, settings: BenchSettings, progress: Progress | None
+    subjects: Sequence[Subject],
+    workload: Workload,
+    settings: BenchSettings,
+    progress: Progress | None,
 ) -> list[ProfileResult]:
     out = []
     for subject in subjects:
@@ -69,9 +82,36 @@ def _profiles(
             continue
         if progress:
             progress(f"profiling {subject.name}")
-        out.append(profile_subject(subject.path, subject.name, workload, settings.threads,
-                                   settings.engine_options, settings.profile_runs))
+        out.append(
+            profile_subject(
+                subject.path,
+                subject.name,
+                workload,
+                settings.threads,
+                settings.engine_options,
+                settings.profile_runs,
+            )
+        )
     return out
+
+
+def _info(
+    subject: Subject,
+    workloads: Sequence[Workload],
+    settings: BenchSettings,
+    progress: Progress | None,
+) -> SubjectInfo:
+    info = subject.info()
+    if not settings.memory or not isinstance(subject, LocalSubject):
+        return info
+    if progress:
+        progress(f"peak memory of {subject.name}")
+    streams = max(settings.streams) if "multi-stream" in settings.scenarios else 1
+    if "server" in settings.scenarios:
+        streams = max(streams, settings.server_workers)
+    feeds = [wl.feeds[0] for wl in workloads]
+    peak = peak_rss_mb(subject.path, settings.threads, settings.engine_options, feeds, streams)
+    return replace(info, peak_rss_mb=peak)
 
 
 def run_subjects(
@@ -88,32 +128,43 @@ def run_subjects(
     single = make_workloads(specs, shapes, [None], settings.seed, samples)
     rows: list[Measurement] = []
     peaks: list[PeakResult] = []
+    measured: list[Workload] = list(single)
     for scenario in settings.scenarios:
         if scenario == "single-stream":
             for wl in single:
                 rows += measure(subjects, scenario, wl, settings, progress=progress)
         elif scenario == "offline":
             for wl in make_workloads(specs, shapes, list(settings.batches), settings.seed, samples):
+                measured.append(wl)
                 rows += measure(subjects, scenario, wl, settings, progress=progress)
         elif scenario == "multi-stream":
             for streams in settings.streams:
                 for wl in single:
-                    rows += measure(subjects, scenario, wl, settings, streams=streams,
-                                    progress=progress)
+                    rows += measure(
+                        subjects, scenario, wl, settings, streams=streams, progress=progress
+                    )
         else:
             for qps in settings.qps:
                 for wl in single:
-                    rows += measure(subjects, scenario, wl, settings,
-                                    streams=settings.server_workers, qps=qps, progress=progress)
+                    rows += measure(
+                        subjects,
+                        scenario,
+                        wl,
+                        settings,
+                        streams=settings.server_workers,
+                        qps=qps,
+                        progress=progress,
+                    )
             if settings.find_peak:
                 # With a mix of shapes, the search uses the mix (the last workload).
                 peaks += [find_peak(s, single[-1], settings, progress) for s in subjects]
     profiles = _profiles(subjects, single[0], settings, progress) if settings.profile else []
+    infos = [_info(s, measured, settings, progress) for s in subjects]
     final_rows, final_peaks = with_speedups(rows, peaks, subjects[0].name)
     return BenchReport(
         settings=settings.to_json(),
         host=_host(),
-        subjects=tuple(s.info() for s in subjects),
+        subjects=tuple(infos),
         measurements=final_rows,
         peaks=final_peaks,
         profiles=tuple(profiles),
@@ -121,4 +172,3 @@ def run_subjects(
         duh_version=duh.__version__,
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
-

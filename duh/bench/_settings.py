@@ -25,7 +25,8 @@ class BenchSettings:
     )
     batches: tuple[int, ...] = field(default=(1, 8, 32), metadata={"help": "offline batch sizes"})
     streams: tuple[int, ...] = field(
-        default=(2,), metadata={"help": "concurrent streams for multi-stream (a sweep when several)"}
+        default=(2,),
+        metadata={"help": "concurrent streams for multi-stream (a sweep when several)"},
     )
     qps: tuple[float, ...] = field(default=(), metadata={"help": "server: Poisson arrival rates"})
     latency_bound_ms: float | None = field(
@@ -40,7 +41,9 @@ class BenchSettings:
     shapes: tuple[Mapping[str, tuple[int, ...]], ...] = field(
         default=(), metadata={"help": "input shape sets; several make a mix of shapes"}
     )
-    data: Path | None = field(default=None, metadata={"help": ".npz/.npy file or directory of them"})
+    data: Path | None = field(
+        default=None, metadata={"help": ".npz/.npy file or directory of them"}
+    )
     seed: int = field(default=0, metadata={"help": "seed of synthetic inputs and arrivals"})
     warmup: Warmup = field(default_factory=Warmup, metadata={"help": "warm-up per configuration"})
     window_s: float = field(default=1.0, metadata={"help": "length of a measurement window"})
@@ -55,6 +58,9 @@ class BenchSettings:
     threads: int | None = field(default=None, metadata={"help": "engine intra-op threads"})
     engine_options: Mapping[str, str] = field(
         default_factory=dict, metadata={"help": "engine settings passed to duh.load"}
+    )
+    memory: bool = field(
+        default=True, metadata={"help": "peak RSS of each subject, in a fresh process"}
     )
     profile: bool = field(default=False, metadata={"help": "per-operator times from the engine"})
     profile_runs: int = field(default=100, metadata={"help": "profiled inferences per subject"})
@@ -114,6 +120,7 @@ class BenchSettings:
             "min_runs": self.min_runs,
             "threads": self.threads,
             "engine_options": dict(self.engine_options),
+            "memory": self.memory,
             "profile": self.profile,
             "profile_runs": self.profile_runs,
         }

@@ -6,7 +6,6 @@ FP32 as the baseline); the URL subject in ``_http`` talks to a running server.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,20 +17,7 @@ from duh.bench._report import SubjectInfo
 from duh.errors import InputError
 from duh.runtime import Session, TensorSpec, check_feed, load
 
-__all__ = ["LocalSubject", "Subject", "first_line", "rss_bytes", "unique_names"]
-
-
-def rss_bytes() -> int | None:
-    """This process's resident memory, or None where the OS does not tell."""
-    try:
-        import psutil
-    except ImportError:
-        try:
-            with open("/proc/self/statm", encoding="ascii") as fh:
-                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            return None
-    return int(psutil.Process().memory_info().rss)
+__all__ = ["LocalSubject", "Subject", "first_line", "unique_names"]
 
 
 def first_line(exc: BaseException) -> str:
@@ -68,10 +54,6 @@ class Subject(Protocol):
         """A thread-safe callable running one payload."""
         ...
 
-    def add_memory(self, delta: int | None) -> None:
-        """Account memory this subject took while warming up."""
-        ...
-
     def server_stats(self) -> Mapping[str, Any] | None:
         """The server's own statistics (URL subjects), or None."""
         ...
@@ -87,12 +69,9 @@ class LocalSubject:
     def __init__(
         self, path: Path, name: str, threads: int | None, options: Mapping[str, str]
     ) -> None:
-        before = rss_bytes()
         started = time.perf_counter()
         self.session: Session = load(path, threads=threads, engine_options=dict(options))
         self.load_s = time.perf_counter() - started
-        after = rss_bytes()
-        self.memory: int | None = None if before is None or after is None else max(after - before, 0)
         self.name = name
         self.path = path
         self.threads = threads
@@ -100,7 +79,7 @@ class LocalSubject:
         self.inputs = self.session.inputs
 
     def info(self) -> SubjectInfo:
-        """Kind, engine, resolved target, threads and options, memory taken."""
+        """Kind, engine, resolved target, threads and options."""
         manifest = self.session.manifest
         if manifest is None:
             kind, target = "onnx", "onnxruntime:cpu-fp32 (plain ONNX baseline)"
@@ -115,7 +94,6 @@ class LocalSubject:
             target=target,
             threads=self.threads,
             options=self.options,
-            memory_mb=None if self.memory is None else self.memory / 2**20,
             load_s=self.load_s,
         )
 
@@ -129,11 +107,6 @@ class LocalSubject:
     def runner(self) -> Runner:
         """The engine's own run call: the feeds were checked when they were prepared."""
         return self.session.engine.run
-
-    def add_memory(self, delta: int | None) -> None:
-        """Add resident memory the engine took while warming up (arenas, per-shape kernels)."""
-        if self.memory is not None and delta is not None:
-            self.memory += max(delta, 0)
 
     def server_stats(self) -> Mapping[str, Any] | None:
         """Local subjects have no server."""

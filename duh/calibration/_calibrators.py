@@ -139,7 +139,9 @@ def _histograms(
         spans[name] = (start, (stop - start) or 1.0)
     for values in runner.outputs(calibration):
         for name, value in zip(runner.names, values, strict=True):
-            flat = np.abs(value.ravel()) if absolute else value.ravel()
+            # Exact zeros (ReLU outputs: often half the values) are exact at any scale; counted,
+            # their spike would drag the entropy threshold down.
+            flat = np.abs(value[value != 0]) if absolute else value.ravel()
             start, width = spans[name]
             index = ((flat - start) * (bins / width)).astype(np.int64)
             np.clip(index, 0, bins - 1, out=index)
@@ -161,11 +163,16 @@ def _percentile_range(
     return min(lo, 0.0) if low < 0 else lo, max(hi, lo)
 
 
-def _kl(p: np.ndarray, q: np.ndarray) -> float:
-    mask = p > 0
-    if np.any(q[mask] == 0):
-        return float("inf")
-    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+def _smooth(p: np.ndarray, eps: float = 1e-4) -> np.ndarray | None:
+    """Move a little mass onto empty bins so KL stays finite (as MXNet and TensorRT do)."""
+    zeros = p == 0
+    nonzeros = p.size - int(zeros.sum())
+    if nonzeros == 0:
+        return None
+    taken = eps * zeros.sum() / nonzeros
+    if taken >= 1:
+        return None
+    return p + eps * zeros - taken * ~zeros
 
 
 def _entropy_threshold(hist: np.ndarray, amax: float) -> float:
@@ -176,19 +183,20 @@ def _entropy_threshold(hist: np.ndarray, amax: float) -> float:
     counts = hist.astype(np.float64)
     best_kl, best_i = float("inf"), bins
     for i in range(_QUANTIZED_BINS, bins + 1, _ENTROPY_STRIDE):
-        reference = counts[:i].copy()
-        reference[-1] += counts[i:].sum()
-        nonzero = counts[:i] > 0
+        # p: the histogram clipped at bin i, the clipped tail piled into its last bin.
+        p = counts[:i].copy()
+        p[-1] += counts[i:].sum()
+        nonzero = p > 0
+        # q: the same bins merged into 128 levels, each level spread over its non-empty bins.
         group = np.arange(i) * _QUANTIZED_BINS // i
         sums = np.bincount(group, weights=counts[:i], minlength=_QUANTIZED_BINS)
         filled = np.bincount(group, weights=nonzero, minlength=_QUANTIZED_BINS)
-        quantized = np.where(nonzero, sums[group] / np.maximum(filled[group], 1), 0.0)
-        p = reference / reference.sum()
-        q_total = quantized.sum()
-        if q_total == 0:
+        q = np.where(nonzero, sums[group] / np.maximum(filled[group], 1), 0.0)
+        ps, qs = _smooth(p / p.sum()), _smooth(q / q.sum()) if q.sum() > 0 else None
+        if ps is None or qs is None:
             continue
-        divergence = _kl(p, quantized / q_total)
-        if divergence <= best_kl:
+        divergence = float(np.sum(ps * np.log(ps / qs)))
+        if divergence < best_kl:
             best_kl, best_i = divergence, i
     return amax * best_i / bins
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from duh.cli import bench as _bench
 from duh.cli import build as _build
 from duh.cli import inspect as _inspect
 from duh.cli import serve as _serve
@@ -33,6 +34,7 @@ def _root(
 
 app.command("build")(_build.build)
 app.command("targets")(_targets.targets)
+app.command("bench")(_bench.bench)
 app.command("inspect")(_inspect.inspect)
 app.command("serve")(_serve.serve)
 

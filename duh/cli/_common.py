@@ -14,6 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.status import Status
 
 from duh.errors import ConfigError, DuhError
@@ -103,7 +104,7 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
             if _state["verbose"]:
                 err_console.print_exception()
             err_console.print(
-                f"[bold red]error:[/] {exc}", soft_wrap=True, markup=True, emoji=False
+                f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, markup=True, emoji=False
             )
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:

@@ -146,6 +146,25 @@ def build(
         "--calib-config",
         help="TOML file with image preprocessing (resize, crop, mean, std, layout, ...)",
     ),
+    calib_preprocess: str | None = typer.Option(
+        None,
+        "--calib-preprocess",
+        help="image preprocessing as KEY=VALUE,...: resize=256,crop=224,mean=0.485/0.456/0.406,"
+        "std=...,order=bgr,layout=nchw,interpolation=lanczos (overrides --calib-config)",
+    ),
+    calib_method: str | None = typer.Option(
+        None, "--calib-method", help="INT8 calibrator: minmax (default), entropy or percentile"
+    ),
+    quantize_mode: str | None = typer.Option(
+        None,
+        "--quantize-mode",
+        help="static (QDQ), dynamic, int4 (weight-only) or auto (dynamic for transformers/RNNs)",
+    ),
+    keep_io_types: bool | None = typer.Option(
+        None,
+        "--keep-io-types/--no-keep-io-types",
+        help="fp16/bf16: keep graph inputs and outputs float32 (default: keep)",
+    ),
     shape: list[str] | None = typer.Option(
         None, "--shape", help="fix an input's shape: NAME=1x3x224x224 (repeatable)"
     ),
@@ -172,6 +191,15 @@ def build(
     calib_options: dict[str, Any] = {}
     if calib_config is not None:
         calib_options["preprocess"] = calib_config
+    if calib_preprocess is not None:
+        calib_options["preprocess"] = {"config": calib_config, "spec": calib_preprocess}
+    pass_options: dict[str, dict[str, Any]] = {}
+    if calib_method is not None:
+        pass_options.setdefault("quantize", {})["calibrator"] = calib_method
+    if quantize_mode is not None:
+        pass_options.setdefault("quantize", {})["mode"] = quantize_mode
+    if keep_io_types is not None:
+        pass_options["fp16"] = pass_options["bf16"] = {"keep_io_types": keep_io_types}
     with progress(f"building {model.name} for {target}"):
         result = build_model(
             model,
@@ -186,6 +214,7 @@ def build(
             check_samples=check_samples,
             dry_run=dry_run,
             target_options=_options(option),
+            pass_options=pass_options,
         )
     if as_json:
         print_json(result_json(result))

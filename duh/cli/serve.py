@@ -31,7 +31,9 @@ def _sizes(text: str | None) -> tuple[int, ...]:
     try:
         sizes = tuple(int(s) for s in text.split(","))
     except ValueError:
-        raise ConfigError(f"--preferred-batch-sizes {text!r} is not a comma-separated list of ints") from None
+        raise ConfigError(
+            f"--preferred-batch-sizes {text!r} is not a comma-separated list of ints"
+        ) from None
     if any(s < 1 for s in sizes):
         raise ConfigError(f"--preferred-batch-sizes {text!r}: sizes must be at least 1")
     return sizes
@@ -48,25 +50,60 @@ def _access_log_handler() -> None:
 
 @handle_errors
 def serve(
-    artifacts: list[str] | None = typer.Argument(None, help="artifacts to serve: PATH, NAME=PATH or NAME:VERSION=PATH"),
-    repository: Path | None = typer.Option(None, "--repository", "-r", help="model repository DIR/<model>/<version>/ (highest version is the default)"),
-    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
-    port: int = typer.Option(8000, "--port", help="HTTP port (0: any free port)"),
-    grpc_port: int | None = typer.Option(None, "--grpc-port", help="also serve gRPC (inference.GRPCInferenceService) on this port"),
-    max_batch_size: int = typer.Option(32, "--max-batch-size", help="rows per engine call (0: no batching)"),
-    max_queue_delay_ms: float = typer.Option(0.0, "--max-queue-delay-ms", help="how long a request may wait for a fuller batch"),
-    preferred_batch_sizes: str | None = typer.Option(None, "--preferred-batch-sizes", help="batch sizes to aim for, e.g. 8,16,32"),
-    max_queue_size: int = typer.Option(256, "--max-queue-size", help="queued requests per model version; beyond: 503 at once"),
-    instances: int = typer.Option(1, "--instances", help="engine instances per model version"),
-    threads: int | None = typer.Option(None, "--threads", help="engine threads per instance (default: cores / instances)"),
-    engine_option: list[str] | None = typer.Option(None, "--engine-option", help="engine setting KEY=VALUE passed to duh.load (repeatable)"),
-    split: list[str] | None = typer.Option(None, "--split", help="weighted traffic split, e.g. m:1=90,2=10 (repeatable)"),
-    shadow: list[str] | None = typer.Option(None, "--shadow", help="mirror requests to a version, e.g. m:2 (answers discarded)"),
-    max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="largest request body in MiB"),
-    drain_timeout: float = typer.Option(30.0, "--drain-timeout", help="seconds shutdown may take to finish accepted requests"),
-    access_log: bool = typer.Option(False, "--access-log", help="one JSON line per request on stdout"),
+    artifacts: list[str] | None = typer.Argument(
+        None, help="artifacts to serve: PATH, NAME=PATH or NAME:VERSION=PATH"
+    ),
+    repository: Path | None = typer.Option(
+        None, "--repository", "-r",
+        help="model repository DIR/<model>/<version>/ (highest version is the default)",
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="address to listen on"
+    ),
+    port: int = typer.Option(
+        8000, "--port", help="HTTP port (0: any free port)"
+    ),
+    grpc_port: int | None = typer.Option(
+        None, "--grpc-port", help="also serve gRPC (inference.GRPCInferenceService) on this port"
+    ),
+    max_batch_size: int = typer.Option(
+        32, "--max-batch-size", help="rows per engine call (0: no batching)"
+    ),
+    max_queue_delay_ms: float = typer.Option(
+        0.0, "--max-queue-delay-ms", help="how long a request may wait for a fuller batch"
+    ),
+    preferred_batch_sizes: str | None = typer.Option(
+        None, "--preferred-batch-sizes", help="batch sizes to aim for, e.g. 8,16,32"
+    ),
+    max_queue_size: int = typer.Option(
+        256, "--max-queue-size", help="queued requests per model version; beyond: 503 at once"
+    ),
+    instances: int = typer.Option(
+        1, "--instances", help="engine instances per model version"
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", help="engine threads per instance (default: cores / instances)"
+    ),
+    engine_option: list[str] | None = typer.Option(
+        None, "--engine-option", help="engine setting KEY=VALUE passed to duh.load (repeatable)"
+    ),
+    split: list[str] | None = typer.Option(
+        None, "--split", help="weighted traffic split, e.g. m:1=90,2=10 (repeatable)"
+    ),
+    shadow: list[str] | None = typer.Option(
+        None, "--shadow", help="mirror requests to a version, e.g. m:2 (answers discarded)"
+    ),
+    max_body_mb: float = typer.Option(
+        64.0, "--max-body-mb", help="largest request body in MiB"
+    ),
+    drain_timeout: float = typer.Option(
+        30.0, "--drain-timeout", help="seconds shutdown may take to finish accepted requests"
+    ),
+    access_log: bool = typer.Option(
+        False, "--access-log", help="one JSON line per request on stdout"
+    ),
 ) -> None:
-    """Serve artifacts with dynamic batching over the Open Inference Protocol (Triton-compatible)."""
+    """Serve artifacts with dynamic batching over the Open Inference Protocol (as Triton does)."""
     try:
         from duh import serve as duh_serve
     except ImportError as exc:
@@ -99,7 +136,8 @@ def serve(
 
     def ready(addresses: Any) -> None:
         grpc = f", grpc {addresses.grpc}" if addresses.grpc else ""
-        console.print(f"serving {', '.join(addresses.models)} on {addresses.http}{grpc}", soft_wrap=True)
+        models = ", ".join(addresses.models)
+        console.print(f"serving {models} on {addresses.http}{grpc}", soft_wrap=True)
         sys.stdout.flush()
 
     sources = [duh_serve.parse_artifact(a) for a in artifacts or []]

@@ -106,6 +106,8 @@ def create_pass(name: str, config: Mapping[str, Any] | None = None) -> Pass:
             f"pass {name!r} has no option {', '.join(map(repr, unknown))}; its options are: "
             f"{', '.join(fields) or '(none)'}"
         )
+    # Recipes (TOML) give lists; configs are frozen, so list options become tuples.
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
     try:
         instance: Pass = cls(**config)
     except (TypeError, ValueError) as exc:

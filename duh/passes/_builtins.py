@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from duh.passes import cleanup, quantize, simplify
+from duh.passes import cleanup, fold, fuse, precision, prune, quantize, simplify
 
-__all__ = ["cleanup", "quantize", "simplify"]
+__all__ = ["cleanup", "fold", "fuse", "precision", "prune", "quantize", "simplify"]

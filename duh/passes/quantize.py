@@ -251,15 +251,16 @@ class Quantize:
         work = copy_model(model)
         name_nodes(work, "q")
         weights = initializer_map(work)
-        chosen = []
+        chosen, skipped = [], list(self.exclude_nodes)
         for node in work.graph.node:
             if node.op_type != "MatMul" or node.input[1] not in weights:
                 continue
             dims = list(weights[node.input[1]].dims)
-            if len(dims) == 2 and int(np.prod(dims)) >= self.int4_min_weights:
+            if len(dims) == 2 and int(np.prod(dims)) >= self.int4_min_weights and node.name not in skipped:
                 chosen.append(node.name)
             else:
-                log.debug("int4: MatMul %s weight %s is below int4_min_weights", node.name, dims)
+                log.debug("int4: MatMul %s (weight %s) stays float", node.name, dims)
+                skipped.append(node.name)
         if not chosen:
             return PassResult(model, False, (
                 f"int4: no MatMul with a 2-D constant weight of at least {self.int4_min_weights} "
@@ -267,7 +268,7 @@ class Quantize:
             ))
         quantizer = MatMulNBitsQuantizer(
             work, bits=4, block_size=self.block_size, is_symmetric=True,
-            accuracy_level=self.accuracy_level or None, nodes_to_include=chosen,
+            accuracy_level=self.accuracy_level or None, nodes_to_exclude=skipped,
             op_types_to_quantize=("MatMul",),
         )
         try:

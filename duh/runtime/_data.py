@@ -61,7 +61,9 @@ def _arrays(path: Path, inputs: Sequence[TensorSpec]) -> Mapping[str, np.ndarray
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise ConfigError(f"cannot read {path} as numpy data ({exc}); pass .npz or .npy files") from None
+        raise ConfigError(
+            f"cannot read {path} as numpy data ({exc}); pass .npz or .npy files"
+        ) from None
     if isinstance(loaded, np.ndarray):
         if len(names) != 1:
             raise InputError(

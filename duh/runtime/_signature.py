@@ -51,6 +51,10 @@ def dtype_name(dtype: Any) -> str:
     return np.dtype(dtype).name
 
 
+def _as_text(value: Any) -> Any:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
 def check_feed(specs: Sequence[TensorSpec], feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Check a feed against the input signature and return it as numpy arrays.
 
@@ -100,5 +104,8 @@ def check_feed(specs: Sequence[TensorSpec], feed: Mapping[str, Any]) -> dict[str
                         f"in input {spec.name!r}; inputs sharing a dimension name must agree"
                     )
                 bound.setdefault(dim, (size, spec.name))
+        if spec.dtype == "object" and array.dtype.kind in "SO":
+            # Engines take str elements; ORT would silently turn bytes into "b'...'".
+            array = np.vectorize(_as_text, otypes=[object])(array) if array.size else array
         arrays[spec.name] = np.ascontiguousarray(array)
     return arrays

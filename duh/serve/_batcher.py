@@ -36,7 +36,9 @@ RunFn = Callable[[int, dict[str, np.ndarray]], dict[str, np.ndarray]]
 class BatchConfig:
     """How one model version batches and queues requests."""
 
-    max_batch_size: int = field(default=32, metadata={"help": "rows per engine call; 0: no batching"})
+    max_batch_size: int = field(
+        default=32, metadata={"help": "rows per engine call; 0: no batching"}
+    )
     max_queue_delay_ms: float = field(
         default=0.0, metadata={"help": "how long the oldest request may wait for a fuller batch"}
     )
@@ -141,7 +143,7 @@ class Batcher:
         return sum(p.rows for p in self._queue if p.key == head)
 
     def _take(self) -> list[Pending]:
-        """The oldest request and later ones of equal shape key, up to the batch limit (lock held)."""
+        """The oldest request and later ones of its shape key, up to the batch limit (lock held)."""
         limit = self.config.max_batch_size
         first = self._queue.popleft()
         batch = [first]
@@ -150,7 +152,10 @@ class Batcher:
         rows, skipped = first.rows, []
         while self._queue and rows < limit:
             item = self._queue.popleft()
-            if item.key != first.key or rows + item.rows > limit:
+            if item.key == first.key and rows + item.rows > limit:
+                skipped.append(item)  # it opens the next batch: a later one may not pass it
+                break
+            if item.key != first.key:
                 skipped.append(item)
                 if len(skipped) > 64:  # do not scan a long queue of other shapes
                     break
@@ -218,7 +223,7 @@ class Batcher:
         except DuhError as exc:
             self._loop.call_soon_threadsafe(_fail_all, live, InternalServeError(str(exc)))
             return
-        except Exception as exc:  # noqa: BLE001 - any engine failure goes to its callers, logged
+        except Exception as exc:  # any engine failure goes to its callers, and is logged
             log.exception("model %s: engine call failed", self.name)
             error = InternalServeError(f"model {self.name}: the engine failed: {exc}")
             self._loop.call_soon_threadsafe(_fail_all, live, error)

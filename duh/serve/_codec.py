@@ -20,6 +20,7 @@ import numpy as np
 
 from duh.serve._errors import RequestError
 
+orjson: Any
 try:  # orjson parses and writes number arrays several times faster than the json module
     import orjson
 except ImportError:  # pragma: no cover - exercised where orjson is not installed
@@ -190,7 +191,7 @@ def bytes_tensor_from_raw(raw: bytes | memoryview, count: int, where: str) -> np
 def tensor_from_raw(
     name: str, datatype: str, shape: tuple[int, ...], raw: bytes | memoryview
 ) -> np.ndarray:
-    """The array raw little-endian bytes (binary extension, gRPC raw contents) give for ``shape``."""
+    """The array that raw little-endian bytes (binary extension, gRPC raw) give for ``shape``."""
     where = f"input {name!r}"
     dtype = numpy_dtype(datatype, where)
     count = math.prod(shape)
@@ -259,19 +260,19 @@ def _timeout_us(params: Mapping[str, Any]) -> int | None:
 
 
 def decode_http_request(body: bytes, header_length: str | None) -> InferRequest:
-    """Decode an HTTP infer body: JSON, or JSON header plus binary tensors when ``header_length``."""
+    """Decode an HTTP infer body: JSON, or a JSON header and binary tensors (``header_length``)."""
     raw = b""
     if header_length is not None:
         try:
-            size = int(header_length)
+            json_size = int(header_length)
         except ValueError:
-            size = -1
-        if not 0 <= size <= len(body):
+            json_size = -1
+        if not 0 <= json_size <= len(body):
             raise RequestError(
                 f"Inference-Header-Content-Length is {header_length!r} but the body has "
                 f"{len(body)} bytes; it must give the length of the JSON part"
             )
-        body, raw = body[:size], body[size:]
+        body, raw = body[:json_size], body[json_size:]
     try:
         doc = json_loads(body)
     except (ValueError, RecursionError) as exc:
@@ -297,7 +298,9 @@ def decode_http_request(body: bytes, header_length: str | None) -> InferRequest:
         if name in inputs:
             raise RequestError(f"{where} is given twice")
         datatype = item.get("datatype")
-        numpy_dtype(datatype, where)
+        if not isinstance(datatype, str):
+            numpy_dtype(datatype, where)  # raises, naming the datatypes allowed
+            continue
         shape = _shape(item.get("shape"), where)
         size = _parameters(item.get("parameters"), where).get("binary_data_size")
         if size is not None:

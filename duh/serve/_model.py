@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 import duh
-from duh.runtime import Session, TensorSpec
+from duh.errors import ArtifactError
+from duh.runtime import Session, TensorSpec, read_manifest
 from duh.serve._batcher import BatchConfig, Batcher, Pending
 from duh.serve._codec import DATATYPES, InferRequest, datatype_of
 from duh.serve._errors import RequestError, UnavailableError
@@ -27,7 +28,9 @@ log = logging.getLogger(__name__)
 # numpy dtype name -> Triton model-config data type
 _CONFIG_TYPES = {dt.name: f"TYPE_{name}" for name, dt in DATATYPES.items()}
 _CONFIG_TYPES["object"] = "TYPE_STRING"
-_PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino", "tensorrt": "tensorrt_plan"}
+_PLATFORMS = {
+    "onnxruntime": "onnxruntime_onnx", "openvino": "openvino", "tensorrt": "tensorrt_plan"
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +145,8 @@ class ModelVersion:
                         f"model {self.name}: dimension {dim!r} is {bound[dim]} in one input and "
                         f"{size} in {spec.name!r}; inputs sharing a dimension must agree"
                     )
+            if array.dtype == object:
+                feed = {**feed, spec.name: _as_text(spec.name, array)}
             if self.batchable:
                 if rows and array.shape[0] != rows:
                     raise RequestError(
@@ -246,6 +251,18 @@ class ModelVersion:
         return config
 
 
+def _as_text(name: str, array: np.ndarray) -> np.ndarray:
+    """BYTES elements as str: engines take string tensors as text (ORT would print b'..')."""
+    if all(isinstance(e, str) for e in array.flat):
+        return array
+    out = np.empty(array.shape, dtype=object)
+    try:
+        out.flat[:] = [e.decode() if isinstance(e, bytes) else e for e in array.flat]
+    except UnicodeDecodeError:
+        raise RequestError(f"input {name!r} holds BYTES that are not UTF-8 text") from None
+    return out
+
+
 def _expire(future: asyncio.Future[Any], name: str, timeout_us: int) -> None:
     if not future.done():
         future.set_exception(UnavailableError(
@@ -270,6 +287,15 @@ def _warm_up(session: Session) -> None:
         log.warning("warm-up of %s on zeros failed (%s); serving it anyway", session.path, exc)
 
 
+def _engine_of(path: Path) -> str:
+    if path.is_file() and path.suffix == ".onnx":
+        return "onnxruntime"
+    try:
+        return read_manifest(path).engine
+    except ArtifactError:
+        return "unknown"  # duh.load reports what is wrong with the artifact
+
+
 def load_version(
     source: ModelSource,
     options: LoadOptions,
@@ -280,6 +306,10 @@ def load_version(
     instances = max(1, options.batch.instances)
     threads = options.threads or max(1, (os.cpu_count() or 1) // instances)
     extra = dict(options.engine_options)
+    if _engine_of(source.path) == "onnxruntime":
+        # ORT's pool threads spin between runs by default, burning the cores the event loop and
+        # the clients need; a server waits between batches, so it should sleep instead.
+        extra.setdefault("session.intra_op.allow_spinning", "0")
     sessions = []
     for _ in range(instances):
         session = duh.load(source.path, threads=threads, engine_options=extra)

@@ -48,7 +48,7 @@ def version_order(version: str) -> tuple[int, int | str]:
 
 
 def parse_artifact(text: str) -> ModelSource:
-    """``PATH``, ``NAME=PATH`` or ``NAME:VERSION=PATH``; the name defaults to the artifact's stem."""
+    """``PATH``, ``NAME=PATH`` or ``NAME:VERSION=PATH``; the name defaults to the path's stem."""
     spec, sep, path = text.rpartition("=")
     if not sep:
         spec, path = "", text

@@ -85,7 +85,9 @@ async def run(
     if config.grpc_port is not None:
         from duh.serve._grpc import start_grpc
 
-        grpc_server, grpc_port = await start_grpc(frontend, metrics, config.host, config.grpc_port)
+        grpc_server, grpc_port = await start_grpc(
+            frontend, metrics, config.host, config.grpc_port, config.max_body_bytes
+        )
         grpc_address = f"{config.host}:{grpc_port}"
     if stop is None:
         stop = asyncio.Event()
@@ -143,4 +145,5 @@ def serve(
         import uvloop
     except ImportError:
         return asyncio.run(main)
-    return asyncio.run(main, loop_factory=uvloop.new_event_loop)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)

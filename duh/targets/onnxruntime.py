@@ -60,7 +60,7 @@ class OnnxRuntimeTarget:
     name = "onnxruntime"
     pip_extra = "core"
     devices = ("cpu",)
-    precisions = ("fp32", "int8")
+    precisions = ("fp32", "fp16", "int8")
     max_ir_version = 13
     max_opset = 26
     short_name_candidate = True
@@ -74,10 +74,12 @@ class OnnxRuntimeTarget:
         return None
 
     def default_passes(self, spec: TargetSpec) -> list[PassSpec]:
-        """simplify and cleanup; quantization for int8."""
-        passes = [PassSpec("simplify"), PassSpec("cleanup")]
+        """simplify, fold-constants, fuse and cleanup; then quantize (int8) or fp16."""
+        passes = [PassSpec("simplify"), PassSpec("fold-constants"), PassSpec("fuse"), PassSpec("cleanup")]
         if spec.precision == "int8":
             passes.append(PassSpec("quantize"))
+        elif spec.precision == "fp16":
+            passes.append(PassSpec("fp16"))
         return passes
 
     def compile(self, model: onnx.ModelProto, ctx: CompileContext, out_dir: Path) -> CompileResult:
@@ -101,9 +103,14 @@ class OnnxRuntimeTarget:
         finally:
             for path in written:
                 path.unlink(missing_ok=True)
+        notes: tuple[str, ...] = ()
+        if ctx.spec.precision == "fp16":
+            notes = ("onnxruntime's CPU provider lacks float16 kernels for most ops; it runs them "
+                     "in float32 between Casts, so expect no speed-up, only smaller weights",)
         return CompileResult(
             engine_version=ort.__version__,
             engine_config={"model": MODEL_FILE, "graph_optimization_level": "extended"},
+            notes=notes,
         )
 
     def load(self, artifact: Path, manifest: Manifest, options: EngineOptions) -> OnnxRuntimeEngine:

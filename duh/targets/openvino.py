@@ -70,8 +70,12 @@ class OpenVinoTarget:
         return None
 
     def default_passes(self, spec: TargetSpec) -> list[PassSpec]:
-        """simplify and cleanup; int8 adds quantization."""
-        passes = [PassSpec("simplify"), PassSpec("cleanup")]
+        """simplify, fold-constants, fuse and cleanup; int8 adds static QDQ quantization.
+
+        fp16 and bf16 need no pass: the CPU plugin converts the graph itself at load time (the
+        precision hint), keeping the ops that need float32 in float32.
+        """
+        passes = [PassSpec("simplify"), PassSpec("fold-constants"), PassSpec("fuse"), PassSpec("cleanup")]
         if spec.precision == "int8":
             passes.append(PassSpec("quantize"))
         return passes
@@ -83,7 +87,9 @@ class OpenVinoTarget:
         written = save_onnx(model, staged)
         try:
             converted = ov.convert_model(str(staged))
-            ov.save_model(converted, str(out_dir / XML_FILE), compress_to_fp16=False)
+            # fp16/bf16 run at that precision anyway: store the float weights as fp16 (half size).
+            compress = ctx.spec.precision in ("fp16", "bf16")
+            ov.save_model(converted, str(out_dir / XML_FILE), compress_to_fp16=compress)
         except Exception as exc:  # noqa: BLE001 - OpenVINO's frontend raises untyped errors
             raise TargetError(f"openvino cannot convert the model: {_reason(exc)}") from None
         finally:

@@ -49,3 +49,11 @@ def test_bad_feeds_say_what_was_given_and_expected(feed: dict[str, object], mess
     with pytest.raises(InputError) as err:
         check_feed(SPECS, feed)
     assert message in str(err.value)
+
+
+def test_bytes_become_text_for_string_inputs() -> None:
+    spec = (TensorSpec("s", "object", (2,)),)
+    out = check_feed(spec, {"s": np.array([b"caf\xc3\xa9", "x"], dtype=object)})
+    assert list(out["s"]) == ["café", "x"]
+    out = check_feed(spec, {"s": np.array([b"ab", b"cd"])})
+    assert list(out["s"]) == ["ab", "cd"]
