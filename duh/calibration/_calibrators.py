@@ -163,16 +163,10 @@ def _percentile_range(
     return min(lo, 0.0) if low < 0 else lo, max(hi, lo)
 
 
-def _smooth(p: np.ndarray, eps: float = 1e-4) -> np.ndarray | None:
-    """Move a little mass onto empty bins so KL stays finite (as MXNet and TensorRT do)."""
-    zeros = p == 0
-    nonzeros = p.size - int(zeros.sum())
-    if nonzeros == 0:
-        return None
-    taken = eps * zeros.sum() / nonzeros
-    if taken >= 1:
-        return None
-    return p + eps * zeros - taken * ~zeros
+def _smooth(p: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """A distribution with a little mass on every bin, so KL stays finite."""
+    p = p + eps
+    return p / p.sum()
 
 
 def _entropy_threshold(hist: np.ndarray, amax: float) -> float:
@@ -192,9 +186,9 @@ def _entropy_threshold(hist: np.ndarray, amax: float) -> float:
         sums = np.bincount(group, weights=counts[:i], minlength=_QUANTIZED_BINS)
         filled = np.bincount(group, weights=nonzero, minlength=_QUANTIZED_BINS)
         q = np.where(nonzero, sums[group] / np.maximum(filled[group], 1), 0.0)
-        ps, qs = _smooth(p / p.sum()), _smooth(q / q.sum()) if q.sum() > 0 else None
-        if ps is None or qs is None:
+        if q.sum() <= 0:
             continue
+        ps, qs = _smooth(p / p.sum()), _smooth(q / q.sum())
         divergence = float(np.sum(ps * np.log(ps / qs)))
         if divergence < best_kl:
             best_kl, best_i = divergence, i
