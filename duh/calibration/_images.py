@@ -43,8 +43,12 @@ class PreprocessSpec:
         default="bilinear", metadata={"help": f"resampling filter: {', '.join(_INTERPOLATIONS)}"}
     )
     scale: float = field(default=1 / 255, metadata={"help": "pixel values are multiplied by this"})
-    mean: tuple[float, ...] = field(default=(0.0,), metadata={"help": "subtracted after scaling"})
-    std: tuple[float, ...] = field(default=(1.0,), metadata={"help": "divided by after the mean"})
+    mean: tuple[float, ...] = field(
+        default=(0.0,), metadata={"help": "subtracted after scaling, in the model's channel order"}
+    )
+    std: tuple[float, ...] = field(
+        default=(1.0,), metadata={"help": "divided by after the mean, in the model's channel order"}
+    )
     order: str = field(default="rgb", metadata={"help": "channel order: rgb, bgr or gray"})
     layout: str = field(default="nchw", metadata={"help": "nchw or nhwc"})
 

@@ -25,7 +25,8 @@ def test_resize_crop_normalize_bgr_nchw_match_a_hand_computation(tmp_path: Path)
     got = load_image(tmp_path / "a.png", spec, None)
     # Shorter side is already 20: no resize. Center crop 10x12 from 20x40: rows 5..15, cols 14..26.
     crop = pixels[5:15, 14:26].astype(np.float32)
-    want = ((crop / 255 - np.array([0.5, 0.4, 0.3])) / np.array([0.2, 0.25, 0.5]))[:, :, ::-1].transpose(2, 0, 1)
+    # mean/std are in the model's channel order, after the flip to BGR (as PaddleClas models use).
+    want = ((crop[:, :, ::-1] / 255 - np.array([0.5, 0.4, 0.3])) / np.array([0.2, 0.25, 0.5])).transpose(2, 0, 1)
     assert got.shape == (3, 10, 12) and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
