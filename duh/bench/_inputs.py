@@ -28,8 +28,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ShapeSet = Mapping[str, tuple[int, ...]]
-# Distinct synthetic feeds cycled through per configuration, within a memory budget.
-_SYNTHETIC_FEEDS = 8
+# Real samples cycled through per configuration at most; distinct synthetic feeds stay within a
+# memory budget.
+_MAX_DATA_FEEDS = 32
 _FEED_BUDGET_BYTES = 256 << 20
 
 
@@ -167,12 +168,12 @@ def batch_samples(
     return feeds
 
 
-def _feed_count(specs: Sequence[TensorSpec], shapes: ShapeSet) -> int:
+def _feed_count(specs: Sequence[TensorSpec], shapes: ShapeSet, wanted: int) -> int:
     size = sum(
         int(np.prod(shapes[s.name])) * (np.dtype(s.dtype).itemsize if s.dtype != "object" else 8)
         for s in specs
     )
-    return max(1, min(_SYNTHETIC_FEEDS, _FEED_BUDGET_BYTES // max(size, 1)))
+    return max(1, min(wanted, _FEED_BUDGET_BYTES // max(size, 1)))
 
 
 def _one(
@@ -182,16 +183,18 @@ def _one(
     seed: int,
     samples: Sequence[Mapping[str, np.ndarray]] | None,
     label: str,
+    feeds_wanted: int,
 ) -> Workload:
     if samples is not None:
         size = batch or 1
-        count = max(1, min(_SYNTHETIC_FEEDS * 4, len(samples) // size))
+        count = max(1, min(_MAX_DATA_FEEDS, len(samples) // size))
         stacked = batch_samples(samples, size, count)
         shapes = {k: tuple(v.shape) for k, v in stacked[0].items()}
         return Workload(label, tuple(stacked), float(size), (shapes,))
     shapes = {s.name: concrete_shape(s, shape_set, batch) for s in specs}
     rng = np.random.default_rng(seed)
-    feeds = tuple(synthetic_feed(specs, shapes, rng) for _ in range(_feed_count(specs, shapes)))
+    count = _feed_count(specs, shapes, feeds_wanted)
+    feeds = tuple(synthetic_feed(specs, shapes, rng) for _ in range(count))
     lead = next((d[0] for d in shapes.values() if d), 1)
     return Workload(label, feeds, float(lead), (shapes,))
 
@@ -202,9 +205,14 @@ def make_workloads(
     batches: Sequence[int | None],
     seed: int = 0,
     samples: Sequence[Mapping[str, np.ndarray]] | None = None,
+    feeds: int = 1,
 ) -> list[Workload]:
     """One workload per (batch, shape set); with several shape sets, a ``mix`` workload cycling
-    through all of them follows each batch. ``None`` as a batch keeps the shapes as given."""
+    through all of them follows each batch. ``None`` as a batch keeps the shapes as given.
+
+    Synthetic workloads hold ``feeds`` distinct seeded feeds (one by default, as benchmark_app,
+    perf_analyzer and trtexec use; more make the inputs miss the caches as real traffic does);
+    real ``samples`` are batched and cycled, up to 32 feeds."""
     names = {s.name for s in specs}
     for shape_set in shape_sets:
         unknown = sorted(set(shape_set) - names)
@@ -230,7 +238,7 @@ def make_workloads(
             if shape_set:
                 text = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in shape_set.items())
                 label = f"{prefix} {text}".strip()
-            row = _one(specs, shape_set, batch, seed + index, samples, label)
+            row = _one(specs, shape_set, batch, seed + index, samples, label, feeds)
             rows.append(
                 row if label else Workload(f"batch {row.batch:g}", row.feeds, row.batch, row.shapes)
             )

@@ -259,12 +259,17 @@ def poisson_loop(
     errors: list[BaseException] = []
     clock = time.perf_counter_ns
     drain_ns = int(drain_s * 1e9)
-    start = clock() + 2_000_000  # every worker is waiting before the first arrival
+    ready = threading.Barrier(workers + 1)
+    go = threading.Event()
+    origin = [0]
 
     def worker(index: int) -> None:
         _tight_timer()
         mine, tally = lat[index], counts[index]
         n = len(payloads)
+        ready.wait()
+        go.wait()
+        start = origin[0]
         while not errors:
             number = next(taken)
             if number >= total:
@@ -293,6 +298,9 @@ def poisson_loop(
     try:
         for t in threads:
             t.start()
+        ready.wait()  # every worker is up before the clock starts
+        origin[0] = clock() + 200_000
+        go.set()
         for t in threads:
             t.join()
     finally:
@@ -300,6 +308,7 @@ def poisson_loop(
             gc.enable()
     if errors:
         raise errors[0]
+    start = origin[0]
     end = max([start, *ends])
     latencies = np.concatenate([np.asarray(x, dtype=np.int64) for x in lat])
     return Window(

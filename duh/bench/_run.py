@@ -125,7 +125,7 @@ def run_subjects(
         limit = min(_MAX_DATA_SAMPLES, max(settings.batches, default=1) * 64)
         samples = read_samples(settings.data, specs, limit=limit)
     shapes = list(settings.shapes)
-    single = make_workloads(specs, shapes, [None], settings.seed, samples)
+    single = make_workloads(specs, shapes, [None], settings.seed, samples, settings.feeds)
     rows: list[Measurement] = []
     peaks: list[PeakResult] = []
     measured: list[Workload] = list(single)
@@ -134,7 +134,9 @@ def run_subjects(
             for wl in single:
                 rows += measure(subjects, scenario, wl, settings, progress=progress)
         elif scenario == "offline":
-            for wl in make_workloads(specs, shapes, list(settings.batches), settings.seed, samples):
+            offline = make_workloads(specs, shapes, list(settings.batches), settings.seed, samples,
+                                     settings.feeds)
+            for wl in offline:
                 measured.append(wl)
                 rows += measure(subjects, scenario, wl, settings, progress=progress)
         elif scenario == "multi-stream":

@@ -45,6 +45,7 @@ class BenchSettings:
         default=None, metadata={"help": ".npz/.npy file or directory of them"}
     )
     seed: int = field(default=0, metadata={"help": "seed of synthetic inputs and arrivals"})
+    feeds: int = field(default=1, metadata={"help": "distinct synthetic feeds cycled through"})
     warmup: Warmup = field(default_factory=Warmup, metadata={"help": "warm-up per configuration"})
     window_s: float = field(default=1.0, metadata={"help": "length of a measurement window"})
     min_windows: int = field(
@@ -96,6 +97,8 @@ class BenchSettings:
             raise ConfigError(f"--stability is a fraction in (0, 1), got {self.stability:g}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be positive, got {self.threads}")
+        if self.feeds < 1:
+            raise ConfigError(f"--feeds must be positive, got {self.feeds}")
         if self.server_workers < 1:
             raise ConfigError(f"server workers must be positive, got {self.server_workers}")
 
@@ -112,6 +115,7 @@ class BenchSettings:
             "shapes": [{k: list(v) for k, v in s.items()} for s in self.shapes],
             "data": None if self.data is None else str(self.data),
             "seed": self.seed,
+            "feeds": self.feeds,
             "warmup": self.warmup.describe(),
             "window_s": self.window_s,
             "min_windows": self.min_windows,

@@ -64,7 +64,12 @@ def float_tensors(model: onnx.ModelProto) -> list[str]:
             continue
         candidates.extend(node.output)
     for name in candidates:
-        if name and name not in seen and name not in weights and types.get(name) == onnx.TensorProto.FLOAT:
+        if (
+            name
+            and name not in seen
+            and name not in weights
+            and types.get(name) == onnx.TensorProto.FLOAT
+        ):
             seen.add(name)
             names.append(name)
     return names
@@ -97,11 +102,17 @@ class _Runner:
         self.names = names
         with tempfile.TemporaryDirectory(prefix="duh-calib-") as tmp:
             path = os.path.join(tmp, "augmented.onnx")
-            onnx.save_model(augmented, path, save_as_external_data=augmented.ByteSize() > 1_800_000_000)
+            onnx.save_model(
+                augmented, path, save_as_external_data=augmented.ByteSize() > 1_800_000_000
+            )
             try:
-                self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+                self._session = ort.InferenceSession(
+                    path, options, providers=["CPUExecutionProvider"]
+                )
             except Exception as exc:  # noqa: BLE001 - ORT raises untyped errors for bad graphs
-                raise CalibrationError(f"onnxruntime cannot run the model to calibrate it: {exc}") from None
+                raise CalibrationError(
+                    f"onnxruntime cannot run the model to calibrate it: {exc}"
+                ) from None
 
     def outputs(self, calibration: CalibrationSet) -> Iterator[list[np.ndarray]]:
         for feed in calibration.feeds:
@@ -127,8 +138,11 @@ def _minmax(runner: _Runner, calibration: CalibrationSet) -> dict[str, tuple[flo
 
 
 def _histograms(
-    runner: _Runner, calibration: CalibrationSet, bounds: Mapping[str, tuple[float, float]],
-    bins: int, absolute: bool,
+    runner: _Runner,
+    calibration: CalibrationSet,
+    bounds: Mapping[str, tuple[float, float]],
+    bins: int,
+    absolute: bool,
 ) -> dict[str, np.ndarray]:
     """Counts per tensor: of |x| over [0, max|x|] when ``absolute``, else of x over [low, high]."""
     hists = {n: np.zeros(bins, dtype=np.int64) for n in runner.names}
@@ -204,8 +218,12 @@ def _entropy_range(hist: np.ndarray, low: float, high: float) -> tuple[float, fl
 
 
 def _compute(
-    model: onnx.ModelProto, calibration: CalibrationSet, method: str, names: list[str],
-    percentile: float, bins: int,
+    model: onnx.ModelProto,
+    calibration: CalibrationSet,
+    method: str,
+    names: list[str],
+    percentile: float,
+    bins: int,
 ) -> dict[str, tuple[float, float]]:
     runner = _Runner(model, names)
     bounds = _minmax(runner, calibration)
@@ -232,37 +250,55 @@ def calibrate(
     read back instead of running the model again.
     """
     if method not in METHODS:
-        raise CalibrationError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
+        raise CalibrationError(
+            f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}"
+        )
     if not 0 < percentile <= 100:
         raise CalibrationError(f"percentile must be in (0, 100], got {percentile}")
     if not calibration.feeds:
-        raise CalibrationError("the calibration data has no samples left after the hold-out; give more")
+        raise CalibrationError(
+            "the calibration data has no samples left after the hold-out; give more"
+        )
     options: dict[str, Any] = {}
     if method == "percentile":
         options = {"percentile": percentile, "bins": bins}
     elif method == "entropy":
         options = {"bins": bins, "quantized_bins": _QUANTIZED_BINS}
-    key = cache_key(_FORMAT, _model_digest(model), calibration.digest, method,
-                    json.dumps(options, sort_keys=True))
+    key = cache_key(
+        _FORMAT,
+        _model_digest(model),
+        calibration.digest,
+        method,
+        json.dumps(options, sort_keys=True),
+    )
     path = cache_dir / f"{key}.json" if cache_dir is not None else None
     if path is not None and path.is_file():
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             ranges = {str(k): (float(v[0]), float(v[1])) for k, v in data["ranges"].items()}
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-            log.warning("calibration cache %s is unreadable (%s); calibrating again", path.name, exc)
+            log.warning(
+                "calibration cache %s is unreadable (%s); calibrating again", path.name, exc
+            )
         else:
             log.info("calibration: reusing cached %s ranges (%s)", method, path.name)
             return TensorRanges(method, ranges, int(data.get("samples", 0)), key, True, options)
     names = float_tensors(model)
     if not names:
         raise CalibrationError("the model has no float32 activations to calibrate")
-    log.info("calibration: %s on %d samples, %d tensors", method, len(calibration.feeds), len(names))
+    log.info(
+        "calibration: %s on %d samples, %d tensors", method, len(calibration.feeds), len(names)
+    )
     ranges = _compute(model, calibration, method, names, percentile, bins)
     if path is not None:
-        document = {"format": _FORMAT, "method": method, "options": options,
-                    "samples": len(calibration.feeds), "data": calibration.source,
-                    "ranges": {n: [lo, hi] for n, (lo, hi) in ranges.items()}}
+        document = {
+            "format": _FORMAT,
+            "method": method,
+            "options": options,
+            "samples": len(calibration.feeds),
+            "data": calibration.source,
+            "ranges": {n: [lo, hi] for n, (lo, hi) in ranges.items()},
+        }
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(document), encoding="utf-8")
         os.replace(tmp, path)

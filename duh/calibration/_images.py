@@ -22,7 +22,9 @@ __all__ = ["IMAGE_SUFFIXES", "PreprocessSpec", "load_image", "preprocess_spec"]
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
+)
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box")
 _ORDERS = ("rgb", "bgr", "gray")
 _LAYOUTS = ("nchw", "nhwc")
@@ -34,7 +36,9 @@ class PreprocessSpec:
 
     resize: tuple[int, ...] = field(
         default=(),
-        metadata={"help": "N: shorter side to N (keeps aspect); HxW: exact size; empty: the input's size"},
+        metadata={
+            "help": "N: shorter side to N (keeps aspect); HxW: exact size; empty: the input's size"
+        },
     )
     crop: tuple[int, int] | None = field(
         default=None, metadata={"help": "center crop HxW after the resize"}
@@ -59,7 +63,9 @@ class PreprocessSpec:
         if self.crop is not None and (len(self.crop) != 2 or min(self.crop) <= 0):
             problems.append(f"crop {self.crop} is not HxW with positive sizes")
         if self.interpolation not in _INTERPOLATIONS:
-            problems.append(f"interpolation {self.interpolation!r} is not one of {', '.join(_INTERPOLATIONS)}")
+            problems.append(
+                f"interpolation {self.interpolation!r} is not one of {', '.join(_INTERPOLATIONS)}"
+            )
         if self.order not in _ORDERS:
             problems.append(f"order {self.order!r} is not one of {', '.join(_ORDERS)}")
         if self.layout not in _LAYOUTS:
@@ -87,11 +93,15 @@ def _ints(value: Any, key: str) -> tuple[int, ...]:
     elif isinstance(value, (list, tuple)):
         parts = list(value)
     else:
-        raise CalibrationError(f"preprocessing {key}={value!r} is not a size such as 224 or 224x224")
+        raise CalibrationError(
+            f"preprocessing {key}={value!r} is not a size such as 224 or 224x224"
+        )
     try:
         return tuple(int(p) for p in parts if str(p).strip())
     except ValueError:
-        raise CalibrationError(f"preprocessing {key}={value!r} is not a size such as 224 or 224x224") from None
+        raise CalibrationError(
+            f"preprocessing {key}={value!r} is not a size such as 224 or 224x224"
+        ) from None
 
 
 def _floats(value: Any, key: str) -> tuple[float, ...]:
@@ -114,7 +124,8 @@ def _from_mapping(values: Mapping[str, Any], where: str) -> PreprocessSpec:
         key = aliases.get(raw_key, raw_key)
         if key not in known:
             raise CalibrationError(
-                f"{where}: unknown preprocessing key {raw_key!r}; the keys are {', '.join(sorted(known))}"
+                f"{where}: unknown preprocessing key {raw_key!r}; "
+                f"the keys are {', '.join(sorted(known))}"
             )
         if key == "resize":
             kwargs[key] = _ints(value, key)
@@ -137,7 +148,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CalibrationError(f"preprocessing file {str(path)!r} does not exist; check --calib-config") from None
+        raise CalibrationError(
+            f"preprocessing file {str(path)!r} does not exist; check --calib-config"
+        ) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CalibrationError(f"preprocessing file {path.name} is not valid TOML: {exc}") from None
     section = data.get("preprocess", data)
@@ -154,15 +167,21 @@ def _parse_text(text: str) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise CalibrationError(
-                f"preprocessing {item.strip()!r} is not KEY=VALUE (e.g. resize=256,crop=224,order=bgr)"
+                f"preprocessing {item.strip()!r} is not KEY=VALUE "
+                "(e.g. resize=256,crop=224,order=bgr)"
             )
         out[key.strip().lower()] = value.strip()
     return out
 
 
-def preprocess_spec(value: PreprocessSpec | Mapping[str, Any] | str | Path | None) -> PreprocessSpec:
-    """A spec from a TOML path, ``key=value`` text, a mapping (``config`` = TOML path, ``spec`` = text,
-    or the keys themselves), or None (defaults)."""
+def preprocess_spec(
+    value: PreprocessSpec | Mapping[str, Any] | str | Path | None,
+) -> PreprocessSpec:
+    """A spec from a TOML path, ``key=value`` text, a mapping, or None (the defaults).
+
+    A mapping holds the keys themselves, or ``config`` (a TOML path) and ``spec`` (text) that
+    override it.
+    """
     if value is None:
         return PreprocessSpec()
     if isinstance(value, PreprocessSpec):
@@ -197,7 +216,7 @@ def _resample(name: str) -> Any:
 
 
 def load_image(path: Path, spec: PreprocessSpec, size: tuple[int, int] | None) -> np.ndarray:
-    """Read ``path`` and apply ``spec``; ``size`` (H, W) is the model's, used when the spec gives none.
+    """Read ``path`` and apply ``spec``; ``size`` (H, W) is used when the spec sets no size.
 
     Returns a float32 array in the spec's layout without the batch axis (CHW or HWC).
     """
@@ -209,13 +228,15 @@ def load_image(path: Path, spec: PreprocessSpec, size: tuple[int, int] | None) -
         with Image.open(path) as opened:
             image = opened.convert("L" if spec.order == "gray" else "RGB")
     except (UnidentifiedImageError, OSError) as exc:
-        raise CalibrationError(f"calibration image {path.name} cannot be read ({exc}); remove it") from None
+        raise CalibrationError(
+            f"calibration image {path.name} cannot be read ({exc}); remove it"
+        ) from None
     resample = _resample(spec.interpolation)
     if len(spec.resize) == 1:
         short = spec.resize[0]
         ratio = short / min(image.width, image.height)
         image = image.resize(
-            (int(round(image.width * ratio)), int(round(image.height * ratio))), resample
+            (round(image.width * ratio), round(image.height * ratio)), resample
         )
     elif len(spec.resize) == 2:
         image = image.resize((spec.resize[1], spec.resize[0]), resample)

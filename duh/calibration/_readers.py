@@ -29,7 +29,9 @@ SYNTHETIC = "synthetic"
 _SEED = 0
 
 
-def _sample_shape(spec: TensorSpec, shapes: Mapping[str, tuple[int, ...]]) -> tuple[int | None, ...]:
+def _sample_shape(
+    spec: TensorSpec, shapes: Mapping[str, tuple[int, ...]]
+) -> tuple[int | None, ...]:
     """The input's shape without the batch axis; None where any size is allowed."""
     full = shapes.get(spec.name) or spec.shape
     return tuple(d if isinstance(d, int) else None for d in full[1:])
@@ -45,14 +47,18 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return {k: np.asarray(data[k]) for k in data.files}
     except (OSError, ValueError) as exc:
-        raise CalibrationError(f"calibration file {path.name} is not a readable .npz ({exc})") from None
+        raise CalibrationError(
+            f"calibration file {path.name} is not a readable .npz ({exc})"
+        ) from None
 
 
 def _read_npy(path: Path) -> np.ndarray:
     try:
         return np.asarray(np.load(path, allow_pickle=False))
     except (OSError, ValueError) as exc:
-        raise CalibrationError(f"calibration file {path.name} is not a readable .npy ({exc})") from None
+        raise CalibrationError(
+            f"calibration file {path.name} is not a readable .npy ({exc})"
+        ) from None
 
 
 def _by_input(
@@ -75,7 +81,9 @@ def _by_input(
 
 
 def _stack_samples(
-    arrays: dict[str, np.ndarray], inputs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]]
+    arrays: dict[str, np.ndarray],
+    inputs: Sequence[TensorSpec],
+    shapes: Mapping[str, tuple[int, ...]],
 ) -> dict[str, np.ndarray]:
     """Give every array a leading samples axis (a single sample may come without one)."""
     out = {}
@@ -89,8 +97,11 @@ def _stack_samples(
 
 
 def _read_directory(
-    directory: Path, inputs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]],
-    spec: PreprocessSpec, limit: int,
+    directory: Path,
+    inputs: Sequence[TensorSpec],
+    shapes: Mapping[str, tuple[int, ...]],
+    spec: PreprocessSpec,
+    limit: int,
 ) -> tuple[dict[str, np.ndarray], str]:
     files = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
     arrays_files = [p for p in files if p.suffix.lower() in (".npy", ".npz")]
@@ -120,12 +131,15 @@ def _read_directory(
                 merged[name] = np.concatenate(chunks)
             except ValueError as exc:
                 raise CalibrationError(
-                    f"the array files in {directory.name} give input {name!r} different shapes ({exc}); "
+                    f"the array files in {directory.name} give input {name!r} different "
+                    f"shapes ({exc}); "
                     "every sample must have the same shape"
                 ) from None
         return merged, f"{len(arrays_files)} array files in {directory.name}/"
     if images:
-        return _read_images(images, inputs, shapes, spec, limit), f"{len(images)} images in {directory.name}/"
+        return _read_images(
+            images, inputs, shapes, spec, limit
+        ), f"{len(images)} images in {directory.name}/"
     raise CalibrationError(
         f"calibration directory {directory.name} holds no .npy/.npz files and no images "
         f"({', '.join(sorted(IMAGE_SUFFIXES))}); point --calib at the data"
@@ -133,8 +147,11 @@ def _read_directory(
 
 
 def _read_images(
-    images: list[Path], inputs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]],
-    spec: PreprocessSpec, limit: int,
+    images: list[Path],
+    inputs: Sequence[TensorSpec],
+    shapes: Mapping[str, tuple[int, ...]],
+    spec: PreprocessSpec,
+    limit: int,
 ) -> dict[str, np.ndarray]:
     if len(inputs) != 1 or not inputs[0].dtype.startswith("float") or len(inputs[0].shape) != 4:
         raise CalibrationError(
@@ -150,7 +167,8 @@ def _read_images(
             f"input {target.name!r} has {channels} channels ({spec.layout}), the preprocessing "
             f"gives {spec.channels} (order={spec.order}); set order=gray for 1 channel, or layout"
         )
-    hw = (size[0], size[1]) if all(isinstance(d, int) for d in size) else None
+    height, width = size
+    hw = (height, width) if isinstance(height, int) and isinstance(width, int) else None
     if hw is None and not spec.resize and spec.crop is None:
         raise CalibrationError(
             f"input {target.name!r} has dynamic height/width, so the images need a size: "
@@ -158,13 +176,17 @@ def _read_images(
         )
     rng = np.random.default_rng(_SEED)
     # Read only as many images as will be used: decoding is the slow part.
-    chosen = sorted(rng.permutation(len(images))[:limit]) if len(images) > limit else range(len(images))
+    chosen = (
+        sorted(rng.permutation(len(images))[:limit]) if len(images) > limit else range(len(images))
+    )
     pixels = np.stack([load_image(images[i], spec, hw) for i in chosen])
     return {target.name: pixels}
 
 
 def _conform(
-    arrays: dict[str, np.ndarray], inputs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]],
+    arrays: dict[str, np.ndarray],
+    inputs: Sequence[TensorSpec],
+    shapes: Mapping[str, tuple[int, ...]],
     source: str,
 ) -> dict[str, np.ndarray]:
     counts = {name: len(a) for name, a in arrays.items()}
@@ -178,7 +200,9 @@ def _conform(
         array = arrays[spec.name]
         want = _sample_shape(spec, shapes)
         got = array.shape[1:]
-        if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got, strict=False)):
+        if len(got) != len(want) or any(
+            w is not None and w != g for w, g in zip(want, got, strict=False)
+        ):
             shown = "[" + ", ".join("?" if w is None else str(w) for w in want) + "]"
             raise CalibrationError(
                 f"{source}: input {spec.name!r} samples have shape {list(got)}, the model expects "
@@ -189,7 +213,9 @@ def _conform(
             same_kind = array.dtype.kind == dtype.kind or (
                 array.dtype.kind in "iub" and dtype.kind in "iu"
             )
-            if not same_kind or (dtype.kind in "iu" and not np.array_equal(array.astype(dtype), array)):
+            if not same_kind or (
+                dtype.kind in "iu" and not np.array_equal(array.astype(dtype), array)
+            ):
                 raise CalibrationError(
                     f"{source}: input {spec.name!r} is {array.dtype}, the model wants {dtype}; "
                     f"convert the data with .astype(np.{dtype.name})"
@@ -232,7 +258,9 @@ def _digest(arrays: Mapping[str, np.ndarray], extra: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def _feeds(arrays: Mapping[str, np.ndarray], rows: Sequence[int], batch: int) -> tuple[dict[str, np.ndarray], ...]:
+def _feeds(
+    arrays: Mapping[str, np.ndarray], rows: Sequence[int], batch: int
+) -> tuple[dict[str, np.ndarray], ...]:
     feeds = []
     for start in range(0, len(rows) - batch + 1, batch):
         index = np.asarray(rows[start : start + batch])
@@ -283,7 +311,10 @@ def load_calibration(
     if path.is_dir():
         raw, source = _read_directory(path, inputs, shapes, spec, limit)
     elif path.suffix.lower() == ".npz":
-        raw, source = _stack_samples(_by_input(_read_npz(path), inputs, path.name), inputs, shapes), path.name
+        raw, source = (
+            _stack_samples(_by_input(_read_npz(path), inputs, path.name), inputs, shapes),
+            path.name,
+        )
     elif path.suffix.lower() == ".npy":
         if len(inputs) != 1:
             raise CalibrationError(
@@ -293,7 +324,8 @@ def load_calibration(
         raw, source = _stack_samples({inputs[0].name: _read_npy(path)}, inputs, shapes), path.name
     else:
         raise CalibrationError(
-            f"calibration data {path.name} is neither .npz, .npy nor a directory; convert it to .npz "
+            f"calibration data {path.name} is neither .npz, .npy nor a directory; convert it to "
+            ".npz "
             "with arrays named after the model's inputs (first axis = samples)"
         )
     arrays = _conform(raw, inputs, shapes, source)
@@ -303,14 +335,26 @@ def load_calibration(
         raise CalibrationError(f"{source} holds {total} samples; the model's batch needs {batch}")
     held = min(holdout, units // 2)
     if held < holdout:
-        log.warning("%s: only %d samples, holding out %d (not %d) for verification", source, total, held, holdout)
+        log.warning(
+            "%s: only %d samples, holding out %d (not %d) for verification",
+            source,
+            total,
+            held,
+            holdout,
+        )
     order = np.random.default_rng(_SEED).permutation(units * batch).tolist()
     check_rows, calib_rows = order[: held * batch], order[held * batch : (held + samples) * batch]
     digest = _digest(arrays, {"preprocess": spec.to_json(), "order": [calib_rows, check_rows]})
     calibration = CalibrationSet(
-        _feeds(arrays, calib_rows, batch), _feeds(arrays, check_rows, batch),
-        f"{source} ({total} samples)", digest,
+        _feeds(arrays, calib_rows, batch),
+        _feeds(arrays, check_rows, batch),
+        f"{source} ({total} samples)",
+        digest,
     )
-    log.info("calibration data %s: %d calibration feeds, %d held out", source,
-             len(calibration.feeds), len(calibration.check))
+    log.info(
+        "calibration data %s: %d calibration feeds, %d held out",
+        source,
+        len(calibration.feeds),
+        len(calibration.check),
+    )
     return calibration

@@ -302,6 +302,8 @@ def bench(
     shape: list[str] | None = typer.Option(
         None, "--shape", help="input shape NAME=1x3x224x224; repeat a name for a mix"),
     seed: int = typer.Option(0, "--seed", help="seed of synthetic inputs and arrivals"),
+    feeds: int = typer.Option(
+        1, "--feeds", help="distinct synthetic inputs cycled through (1, as the engines' tools)"),
     warmup: str = typer.Option(
         "0.5s", "--warmup", help="warm-up per configuration: runs (20) or time (2s, 500ms)"),
     window: float = typer.Option(1.0, "--window", help="measurement window in seconds"),
@@ -373,6 +375,7 @@ def bench(
         shapes=tuple(group_shapes(shape_items)),
         data=data,
         seed=seed,
+        feeds=feeds,
         warmup=Warmup.parse(warmup),
         window_s=window,
         min_windows=min_windows,

@@ -45,8 +45,15 @@ class Replacement:
 class Rule(Protocol):
     """A rewrite rule. ``anchor`` is the op type of the node the pattern ends at."""
 
-    name: str
-    anchor: str
+    @property
+    def name(self) -> str:
+        """The rule's name, as ``fuse(rules=...)`` takes it."""
+        ...
+
+    @property
+    def anchor(self) -> str:
+        """The op type of the node the pattern ends at."""
+        ...
 
     def match(self, view: GraphView, node: onnx.NodeProto) -> Match | str:
         """The match ending at ``node``, or why there is none."""
@@ -75,7 +82,9 @@ class GraphView:
     def __init__(self, model: onnx.ModelProto, engine: str = "") -> None:
         self.model = model
         self.engine = engine
-        self.opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        self.opset = next(
+            (int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0
+        )
         self.producers = {o: n for n in model.graph.node for o in n.output if o}
         self.consumers: dict[str, list[onnx.NodeProto]] = collections.defaultdict(list)
         for node in model.graph.node:
@@ -89,11 +98,14 @@ class GraphView:
             tensor = value.type.tensor_type
             if value.type.HasField("tensor_type") and tensor.HasField("shape"):
                 self.shapes[value.name] = [
-                    d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim
+                    d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                    for d in tensor.shape.dim
                 ]
         for init in model.graph.initializer:
             self.shapes[init.name] = list(init.dims)
-        self._names = {n.name for n in model.graph.node} | set(self.producers) | set(self.initializers)
+        self._names = (
+            {n.name for n in model.graph.node} | set(self.producers) | set(self.initializers)
+        )
 
     def const(self, name: str) -> np.ndarray | None:
         """The value of ``name`` if it is an initializer or a Constant node's output."""
@@ -167,7 +179,9 @@ def _apply(model: onnx.ModelProto, plans: list[tuple[Match, Replacement]]) -> No
         for domain, version in replacement.opsets.items():
             if domain not in opsets:
                 opsets[domain] = model.opset_import.add(domain=domain, version=version)
-    used = {n for node in model.graph.node for n in node.input} | {i.name for i in model.graph.input}
+    used = {n for node in model.graph.node for n in node.input} | {
+        i.name for i in model.graph.input
+    }
     for init in list(model.graph.initializer):
         if init.name not in used:
             model.graph.initializer.remove(init)
@@ -192,7 +206,9 @@ def apply_rules(
                     continue
                 found = rule.match(view, node)
                 if isinstance(found, str):
-                    log.debug("rule %s at %s %r: no match: %s", rule.name, node.op_type, node.name, found)
+                    log.debug(
+                        "rule %s at %s %r: no match: %s", rule.name, node.op_type, node.name, found
+                    )
                     stats.skipped[rule.name][found] += 1
                     continue
                 if any(n.name in claimed for n in found.nodes):

@@ -15,7 +15,7 @@ __all__ = ["ConvBatchNorm", "MatMulAddToGemm"]
 
 @dataclass(frozen=True, slots=True)
 class ConvBatchNorm:
-    """BatchNormalization(Conv(x, W, b)) -> Conv(x, W * s, (b - mean) * s + beta), s = scale/sqrt(var+eps)."""
+    """BatchNorm(Conv(x, W, b)) -> Conv(x, W*s, (b - mean)*s + beta), s = scale/sqrt(var + eps)."""
 
     name: str = "conv-bn"
     anchor: str = "BatchNormalization"
@@ -55,7 +55,7 @@ class ConvBatchNorm:
         assert weight is not None and scale is not None and beta is not None
         assert mean is not None and var is not None
         eps = float(attr(bn, "epsilon", 1e-5))
-        factor = (scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps))
+        factor = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
         bias = view.const(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
         bias64 = np.zeros(weight.shape[0]) if bias is None else bias.astype(np.float64)
         new_weight = (weight * factor.reshape(-1, *([1] * (weight.ndim - 1)))).astype(np.float32)
@@ -69,7 +69,10 @@ class ConvBatchNorm:
         fused.output.append(bn.output[0])
         return Replacement(
             (fused,),
-            (numpy_helper.from_array(new_weight, w_name), numpy_helper.from_array(new_bias, b_name)),
+            (
+                numpy_helper.from_array(new_weight, w_name),
+                numpy_helper.from_array(new_bias, b_name),
+            ),
         )
 
 
@@ -92,10 +95,12 @@ class MatMulAddToGemm:
 
     def check(self, view: GraphView, match: Match) -> str | None:
         """Gemm takes a 2-D A, a 2-D B and a C that broadcasts to [M, N]."""
-        matmul, add = match.nodes
+        matmul, _add = match.nodes
         rank = view.rank(matmul.input[0])
         if rank != 2:
-            return f"MatMul input A has rank {rank if rank is not None else 'unknown'}; Gemm needs 2"
+            return (
+                f"MatMul input A has rank {rank if rank is not None else 'unknown'}; Gemm needs 2"
+            )
         weight = view.const(matmul.input[1])
         if weight is None or weight.ndim != 2:
             return "MatMul input B is not a 2-D constant"
@@ -103,8 +108,10 @@ class MatMulAddToGemm:
         if bias is None:
             return "the added value is not a constant"
         n = weight.shape[1]
-        if bias.ndim > 2 or (bias.ndim >= 1 and bias.shape[-1] not in (1, n)) or (
-            bias.ndim == 2 and bias.shape[0] != 1
+        if (
+            bias.ndim > 2
+            or (bias.ndim >= 1 and bias.shape[-1] not in (1, n))
+            or (bias.ndim == 2 and bias.shape[0] != 1)
         ):
             return f"bias of shape {list(bias.shape)} does not broadcast to [M, {n}] as a row"
         if weight.dtype != np.float32 or bias.dtype != np.float32:
@@ -115,7 +122,9 @@ class MatMulAddToGemm:
         """One Gemm writing the Add's output."""
         matmul, add = match.nodes
         gemm = onnx.helper.make_node(
-            "Gemm", [matmul.input[0], matmul.input[1], str(match.values["bias"])], [add.output[0]],
+            "Gemm",
+            [matmul.input[0], matmul.input[1], str(match.values["bias"])],
+            [add.output[0]],
             name=view.fresh(f"{matmul.name}_gemm"),
         )
         return Replacement((gemm,))

@@ -75,16 +75,22 @@ class GeluErf:
         """ONNX has Gelu from opset 20; before that only ONNX Runtime's contrib Gelu exists."""
         if view.opset >= 20 or view.engine == "onnxruntime":
             return None
-        return (f"opset {view.opset} has no Gelu and {view.engine or 'the engine'} has no contrib "
-                "Gelu; left for the engine's own fusion")
+        return (
+            f"opset {view.opset} has no Gelu and {view.engine or 'the engine'} has no contrib "
+            "Gelu; left for the engine's own fusion"
+        )
 
     def rewrite(self, view: GraphView, match: Match) -> Replacement:
         """One Gelu node writing the product's output."""
         out = match.nodes[-1].output[0]
         name = view.fresh(f"{match.nodes[-1].name}_gelu")
         if view.opset >= 20:
-            return Replacement((onnx.helper.make_node("Gelu", [str(match.values["x"])], [out], name=name),))
-        node = onnx.helper.make_node("Gelu", [str(match.values["x"])], [out], name=name, domain="com.microsoft")
+            return Replacement(
+                (onnx.helper.make_node("Gelu", [str(match.values["x"])], [out], name=name),)
+            )
+        node = onnx.helper.make_node(
+            "Gelu", [str(match.values["x"])], [out], name=name, domain="com.microsoft"
+        )
         return Replacement((node,), opsets={"com.microsoft": 1})
 
 
@@ -104,7 +110,7 @@ class LayerNorm:
     anchor: str = "Add"
 
     def match(self, view: GraphView, node: onnx.NodeProto) -> Match | str:
-        """Add(Mul(Div(Sub(x, ReduceMean(x)), Sqrt(Add(ReduceMean(Pow(d, 2)), eps))), gamma), beta)."""
+        """Add(Mul(Div(d = Sub(x, ReduceMean(x)), Sqrt(ReduceMean(d ** 2) + eps)), gamma), beta)."""
         mul = next((view.producer(n, "Mul") for n in node.input if view.producer(n, "Mul")), None)
         if mul is None or not view.only_feeds(mul.output[0]):
             return "no Mul (gamma) input read only by this Add"
@@ -120,14 +126,23 @@ class LayerNorm:
         eps_add = view.producer(sqrt.input[0], "Add")
         if eps_add is None or not view.only_feeds(eps_add.output[0]):
             return "Sqrt does not take var + eps"
-        var = next((view.producer(n, "ReduceMean") for n in eps_add.input if view.producer(n, "ReduceMean")), None)
+        var = next(
+            (
+                view.producer(n, "ReduceMean")
+                for n in eps_add.input
+                if view.producer(n, "ReduceMean")
+            ),
+            None,
+        )
         if var is None or not view.only_feeds(var.output[0]):
             return "no ReduceMean (variance) under the Sqrt"
         eps = view.scalar(_other(eps_add, var.output[0]))
         square = view.producer(var.input[0], ("Pow", "Mul"))
         if square is None or not view.only_feeds(square.output[0]):
             return "the variance does not average a square"
-        if square.op_type == "Pow" and not (square.input[0] == sub.output[0] and view.scalar(square.input[1]) == 2.0):
+        if square.op_type == "Pow" and not (
+            square.input[0] == sub.output[0] and view.scalar(square.input[1]) == 2.0
+        ):
             return "the variance's Pow is not (x - mean) ** 2"
         if square.op_type == "Mul" and list(square.input) != [sub.output[0]] * 2:
             return "the variance's Mul is not (x - mean) * (x - mean)"
@@ -150,7 +165,11 @@ class LayerNorm:
         axes_mean, axes_var = _axes(view, mean), _axes(view, var)
         if rank is None or axes_mean is None:
             return "the input rank or the reduced axes are unknown"
-        if {a % rank for a in axes_mean} != {rank - 1} or axes_var is None or {a % rank for a in axes_var} != {rank - 1}:
+        if (
+            {a % rank for a in axes_mean} != {rank - 1}
+            or axes_var is None
+            or {a % rank for a in axes_var} != {rank - 1}
+        ):
             return f"the means reduce axes {axes_mean}/{axes_var}, not only the last axis"
         if not attr(mean, "keepdims", 1) or not attr(var, "keepdims", 1):
             return "a ReduceMean drops the reduced axis"
@@ -164,8 +183,11 @@ class LayerNorm:
         """One LayerNormalization over the last axis."""
         values = match.values
         node = onnx.helper.make_node(
-            "LayerNormalization", [str(values["x"]), str(values["gamma"]), str(values["beta"])],
-            [match.nodes[-1].output[0]], name=view.fresh(f"{match.nodes[-1].name}_layernorm"),
-            axis=-1, epsilon=float(values["eps"]),
+            "LayerNormalization",
+            [str(values["x"]), str(values["gamma"]), str(values["beta"])],
+            [match.nodes[-1].output[0]],
+            name=view.fresh(f"{match.nodes[-1].name}_layernorm"),
+            axis=-1,
+            epsilon=float(values["eps"]),
         )
         return Replacement((node,))

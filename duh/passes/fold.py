@@ -23,11 +23,20 @@ __all__ = ["FoldConstants", "constants_to_initializers"]
 log = logging.getLogger(__name__)
 
 # Folding these would undo quantization or change results between runs.
-_NEVER_FOLD = frozenset({
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "RandomNormal",
-    "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli",
-    "Dropout",
-})
+_NEVER_FOLD = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "RandomNormal",
+        "RandomNormalLike",
+        "RandomUniform",
+        "RandomUniformLike",
+        "Multinomial",
+        "Bernoulli",
+        "Dropout",
+    }
+)
 
 
 def _attribute_tensor(node: onnx.NodeProto) -> np.ndarray | None:
@@ -94,18 +103,29 @@ def _shape_value(node: onnx.NodeProto, shape: list[int]) -> np.ndarray:
     return np.array(shape[slice(start, end)], dtype=np.int64)
 
 
-def _evaluate(node: onnx.NodeProto, values: dict[str, np.ndarray], opsets: list[onnx.OperatorSetIdProto]) -> list[np.ndarray] | None:
+def _evaluate(
+    node: onnx.NodeProto, values: dict[str, np.ndarray], opsets: list[onnx.OperatorSetIdProto]
+) -> list[np.ndarray] | None:
     from onnx.reference import ReferenceEvaluator
 
     inputs = [
-        onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(values[n].dtype), None)
-        for n in dict.fromkeys(node.input) if n
+        onnx.helper.make_tensor_value_info(
+            n, onnx.helper.np_dtype_to_tensor_dtype(values[n].dtype), None
+        )
+        for n in dict.fromkeys(node.input)
+        if n
     ]
-    outputs = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.output if n]
+    outputs = [
+        onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None)
+        for n in node.output
+        if n
+    ]
     graph = onnx.helper.make_graph([node], "fold", inputs, outputs)
     model = onnx.helper.make_model(graph, opset_imports=opsets)
     try:
-        results = ReferenceEvaluator(model).run(None, {n: values[n] for n in dict.fromkeys(node.input) if n})
+        results = ReferenceEvaluator(model).run(
+            None, {n: values[n] for n in dict.fromkeys(node.input) if n}
+        )
     # The reference evaluator raises whatever its op implementation raises (NotImplementedError,
     # TypeError, ValueError, ...): a node it cannot evaluate simply stays in the graph.
     except Exception as exc:  # noqa: BLE001
@@ -123,12 +143,19 @@ def _fold_once(model: onnx.ModelProto, fold_shapes: bool, max_elements: int) -> 
     for node in list(graph.node):
         if node.domain not in ("", "ai.onnx") or node.op_type in _NEVER_FOLD:
             continue
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+        if any(
+            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+            for a in node.attribute
+        ):
             continue
         if any(o in keep for o in node.output):
             continue
         results: list[np.ndarray] | None
-        if node.op_type in ("Shape", "Size") and node.input[0] in shapes and node.input[0] not in values:
+        if (
+            node.op_type in ("Shape", "Size")
+            and node.input[0] in shapes
+            and node.input[0] not in values
+        ):
             results = [_shape_value(node, shapes[node.input[0]])]
         elif all(not n or n in values for n in node.input) and node.input:
             results = _evaluate(node, values, list(model.opset_import))
@@ -150,7 +177,7 @@ def _drop_unused(model: onnx.ModelProto) -> None:
     used |= {o.name for o in model.graph.output} | {i.name for i in model.graph.input}
     for node in model.graph.node:
         for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
                 used |= {n for inner in sub.node for n in inner.input}
     for init in list(model.graph.initializer):
         if init.name not in used:

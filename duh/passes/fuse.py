@@ -47,14 +47,22 @@ def looks_like_transformer(model: onnx.ModelProto) -> bool:
     return False
 
 
-def _transformer_fusions(model: onnx.ModelProto, heads: int, hidden: int) -> tuple[onnx.ModelProto, dict[str, int]]:
+def _transformer_fusions(
+    model: onnx.ModelProto, heads: int, hidden: int
+) -> tuple[onnx.ModelProto, dict[str, int]]:
     try:
         from onnxruntime.transformers.optimizer import optimize_model
     except ImportError:
         raise MissingDependencyError("onnxruntime", "core", "transformer fusions") from None
     try:
-        optimized = optimize_model(model, model_type="bert", num_heads=heads, hidden_size=hidden,
-                                   opt_level=0, only_onnxruntime=False)
+        optimized = optimize_model(
+            model,
+            model_type="bert",
+            num_heads=heads,
+            hidden_size=hidden,
+            opt_level=0,
+            only_onnxruntime=False,
+        )
     except (ValueError, RuntimeError, KeyError, AssertionError, AttributeError) as exc:
         raise PassError(f"onnxruntime's transformer optimizer failed on this model: {exc}") from exc
     stats: dict[str, Any] = optimized.get_fused_operator_statistics()
@@ -71,8 +79,10 @@ class Fuse:
     )
     transformer: str = field(
         default="auto",
-        metadata={"help": "onnxruntime.transformers fusions: auto (ORT target and attention "
-                          "found), bert (always), off"},
+        metadata={
+            "help": "onnxruntime.transformers fusions: auto (ORT target and attention "
+            "found), bert (always), off"
+        },
     )
     num_heads: int = field(default=0, metadata={"help": "attention heads (0: detect)"})
     hidden_size: int = field(default=0, metadata={"help": "hidden size (0: detect)"})
@@ -98,12 +108,18 @@ class Fuse:
             reason, count = reasons.most_common(1)[0]
             log.debug("rule %s never applied; most common reason (%d): %s", rule, count, reason)
         wanted = self.transformer == "bert" or (
-            self.transformer == "auto" and ctx.engine == "onnxruntime" and looks_like_transformer(out)
+            self.transformer == "auto"
+            and ctx.engine == "onnxruntime"
+            and looks_like_transformer(out)
         )
         if wanted:
             out, fused = _transformer_fusions(out, self.num_heads, self.hidden_size)
-            notes.append("onnxruntime transformer fusions: "
-                         + (", ".join(f"{k} {v}" for k, v in fused.items()) or "none matched"))
+            notes.append(
+                "onnxruntime transformer fusions: "
+                + (", ".join(f"{k} {v}" for k, v in fused.items()) or "none matched")
+            )
         elif self.transformer == "auto" and looks_like_transformer(out):
-            log.debug("transformer fusions skipped: they emit com.microsoft ops only onnxruntime runs")
+            log.debug(
+                "transformer fusions skipped: they emit com.microsoft ops only onnxruntime runs"
+            )
         return PassResult(out, graph_fingerprint(out) != before, tuple(notes))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,11 +25,25 @@ __all__ = ["DEFAULT_BLOCK_OPS", "Bf16", "Fp16", "convert_float"]
 log = logging.getLogger(__name__)
 
 DEFAULT_BLOCK_OPS = (
-    "ReduceSum", "ReduceMean", "ReduceProd", "ReduceSumSquare", "ReduceL1", "ReduceL2",
-    "ReduceLogSum", "ReduceLogSumExp", "CumSum", "Softmax", "LogSoftmax", "Exp", "Pow", "Range",
-    "NonMaxSuppression", "RoiAlign", "TopK",
+    "ReduceSum",
+    "ReduceMean",
+    "ReduceProd",
+    "ReduceSumSquare",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "CumSum",
+    "Softmax",
+    "LogSoftmax",
+    "Exp",
+    "Pow",
+    "Range",
+    "NonMaxSuppression",
+    "RoiAlign",
+    "TopK",
 )
-_TYPE_NAME = {TensorProto.FLOAT16: "float16", TensorProto.BFLOAT16: "bfloat16"}
+_TYPE_NAME: dict[int, str] = {TensorProto.FLOAT16: "float16", TensorProto.BFLOAT16: "bfloat16"}
 _FP16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -37,11 +52,15 @@ def _low_tensor(array: np.ndarray, name: str, low: int) -> tuple[onnx.TensorProt
     clipped = 0
     if low == TensorProto.FLOAT16:
         clipped = int(np.count_nonzero(np.abs(array) > _FP16_MAX))
-        return numpy_helper.from_array(np.clip(array, -_FP16_MAX, _FP16_MAX).astype(np.float16), name), clipped
+        return numpy_helper.from_array(
+            np.clip(array, -_FP16_MAX, _FP16_MAX).astype(np.float16), name
+        ), clipped
     import ml_dtypes
 
     bits = array.astype(ml_dtypes.bfloat16).view(np.uint16)
-    tensor = onnx.helper.make_tensor(name, TensorProto.BFLOAT16, array.shape, bits.tobytes(), raw=True)
+    tensor = onnx.helper.make_tensor(
+        name, TensorProto.BFLOAT16, array.shape, bits.tobytes(), raw=True
+    )
     return tensor, clipped
 
 
@@ -54,7 +73,7 @@ def _schema(node: onnx.NodeProto, opset: int) -> onnx.defs.OpSchema | None:
         return None
 
 
-def _formal(params: list[onnx.defs.OpSchema.FormalParameter], index: int) -> str | None:
+def _formal(params: Sequence[onnx.defs.OpSchema.FormalParameter], index: int) -> str | None:
     if index < len(params):
         return str(params[index].type_str)
     if params and params[-1].option == onnx.defs.OpSchema.FormalParameterOption.Variadic:
@@ -92,7 +111,9 @@ class _Converter:
 
     def low_initializer(self, name: str, inits: dict[str, onnx.TensorProto]) -> str:
         if name not in self.low_inits:
-            tensor, clipped = _low_tensor(numpy_helper.to_array(inits[name]), f"{name}__{self.suffix}", self.low)
+            tensor, clipped = _low_tensor(
+                numpy_helper.to_array(inits[name]), f"{name}__{self.suffix}", self.low
+            )
             self.clipped += clipped
             self.model.graph.initializer.append(tensor)
             self.low_inits[name] = tensor.name
@@ -117,13 +138,25 @@ def _types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
-def _visit(conv: _Converter, node: onnx.NodeProto, opset: int, inits: dict[str, onnx.TensorProto]) -> None:
+def _visit(
+    conv: _Converter, node: onnx.NodeProto, opset: int, inits: dict[str, onnx.TensorProto]
+) -> None:
     low = conv.low
     schema = _schema(node, opset)
-    has_graph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
-    allowed = (schema is not None and not has_graph and node.op_type not in conv.block_ops
-               and node.name not in conv.block_nodes)
-    floats = [n for n in (*node.input, *node.output) if n and conv.dtype.get(n) in (TensorProto.FLOAT, low)]
+    has_graph = any(
+        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
+    )
+    allowed = (
+        schema is not None
+        and not has_graph
+        and node.op_type not in conv.block_ops
+        and node.name not in conv.block_nodes
+    )
+    floats = [
+        n
+        for n in (*node.input, *node.output)
+        if n and conv.dtype.get(n) in (TensorProto.FLOAT, low)
+    ]
     if allowed and node.op_type == "Cast":
         to = next(a for a in node.attribute if a.name == "to")
         if to.i == TensorProto.FLOAT:
@@ -140,7 +173,9 @@ def _visit(conv: _Converter, node: onnx.NodeProto, opset: int, inits: dict[str, 
         return
     params: dict[str, bool] = {}
     if allowed and schema is not None:
-        allowed_types = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+        allowed_types = {
+            c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints
+        }
         wanted = f"tensor({_TYPE_NAME[low]})"
         bound = [(_formal(schema.inputs, i), n) for i, n in enumerate(node.input) if n]
         bound += [(_formal(schema.outputs, i), n) for i, n in enumerate(node.output) if n]
@@ -171,12 +206,19 @@ def _visit(conv: _Converter, node: onnx.NodeProto, opset: int, inits: dict[str, 
         want_low = bool(param is not None and params.get(param, False))
         have = conv.dtype[name]
         if want_low and have == TensorProto.FLOAT:
-            node.input[i] = conv.low_initializer(name, inits) if name in inits else conv.cast(name, low)
+            node.input[i] = (
+                conv.low_initializer(name, inits) if name in inits else conv.cast(name, low)
+            )
         elif not want_low and have == low:
             node.input[i] = conv.cast(name, TensorProto.FLOAT)
     for i, name in enumerate(node.output):
         param = _formal(schema.outputs, i) if schema is not None else None
-        if name and param is not None and params.get(param, False) and conv.dtype.get(name) == TensorProto.FLOAT:
+        if (
+            name
+            and param is not None
+            and params.get(param, False)
+            and conv.dtype.get(name) == TensorProto.FLOAT
+        ):
             conv.dtype[name] = low
     conv.nodes.append(node)
 
@@ -188,7 +230,7 @@ def convert_float(
     block_ops: tuple[str, ...] = DEFAULT_BLOCK_OPS,
     block_nodes: tuple[str, ...] = (),
 ) -> tuple[onnx.ModelProto, list[str]]:
-    """Convert ``model`` to run in ``low`` (TensorProto.FLOAT16 or BFLOAT16); return it and notes."""
+    """Convert ``model`` to run in ``low`` (TensorProto.FLOAT16 or BFLOAT16); return it, notes."""
     model = onnx.shape_inference.infer_shapes(copy_model(model))
     opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     conv = _Converter(model, low, keep_io_types, frozenset(block_ops), frozenset(block_nodes))
@@ -216,7 +258,9 @@ def convert_float(
             node.output[i] = renamed.get(name, name)
     for name, inner in renamed.items():
         conv.nodes.append(
-            onnx.helper.make_node("Cast", [inner], [name], name=f"{name}__to_fp32", to=TensorProto.FLOAT)
+            onnx.helper.make_node(
+                "Cast", [inner], [name], name=f"{name}__to_fp32", to=TensorProto.FLOAT
+            )
         )
     del model.graph.node[:]
     model.graph.node.extend(conv.nodes)
@@ -227,17 +271,27 @@ def convert_float(
     del model.graph.value_info[:]
     model = onnx.shape_inference.infer_shapes(model)
     casts = sum(1 for n in model.graph.node if n.op_type == "Cast" and "__to_" in n.name)
-    notes = [f"{sum(conv.converted.values())} nodes run in {_TYPE_NAME[low]}, {casts} casts inserted"]
+    notes = [
+        f"{sum(conv.converted.values())} nodes run in {_TYPE_NAME[low]}, {casts} casts inserted"
+    ]
     if conv.kept:
-        notes.append("kept float32: " + ", ".join(f"{op} x{n}" for op, n in conv.kept.most_common()))
+        notes.append(
+            "kept float32: " + ", ".join(f"{op} x{n}" for op, n in conv.kept.most_common())
+        )
     if conv.clipped:
         notes.append(f"{conv.clipped} weight values clipped to the float16 range")
         log.warning("%d weight values exceed the float16 range and were clipped", conv.clipped)
     return model, notes
 
 
-def _run(model: onnx.ModelProto, low: int, keep_io_types: bool, block_ops: tuple[str, ...],
-         block_nodes: tuple[str, ...], opset: int) -> PassResult:
+def _run(
+    model: onnx.ModelProto,
+    low: int,
+    keep_io_types: bool,
+    block_ops: tuple[str, ...],
+    block_nodes: tuple[str, ...],
+    opset: int,
+) -> PassResult:
     notes: list[str] = []
     current = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset and current < opset:
@@ -245,7 +299,9 @@ def _run(model: onnx.ModelProto, low: int, keep_io_types: bool, block_ops: tuple
             model = onnx.version_converter.convert_version(model, opset)
             notes.append(f"opset {current} -> {opset} (its ops accept {_TYPE_NAME[low]})")
         except (RuntimeError, ValueError, onnx.checker.ValidationError) as exc:
-            log.info("opset conversion to %d failed (%s); converting at opset %d", opset, exc, current)
+            log.info(
+                "opset conversion to %d failed (%s); converting at opset %d", opset, exc, current
+            )
     converted, more = convert_float(model, low, keep_io_types, block_ops, block_nodes)
     return PassResult(converted, True, (*notes, *more))
 
@@ -261,13 +317,21 @@ class Fp16:
     block_ops: tuple[str, ...] = field(
         default=DEFAULT_BLOCK_OPS, metadata={"help": "op types kept in float32"}
     )
-    block_nodes: tuple[str, ...] = field(default=(), metadata={"help": "node names kept in float32"})
+    block_nodes: tuple[str, ...] = field(
+        default=(), metadata={"help": "node names kept in float32"}
+    )
     opset: int = field(default=0, metadata={"help": "convert to this opset first (0: keep)"})
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         """Convert to float16."""
-        return _run(model, TensorProto.FLOAT16, self.keep_io_types, self.block_ops,
-                    self.block_nodes, self.opset)
+        return _run(
+            model,
+            TensorProto.FLOAT16,
+            self.keep_io_types,
+            self.block_ops,
+            self.block_nodes,
+            self.opset,
+        )
 
 
 @register_pass("bf16")
@@ -281,12 +345,21 @@ class Bf16:
     block_ops: tuple[str, ...] = field(
         default=DEFAULT_BLOCK_OPS, metadata={"help": "op types kept in float32"}
     )
-    block_nodes: tuple[str, ...] = field(default=(), metadata={"help": "node names kept in float32"})
+    block_nodes: tuple[str, ...] = field(
+        default=(), metadata={"help": "node names kept in float32"}
+    )
     opset: int = field(
-        default=22, metadata={"help": "convert to this opset first: Conv, Gemm, ... take bfloat16 from 22"}
+        default=22,
+        metadata={"help": "convert to this opset first: Conv, Gemm, ... take bfloat16 from 22"},
     )
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         """Convert to bfloat16."""
-        return _run(model, TensorProto.BFLOAT16, self.keep_io_types, self.block_ops,
-                    self.block_nodes, self.opset)
+        return _run(
+            model,
+            TensorProto.BFLOAT16,
+            self.keep_io_types,
+            self.block_ops,
+            self.block_nodes,
+            self.opset,
+        )

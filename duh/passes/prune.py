@@ -30,11 +30,28 @@ log = logging.getLogger(__name__)
 
 _MODES = ("unstructured", "channels")
 # Ops that act on each channel on its own: a removed channel can pass through them.
-_PER_CHANNEL = frozenset({
-    "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu",
-    "Softplus", "Mish", "Gelu", "BatchNormalization", "Identity", "MaxPool", "AveragePool",
-    "GlobalAveragePool", "GlobalMaxPool",
-})
+_PER_CHANNEL = frozenset(
+    {
+        "Relu",
+        "LeakyRelu",
+        "Clip",
+        "Sigmoid",
+        "HardSigmoid",
+        "HardSwish",
+        "Tanh",
+        "Elu",
+        "Selu",
+        "Softplus",
+        "Mish",
+        "Gelu",
+        "BatchNormalization",
+        "Identity",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+    }
+)
 
 
 def _weight_axis(node: onnx.NodeProto) -> tuple[int, int] | None:
@@ -59,14 +76,15 @@ class _Weights:
         self.values[name] = value
 
 
-def _unstructured(model: onnx.ModelProto, targets: list[tuple[onnx.NodeProto, str]],
-                  sparsity: float, scope: str) -> list[str]:
+def _unstructured(
+    model: onnx.ModelProto, targets: list[tuple[onnx.NodeProto, str]], sparsity: float, scope: str
+) -> list[str]:
     values = {name: numpy_helper.to_array(initializer_map(model)[name]) for _, name in targets}
     names = list(dict.fromkeys(name for _, name in targets))
     threshold = None
     if scope == "global" and names:
         magnitudes = np.concatenate([np.abs(values[n]).ravel() for n in names])
-        k = int(round(sparsity * magnitudes.size))
+        k = round(sparsity * magnitudes.size)
         threshold = np.partition(magnitudes, k - 1)[k - 1] if k else -1.0
     weights = _Weights(model, values)
     zeroed = total = 0
@@ -74,7 +92,7 @@ def _unstructured(model: onnx.ModelProto, targets: list[tuple[onnx.NodeProto, st
         value = values[name]
         flat = np.abs(value).ravel()
         if threshold is None:
-            k = int(round(sparsity * flat.size))
+            k = round(sparsity * flat.size)
             if k == 0:
                 continue
             order = np.argsort(flat, kind="stable")[:k]
@@ -86,12 +104,16 @@ def _unstructured(model: onnx.ModelProto, targets: list[tuple[onnx.NodeProto, st
         weights.set(name, pruned)
         zeroed += int(np.count_nonzero(pruned == 0))
         total += value.size
-    return [f"unstructured ({scope}): {len(names)} weight tensors at "
-            f"{zeroed / max(total, 1):.1%} zeros; shapes unchanged (dense engines run no faster)"]
+    return [
+        f"unstructured ({scope}): {len(names)} weight tensors at "
+        f"{zeroed / max(total, 1):.1%} zeros; shapes unchanged (dense engines run no faster)"
+    ]
 
 
-def _chain(model: onnx.ModelProto, start: onnx.NodeProto, values: dict[str, np.ndarray]) -> tuple[list[onnx.NodeProto], onnx.NodeProto] | str:
-    """The per-channel nodes after ``start`` and the one Conv/Gemm/MatMul they end at, or why not."""
+def _chain(
+    model: onnx.ModelProto, start: onnx.NodeProto, values: dict[str, np.ndarray]
+) -> tuple[list[onnx.NodeProto], onnx.NodeProto] | str:
+    """The per-channel nodes after ``start`` and the Conv/Gemm/MatMul they end at, or why not."""
     readers = consumers(model)
     outputs = {o.name for o in model.graph.output}
     path: list[onnx.NodeProto] = []
@@ -119,8 +141,9 @@ def _chain(model: onnx.ModelProto, start: onnx.NodeProto, values: dict[str, np.n
     return "the per-channel chain is too long"
 
 
-def _channels(model: onnx.ModelProto, targets: list[tuple[onnx.NodeProto, str]],
-              sparsity: float) -> list[str]:
+def _channels(
+    model: onnx.ModelProto, targets: list[tuple[onnx.NodeProto, str]], sparsity: float
+) -> list[str]:
     values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     weights = _Weights(model, values)
     pruned_layers, removed, kept_reasons = 0, 0, 0
@@ -138,10 +161,11 @@ def _channels(model: onnx.ModelProto, targets: list[tuple[onnx.NodeProto, str]],
             log.debug("prune: %s %r shares weights with another node", node.op_type, node.name)
             kept_reasons += 1
             continue
+        assert axes is not None
         out_axis = axes[0]
         weight = values[name]
         channels = weight.shape[out_axis]
-        drop = min(int(round(sparsity * channels)), channels - 1)
+        drop = min(round(sparsity * channels), channels - 1)
         if drop <= 0:
             continue
         norms = np.abs(np.moveaxis(weight, out_axis, 0)).reshape(channels, -1).sum(axis=1)
@@ -157,12 +181,16 @@ def _channels(model: onnx.ModelProto, targets: list[tuple[onnx.NodeProto, str]],
                 weights.set(p, values[p][keep])
         consumer_axes = _weight_axis(consumer)
         assert consumer_axes is not None
-        weights.set(consumer.input[1], np.take(values[consumer.input[1]], keep, axis=consumer_axes[1]))
+        weights.set(
+            consumer.input[1], np.take(values[consumer.input[1]], keep, axis=consumer_axes[1])
+        )
         pruned_layers += 1
         removed += drop
     del model.graph.value_info[:]
-    return [f"channels: {removed} output channels removed from {pruned_layers} layers; "
-            f"{kept_reasons} layers kept theirs (branches, grouped convs, graph outputs)"]
+    return [
+        f"channels: {removed} output channels removed from {pruned_layers} layers; "
+        f"{kept_reasons} layers kept theirs (branches, grouped convs, graph outputs)"
+    ]
 
 
 @register_pass("prune")
@@ -177,7 +205,8 @@ class Prune:
     )
     mode: str = field(default="unstructured", metadata={"help": "unstructured or channels"})
     scope: str = field(
-        default="layer", metadata={"help": "unstructured: per tensor (layer) or one global threshold"}
+        default="layer",
+        metadata={"help": "unstructured: per tensor (layer) or one global threshold"},
     )
     op_types: tuple[str, ...] = field(
         default=("Conv", "Gemm", "MatMul"), metadata={"help": "ops whose weights are pruned"}
@@ -202,13 +231,20 @@ class Prune:
         made = producers(out)
         targets = []
         for node in out.graph.node:
-            if node.op_type not in self.op_types or node.name in self.exclude_nodes or len(node.input) < 2:
+            if (
+                node.op_type not in self.op_types
+                or node.name in self.exclude_nodes
+                or len(node.input) < 2
+            ):
                 continue
             name = node.input[1]
             if name not in inits or name in made:
                 continue
             tensor = inits[name]
-            if tensor.data_type != onnx.TensorProto.FLOAT or int(np.prod(tensor.dims)) < self.min_elements:
+            if (
+                tensor.data_type != onnx.TensorProto.FLOAT
+                or int(np.prod(tensor.dims)) < self.min_elements
+            ):
                 continue
             targets.append((node, name))
         if not targets or self.sparsity == 0:
@@ -218,4 +254,6 @@ class Prune:
         else:
             notes = _channels(out, targets, self.sparsity)
             out = onnx.shape_inference.infer_shapes(out)
-        return PassResult(out, True, (*notes, "accuracy effect: see the build's checks (cosine, top-1)"))
+        return PassResult(
+            out, True, (*notes, "accuracy effect: see the build's checks (cosine, top-1)")
+        )

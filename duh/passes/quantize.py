@@ -31,21 +31,51 @@ __all__ = ["QUANTIZED_OPS", "Quantize", "quantized_op_counts"]
 log = logging.getLogger(__name__)
 
 # Operators that only appear in a model someone has quantized already.
-QUANTIZED_OPS = frozenset({
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-    "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearConcat",
-    "QLinearSoftmax", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearReduceMean",
-    "QLinearWhere", "QGemm", "QAttention", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat",
-    "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "MatMulNBits", "MatMulBnb4",
-    "GatherBlockQuantized",
-})
+QUANTIZED_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "QLinearAdd",
+        "QLinearMul",
+        "QLinearSigmoid",
+        "QLinearLeakyRelu",
+        "QLinearConcat",
+        "QLinearSoftmax",
+        "QLinearAveragePool",
+        "QLinearGlobalAveragePool",
+        "QLinearReduceMean",
+        "QLinearWhere",
+        "QGemm",
+        "QAttention",
+        "ConvInteger",
+        "MatMulInteger",
+        "MatMulIntegerToFloat",
+        "DynamicQuantizeMatMul",
+        "DynamicQuantizeLSTM",
+        "MatMulNBits",
+        "MatMulBnb4",
+        "GatherBlockQuantized",
+    }
+)
 _MODES = ("auto", "static", "dynamic", "int4")
 _METHODS = ("minmax", "entropy", "percentile")
 _RNN_OPS = frozenset({"LSTM", "GRU", "RNN"})
-_TRANSFORMER_HINTS = frozenset({
-    "Softmax", "LayerNormalization", "Attention", "MultiHeadAttention", "SkipLayerNormalization",
-    "Erf", "Gelu", "FastGelu", "BiasGelu",
-})
+_TRANSFORMER_HINTS = frozenset(
+    {
+        "Softmax",
+        "LayerNormalization",
+        "Attention",
+        "MultiHeadAttention",
+        "SkipLayerNormalization",
+        "Erf",
+        "Gelu",
+        "FastGelu",
+        "BiasGelu",
+    }
+)
 _DYNAMIC_OPS = ("MatMul", "Gemm", "Attention", "LSTM", "GRU")
 
 
@@ -66,21 +96,28 @@ def _ort_quantization() -> Any:
 @register_pass("quantize")
 @dataclass(frozen=True, slots=True)
 class Quantize:
-    """Quantize to INT8 (static QDQ or dynamic) or INT4 weight-only, with onnxruntime.quantization."""
+    """INT8 (static QDQ or dynamic) or INT4 weight-only quantization with onnxruntime's tools."""
 
     mode: str = field(
         default="auto",
-        metadata={"help": "static (QDQ, calibrated), dynamic, int4 (weight-only MatMulNBits), or "
-                          "auto: dynamic for transformers and RNNs, static otherwise"},
+        metadata={
+            "help": "static (QDQ, calibrated), dynamic, int4 (weight-only MatMulNBits), or "
+            "auto: dynamic for transformers and RNNs, static otherwise"
+        },
     )
     calibrator: str = field(
-        default="minmax", metadata={"help": "static: minmax, entropy or percentile (--calib-method)"}
+        default="minmax",
+        metadata={"help": "static: minmax, entropy or percentile (--calib-method)"},
     )
     percentile: float = field(default=99.999, metadata={"help": "percentile calibrator's cut"})
-    per_channel: bool = field(default=True, metadata={"help": "one weight scale per output channel"})
+    per_channel: bool = field(
+        default=True, metadata={"help": "one weight scale per output channel"}
+    )
     symmetric_activations: bool = field(
         default=False,
-        metadata={"help": "int8 activations with zero point 0 (TensorRT needs them); default uint8"},
+        metadata={
+            "help": "int8 activations with zero point 0 (TensorRT needs them); default uint8"
+        },
     )
     reduce_range: bool = field(
         default=False, metadata={"help": "7-bit weights, for CPUs without VNNI"}
@@ -91,9 +128,12 @@ class Quantize:
     exclude_op_types: tuple[str, ...] = field(
         default=("Softmax",), metadata={"help": "op types kept in float"}
     )
-    exclude_nodes: tuple[str, ...] = field(default=(), metadata={"help": "node names kept in float"})
+    exclude_nodes: tuple[str, ...] = field(
+        default=(), metadata={"help": "node names kept in float"}
+    )
     float_outputs: bool = field(
-        default=True, metadata={"help": "static: keep graph outputs float (no Q/DQ right before them)"}
+        default=True,
+        metadata={"help": "static: keep graph outputs float (no Q/DQ right before them)"},
     )
     block_size: int = field(default=128, metadata={"help": "int4: weights per quantization block"})
     int4_min_weights: int = field(
@@ -107,7 +147,9 @@ class Quantize:
         if self.mode not in _MODES:
             raise ValueError(f"mode must be one of {', '.join(_MODES)}, not {self.mode!r}")
         if self.calibrator not in _METHODS:
-            raise ValueError(f"calibrator must be one of {', '.join(_METHODS)}, not {self.calibrator!r}")
+            raise ValueError(
+                f"calibrator must be one of {', '.join(_METHODS)}, not {self.calibrator!r}"
+            )
         if self.block_size < 16 or self.block_size & (self.block_size - 1):
             raise ValueError(f"block_size must be a power of two >= 16, not {self.block_size}")
 
@@ -142,8 +184,10 @@ class Quantize:
         return self._int4(model)
 
     def _excluded(self, model: onnx.ModelProto) -> list[str]:
-        return sorted({n.name for n in model.graph.node if n.op_type in self.exclude_op_types}
-                      | set(self.exclude_nodes))
+        return sorted(
+            {n.name for n in model.graph.node if n.op_type in self.exclude_op_types}
+            | set(self.exclude_nodes)
+        )
 
     def _static(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         if ctx.calibration is None:
@@ -167,12 +211,15 @@ class Quantize:
         cache = ctx.cache_dir / "calibration" if ctx.cache_dir is not None else None
         if cache is not None:
             cache.mkdir(parents=True, exist_ok=True)
-        ranges = calibrate(work, ctx.calibration, self.calibrator, percentile=self.percentile,
-                           cache_dir=cache)
+        ranges = calibrate(
+            work, ctx.calibration, self.calibrator, percentile=self.percentile, cache_dir=cache
+        )
         tensors = TensorsData(
             CalibrationMethod.MinMax,
-            {k: (np.array(lo, dtype=np.float32), np.array(hi, dtype=np.float32))
-             for k, (lo, hi) in ranges.ranges.items()},
+            {
+                k: (np.array(lo, dtype=np.float32), np.array(hi, dtype=np.float32))
+                for k, (lo, hi) in ranges.ranges.items()
+            },
         )
         op_types = list(self.op_types) or sorted(set(QDQRegistry) | set(QLinearOpsRegistry))
         op_types = [t for t in op_types if t not in self.exclude_op_types]
@@ -181,8 +228,16 @@ class Quantize:
             "WeightSymmetric": True,
         }
         quantizer = QDQQuantizer(
-            work, self.per_channel, self.reduce_range, weight_type, activation_type, tensors,
-            [], self._excluded(work), op_types, extra,
+            work,
+            self.per_channel,
+            self.reduce_range,
+            weight_type,
+            activation_type,
+            tensors,
+            [],
+            self._excluded(work),
+            op_types,
+            extra,
         )
         try:
             quantizer.quantize_model()
@@ -192,13 +247,17 @@ class Quantize:
         out: onnx.ModelProto = quantizer.model.model
         dropped = _float_outputs(out) if self.float_outputs else 0
         counts = quantized_op_counts(out)
-        weights = sum(1 for n in out.graph.node if n.op_type == "DequantizeLinear"
-                      and n.input[0] in initializer_map(out))
+        weights = sum(
+            1
+            for n in out.graph.node
+            if n.op_type == "DequantizeLinear" and n.input[0] in initializer_map(out)
+        )
         source = "cached" if ranges.cached else f"{ranges.samples} samples"
         notes = [
             f"static INT8 QDQ: {weights} int8 weight tensors "
             f"({'per-channel' if self.per_channel else 'per-tensor'}), "
-            f"{'int8 symmetric' if self.symmetric_activations else 'uint8 asymmetric'} activations, "
+            f"{'int8 symmetric' if self.symmetric_activations else 'uint8 asymmetric'} "
+            "activations, "
             f"{counts.get('QuantizeLinear', 0)} activation Q/DQ pairs",
             f"calibration: {ranges.method} over {source} of {ctx.calibration.source}",
         ]
@@ -214,7 +273,9 @@ class Quantize:
 
         work = copy_model(model)
         name_nodes(work, "q")
-        source, prepared, target = (ctx.workdir / f"quantize-{n}.onnx" for n in ("in", "pre", "out"))
+        source, prepared, target = (
+            ctx.workdir / f"quantize-{n}.onnx" for n in ("in", "pre", "out")
+        )
         _save(work, source)
         try:
             quant_pre_process(str(source), str(prepared), skip_optimization=True)
@@ -222,15 +283,20 @@ class Quantize:
         # BERT exports); onnx's own inference, which the fallback uses, is enough for the quantizer.
         except Exception as exc:  # noqa: BLE001
             log.info("symbolic shape inference failed (%s); using onnx shape inference", exc)
-            quant_pre_process(str(source), str(prepared), skip_optimization=True,
-                              skip_symbolic_shape=True)
+            quant_pre_process(
+                str(source), str(prepared), skip_optimization=True, skip_symbolic_shape=True
+            )
         op_types = [t for t in (self.op_types or _DYNAMIC_OPS) if t not in self.exclude_op_types]
         try:
             quantization.quantize_dynamic(
-                str(prepared), str(target), op_types_to_quantize=op_types,
-                per_channel=self.per_channel, reduce_range=self.reduce_range,
+                str(prepared),
+                str(target),
+                op_types_to_quantize=op_types,
+                per_channel=self.per_channel,
+                reduce_range=self.reduce_range,
                 weight_type=quantization.QuantType.QInt8,
-                nodes_to_exclude=self._excluded(work), extra_options={"MatMulConstBOnly": True},
+                nodes_to_exclude=self._excluded(work),
+                extra_options={"MatMulConstBOnly": True},
             )
         except (ValueError, RuntimeError, KeyError, AssertionError) as exc:
             raise PassError(f"onnxruntime's dynamic quantizer failed on this model: {exc}") from exc
@@ -240,9 +306,13 @@ class Quantize:
             Path(str(path) + ".data").unlink(missing_ok=True)
         counts = quantized_op_counts(out)
         if not counts:
-            return PassResult(model, False, ("dynamic INT8: no MatMul/Gemm with constant weights to quantize",))
+            return PassResult(
+                model, False, ("dynamic INT8: no MatMul/Gemm with constant weights to quantize",)
+            )
         summary = ", ".join(f"{n} {op}" for op, n in counts.items())
-        return PassResult(out, True, (f"dynamic INT8 (int8 weights, activations at run time): {summary}",))
+        return PassResult(
+            out, True, (f"dynamic INT8 (int8 weights, activations at run time): {summary}",)
+        )
 
     def _int4(self, model: onnx.ModelProto) -> PassResult:
         _ort_quantization()
@@ -256,32 +326,51 @@ class Quantize:
             if node.op_type != "MatMul" or node.input[1] not in weights:
                 continue
             dims = list(weights[node.input[1]].dims)
-            if len(dims) == 2 and int(np.prod(dims)) >= self.int4_min_weights and node.name not in skipped:
+            if (
+                len(dims) == 2
+                and int(np.prod(dims)) >= self.int4_min_weights
+                and node.name not in skipped
+            ):
                 chosen.append(node.name)
             else:
                 log.debug("int4: MatMul %s (weight %s) stays float", node.name, dims)
                 skipped.append(node.name)
         if not chosen:
-            return PassResult(model, False, (
-                f"int4: no MatMul with a 2-D constant weight of at least {self.int4_min_weights} "
-                "elements; nothing quantized",
-            ))
+            return PassResult(
+                model,
+                False,
+                (
+                    "int4: no MatMul with a 2-D constant weight of at least "
+                    f"{self.int4_min_weights} "
+                    "elements; nothing quantized",
+                ),
+            )
         quantizer = MatMulNBitsQuantizer(
-            work, bits=4, block_size=self.block_size, is_symmetric=True,
-            accuracy_level=self.accuracy_level or None, nodes_to_exclude=skipped,
+            work,
+            bits=4,
+            block_size=self.block_size,
+            is_symmetric=True,
+            accuracy_level=self.accuracy_level or None,
+            nodes_to_exclude=skipped,
             op_types_to_quantize=("MatMul",),
         )
         try:
             quantizer.process()
         except (ValueError, RuntimeError, KeyError, AssertionError) as exc:
-            raise PassError(f"onnxruntime's int4 weight quantizer failed on this model: {exc}") from exc
+            raise PassError(
+                f"onnxruntime's int4 weight quantizer failed on this model: {exc}"
+            ) from exc
         quantizer.model.topological_sort()
         out: onnx.ModelProto = quantizer.model.model
         done = sum(1 for n in out.graph.node if n.op_type == "MatMulNBits")
-        return PassResult(out, True, (
-            f"int4 weight-only: {done} MatMul(s) -> MatMulNBits (block {self.block_size}, "
-            f"accuracy level {self.accuracy_level}); runs on onnxruntime only",
-        ))
+        return PassResult(
+            out,
+            True,
+            (
+                f"int4 weight-only: {done} MatMul(s) -> MatMulNBits (block {self.block_size}, "
+                f"accuracy level {self.accuracy_level}); runs on onnxruntime only",
+            ),
+        )
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:

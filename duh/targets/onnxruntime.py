@@ -75,7 +75,9 @@ class OnnxRuntimeTarget:
 
     def default_passes(self, spec: TargetSpec) -> list[PassSpec]:
         """simplify, fold-constants, fuse and cleanup; then quantize (int8) or fp16."""
-        passes = [PassSpec("simplify"), PassSpec("fold-constants"), PassSpec("fuse"), PassSpec("cleanup")]
+        passes = [
+            PassSpec("simplify"), PassSpec("fold-constants"), PassSpec("fuse"), PassSpec("cleanup")
+        ]
         if spec.precision == "int8":
             passes.append(PassSpec("quantize"))
         elif spec.precision == "fp16":

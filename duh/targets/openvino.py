@@ -75,7 +75,9 @@ class OpenVinoTarget:
         fp16 and bf16 need no pass: the CPU plugin converts the graph itself at load time (the
         precision hint), keeping the ops that need float32 in float32.
         """
-        passes = [PassSpec("simplify"), PassSpec("fold-constants"), PassSpec("fuse"), PassSpec("cleanup")]
+        passes = [
+            PassSpec("simplify"), PassSpec("fold-constants"), PassSpec("fuse"), PassSpec("cleanup")
+        ]
         if spec.precision == "int8":
             passes.append(PassSpec("quantize"))
         return passes
@@ -143,7 +145,10 @@ class OpenVinoEngine:
         missing = [name for name in outputs if name not in ports]
         if missing:
             raise TargetError(f"openvino model lacks outputs {missing}; rebuild the artifact")
-        self._ports = [(name, ports[name]) for name in outputs]
+        indices = {
+            name: i for i, port in enumerate(self._compiled.outputs) for name in port.get_names()
+        }
+        self._output_indices = [(name, indices[name]) for name in outputs]
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._all_requests: list[Any] = []
         self._profiled = options.profile
@@ -160,8 +165,12 @@ class OpenVinoEngine:
         """One inference on a free infer request (thread-safe)."""
         request = self._request()
         try:
-            result = request.infer(dict(feed), share_inputs=True)
-            return {name: np.array(result[port], copy=True) for name, port in self._ports}
+            request.infer(feed, share_inputs=True)
+            # Copy: the request's output memory is reused by its next inference.
+            return {
+                name: request.get_output_tensor(index).data.copy()
+                for name, index in self._output_indices
+            }
         finally:
             self._requests.put(request)
 

@@ -46,8 +46,20 @@ def test_a_mix_of_shapes_adds_a_row_cycling_through_them() -> None:
     rows = make_workloads(PAIR, [{"a": (1, 4), "b": (1, 4)}, {"a": (3, 4), "b": (3, 4)}], [None])
     assert [r.label for r in rows] == ["a=1x4, b=1x4", "a=3x4, b=3x4", "mix"]
     mix = rows[2]
-    assert [f["a"].shape[0] for f in mix.feeds[:4]] == [1, 3, 1, 3]
+    assert [f["a"].shape[0] for f in mix.feeds] == [1, 3]
     assert mix.batch == 2.0
+    rows = make_workloads(PAIR, [{"a": (1, 4), "b": (1, 4)}, {"a": (3, 4), "b": (3, 4)}], [None],
+                          feeds=2)
+    assert [f["a"].shape[0] for f in rows[2].feeds] == [1, 3, 1, 3]
+
+
+def test_one_synthetic_feed_by_default_more_on_request() -> None:
+    [one] = make_workloads(IMAGE, [], [None])
+    assert len(one.feeds) == 1
+    [four] = make_workloads(IMAGE, [], [None], feeds=4)
+    assert len(four.feeds) == 4
+    assert np.array_equal(four.feeds[0]["input"], one.feeds[0]["input"])
+    assert not np.array_equal(four.feeds[1]["input"], four.feeds[0]["input"])
 
 
 @pytest.mark.parametrize(

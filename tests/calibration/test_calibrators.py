@@ -15,7 +15,8 @@ def _model() -> onnx.ModelProto:
     """y = Relu(x * 2)."""
     graph = helper.make_graph(
         [helper.make_node("Mul", ["x", "two"], ["m"]), helper.make_node("Relu", ["m"], ["y"])],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1000])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1000])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1000])],
         [numpy_helper.from_array(np.array(2.0, np.float32), "two")],
     )
@@ -60,7 +61,12 @@ def test_percentile_100_keeps_everything() -> None:
 def test_results_are_cached_by_model_data_and_method(tmp_path: Path) -> None:
     first = calibrate(_model(), _data(), "entropy", cache_dir=tmp_path)
     again = calibrate(_model(), _data(), "entropy", cache_dir=tmp_path)
-    assert not first.cached and again.cached and again.ranges == first.ranges and again.key == first.key
+    assert (
+        not first.cached
+        and again.cached
+        and again.ranges == first.ranges
+        and again.key == first.key
+    )
     assert not calibrate(_model(), _data(), "minmax", cache_dir=tmp_path).cached
     assert not calibrate(_model(), _data(outlier=60.0), "entropy", cache_dir=tmp_path).cached
     other = _model()

@@ -15,8 +15,10 @@ TWO = (TensorSpec("a", "float32", ("n", 4)), TensorSpec("b", "int64", ("n", 2)))
 
 def _two_inputs(count: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    return {"a": rng.standard_normal((count, 4)).astype(np.float32),
-            "b": rng.integers(0, 9, (count, 2)).astype(np.int64)}
+    return {
+        "a": rng.standard_normal((count, 4)).astype(np.float32),
+        "b": rng.integers(0, 9, (count, 2)).astype(np.int64),
+    }
 
 
 def test_npz_named_after_inputs_splits_samples_and_holdout(tmp_path: Path) -> None:
@@ -36,7 +38,9 @@ def test_npz_named_after_inputs_splits_samples_and_holdout(tmp_path: Path) -> No
 
 def test_missing_input_array_names_what_is_there(tmp_path: Path) -> None:
     np.savez(tmp_path / "c.npz", a=np.zeros((4, 4), np.float32), c=np.zeros((4, 2), np.int64))
-    with pytest.raises(CalibrationError, match=r"has arrays a, c but the model's inputs are a, b \(missing b\)"):
+    with pytest.raises(
+        CalibrationError, match=r"has arrays a, c but the model's inputs are a, b \(missing b\)"
+    ):
         load_calibration(tmp_path / "c.npz", TWO)
 
 
@@ -48,7 +52,9 @@ def test_a_single_unnamed_array_feeds_a_single_input(tmp_path: Path) -> None:
 
 def test_wrong_sample_shape_and_dtype_are_explained(tmp_path: Path) -> None:
     np.savez(tmp_path / "s.npz", x=np.zeros((5, 3, 9, 8), np.float32))
-    with pytest.raises(CalibrationError, match=r"samples have shape \[3, 9, 8\], the model expects \[3, 8, 8\]"):
+    with pytest.raises(
+        CalibrationError, match=r"samples have shape \[3, 9, 8\], the model expects \[3, 8, 8\]"
+    ):
         load_calibration(tmp_path / "s.npz", IMAGE)
     np.savez(tmp_path / "t.npz", a=np.zeros((5, 4), np.float32), b=np.full((5, 2), 0.5))
     with pytest.raises(CalibrationError, match=r"input 'b' is float64, the model wants int64"):
@@ -58,7 +64,11 @@ def test_wrong_sample_shape_and_dtype_are_explained(tmp_path: Path) -> None:
 def test_directory_of_array_files(tmp_path: Path) -> None:
     data = _two_inputs(12)
     for i in range(3):
-        np.savez(tmp_path / f"part{i}.npz", a=data["a"][4 * i : 4 * i + 4], b=data["b"][4 * i : 4 * i + 4])
+        np.savez(
+            tmp_path / f"part{i}.npz",
+            a=data["a"][4 * i : 4 * i + 4],
+            b=data["b"][4 * i : 4 * i + 4],
+        )
     calib = load_calibration(tmp_path, TWO, samples=100, holdout=2)
     assert len(calib.feeds) + len(calib.check) == 12
     single = tmp_path / "single"
@@ -76,7 +86,12 @@ def test_small_data_holds_out_at_most_half(tmp_path: Path) -> None:
 
 def test_synthetic_is_flagged(tmp_path: Path) -> None:
     calib = load_calibration("synthetic", TWO, samples=5)
-    assert calib.synthetic and calib.source == "synthetic" and len(calib.feeds) == 5 and not calib.check
+    assert (
+        calib.synthetic
+        and calib.source == "synthetic"
+        and len(calib.feeds) == 5
+        and not calib.check
+    )
     assert calib.feeds[0]["b"].dtype == np.int64
 
 

@@ -67,7 +67,7 @@ def test_manifest_records_what_the_design_asks(built: Callable[..., Path]) -> No
         "device": "cpu",
         "precision": "fp32",
     }
-    assert [p["name"] for p in data["passes"]] == ["simplify", "cleanup"]
+    assert [p["name"] for p in data["passes"]] == ["simplify", "fold-constants", "fuse", "cleanup"]
     assert all(p["seconds"] >= 0 and p["nodes_before"] >= p["nodes_after"] for p in data["passes"])
     assert data["signature"]["inputs"] == [
         {"name": "input", "dtype": "float32", "shape": ["batch", 1, 8, 8]}
@@ -94,7 +94,9 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "dry.duh"
     result = build(FIXTURES / "digits_cnn.onnx", "openvino:cpu-fp32", out, dry_run=True)
     assert result.dry_run and result.output is None
-    assert [p["name"] for p in result.candidates[0].passes] == ["simplify", "cleanup"]
+    assert [p["name"] for p in result.candidates[0].passes] == [
+        "simplify", "fold-constants", "fuse", "cleanup"
+    ]
     assert result.candidates[0].passes[0]["config"]["skip_fuse_bn"] is False
     assert list(tmp_path.iterdir()) == []
 

@@ -16,7 +16,9 @@ from duh.passes import PassContext
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 
-def ctx(tmp_path: Path, engine: str = "onnxruntime", precision: str = "fp32", **kw: object) -> PassContext:
+def ctx(
+    tmp_path: Path, engine: str = "onnxruntime", precision: str = "fp32", **kw: object
+) -> PassContext:
     """A pass context for tests."""
     return PassContext(engine, "cpu", precision, tmp_path, **kw)  # type: ignore[arg-type]
 
@@ -27,7 +29,9 @@ def run_ort(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> list[np.n
     return session.run(None, dict(feed))
 
 
-def run_ov(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], tmp_path: Path) -> list[np.ndarray]:
+def run_ov(
+    model: onnx.ModelProto, feed: Mapping[str, np.ndarray], tmp_path: Path
+) -> list[np.ndarray]:
     """All outputs of ``model`` on OpenVINO's CPU plugin at f32."""
     import openvino as ov
 
@@ -38,11 +42,18 @@ def run_ov(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], tmp_path: Pat
     return [np.asarray(result[o]) for o in compiled.outputs]
 
 
-def make_model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],
-               outputs: list[onnx.ValueInfoProto], inits: list[onnx.TensorProto], opset: int = 17) -> onnx.ModelProto:
+def make_model(
+    nodes: list[onnx.NodeProto],
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[onnx.ValueInfoProto],
+    inits: list[onnx.TensorProto],
+    opset: int = 17,
+) -> onnx.ModelProto:
     """A checked model at ``opset`` with an IR version ONNX Runtime reads."""
-    model = helper.make_model(helper.make_graph(nodes, "test", inputs, outputs, inits),
-                              opset_imports=[helper.make_opsetid("", opset)])
+    model = helper.make_model(
+        helper.make_graph(nodes, "test", inputs, outputs, inits),
+        opset_imports=[helper.make_opsetid("", opset)],
+    )
     model.ir_version = 8 if opset <= 17 else 10
     onnx.checker.check_model(model)
     return model
@@ -54,33 +65,52 @@ def conv_bn_model(seed: int = 0) -> onnx.ModelProto:
 
     def bn(prefix: str, c: int) -> list[onnx.TensorProto]:
         return [
-            numpy_helper.from_array((1 + 0.2 * rng.standard_normal(c)).astype(np.float32), f"{prefix}_s"),
-            numpy_helper.from_array((0.1 * rng.standard_normal(c)).astype(np.float32), f"{prefix}_b"),
-            numpy_helper.from_array((0.1 * rng.standard_normal(c)).astype(np.float32), f"{prefix}_m"),
+            numpy_helper.from_array(
+                (1 + 0.2 * rng.standard_normal(c)).astype(np.float32), f"{prefix}_s"
+            ),
+            numpy_helper.from_array(
+                (0.1 * rng.standard_normal(c)).astype(np.float32), f"{prefix}_b"
+            ),
+            numpy_helper.from_array(
+                (0.1 * rng.standard_normal(c)).astype(np.float32), f"{prefix}_m"
+            ),
             numpy_helper.from_array((0.5 + rng.random(c)).astype(np.float32), f"{prefix}_v"),
         ]
 
     inits = [
-        numpy_helper.from_array((0.3 * rng.standard_normal((16, 3, 3, 3))).astype(np.float32), "w1"),
+        numpy_helper.from_array(
+            (0.3 * rng.standard_normal((16, 3, 3, 3))).astype(np.float32), "w1"
+        ),
         numpy_helper.from_array((0.1 * rng.standard_normal(16)).astype(np.float32), "b1"),
-        numpy_helper.from_array((0.2 * rng.standard_normal((32, 16, 3, 3))).astype(np.float32), "w2"),
+        numpy_helper.from_array(
+            (0.2 * rng.standard_normal((32, 16, 3, 3))).astype(np.float32), "w2"
+        ),
         numpy_helper.from_array((0.2 * rng.standard_normal((10, 32))).astype(np.float32), "fc_w"),
         numpy_helper.from_array(np.zeros(10, np.float32), "fc_b"),
-        *bn("bn1", 16), *bn("bn2", 32),
+        *bn("bn1", 16),
+        *bn("bn2", 32),
     ]
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
-        helper.make_node("BatchNormalization", ["c1", "bn1_s", "bn1_b", "bn1_m", "bn1_v"], ["n1"], name="bn1"),
+        helper.make_node(
+            "BatchNormalization", ["c1", "bn1_s", "bn1_b", "bn1_m", "bn1_v"], ["n1"], name="bn1"
+        ),
         helper.make_node("Relu", ["n1"], ["r1"], name="relu1"),
         helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
-        helper.make_node("BatchNormalization", ["c2", "bn2_s", "bn2_b", "bn2_m", "bn2_v"], ["n2"], name="bn2"),
+        helper.make_node(
+            "BatchNormalization", ["c2", "bn2_s", "bn2_b", "bn2_m", "bn2_v"], ["n2"], name="bn2"
+        ),
         helper.make_node("Relu", ["n2"], ["r2"], name="relu2"),
         helper.make_node("GlobalAveragePool", ["r2"], ["p"], name="gap"),
         helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["y"], name="fc", transB=1),
     ]
-    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
-                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])], inits)
+    return make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])],
+        inits,
+    )
 
 
 def mlp_block_model(opset: int = 17, seed: int = 0) -> onnx.ModelProto:
@@ -93,8 +123,10 @@ def mlp_block_model(opset: int = 17, seed: int = 0) -> onnx.ModelProto:
         "beta": (0.1 * rng.standard_normal(32)).astype(np.float32),
         "w2": (0.3 * rng.standard_normal((32, 8))).astype(np.float32),
         "b2": (0.1 * rng.standard_normal(8)).astype(np.float32),
-        "two": np.array(2.0, np.float32), "eps": np.array(1e-5, np.float32),
-        "sqrt2": np.array(math.sqrt(2.0), np.float32), "one": np.array(1.0, np.float32),
+        "two": np.array(2.0, np.float32),
+        "eps": np.array(1e-5, np.float32),
+        "sqrt2": np.array(math.sqrt(2.0), np.float32),
+        "one": np.array(1.0, np.float32),
         "half": np.array(0.5, np.float32),
     }
     axes: dict[str, object] = {"axes": [-1]} if opset < 18 else {}
@@ -122,8 +154,13 @@ def mlp_block_model(opset: int = 17, seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Add", ["mm2", "b2"], ["y"], name="add2"),
     ]
     inits = [numpy_helper.from_array(v, k) for k, v in consts.items()]
-    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
-                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])], inits, opset)
+    return make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+        inits,
+        opset,
+    )
 
 
 def paddle_like_model(seed: int = 0) -> onnx.ModelProto:
@@ -147,5 +184,9 @@ def paddle_like_model(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Concat", ["batch", "rest"], ["target"], axis=0),
         helper.make_node("Reshape", ["cs", "target"], ["y"]),
     ]
-    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 6, 6])],
-                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "m"])], [])
+    return make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "m"])],
+        [],
+    )

@@ -51,7 +51,13 @@ def bert_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("bert") / "bert.onnx"
     ids = torch.randint(0, 100, (1, 16))
-    torch.onnx.export(Encoder().eval(), (ids, torch.ones(1, 16, dtype=torch.int64)), str(path),
-                      input_names=["input_ids", "attention_mask"], output_names=["hidden"],
-                      opset_version=17, dynamo=False)
+    torch.onnx.export(
+        Encoder().eval(),
+        (ids, torch.ones(1, 16, dtype=torch.int64)),
+        str(path),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["hidden"],
+        opset_version=17,
+        dynamo=False,
+    )
     return path

@@ -42,8 +42,15 @@ def test_quantized_weights_are_not_folded_back_to_float(tmp_path: Path) -> None:
 
     q = numpy_helper.from_array(np.arange(-8, 8, dtype=np.int8).reshape(4, 4), "wq")
     s = numpy_helper.from_array(np.array(0.1, np.float32), "ws")
-    nodes = [helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"]), helper.make_node("MatMul", ["x", "w"], ["y"])]
-    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [q, s])
+    nodes = [
+        helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"]),
+        helper.make_node("MatMul", ["x", "w"], ["y"]),
+    ]
+    model = make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [q, s],
+    )
     result = create_pass("fold-constants").run(model, ctx(tmp_path))
     assert [n.op_type for n in result.model.graph.node] == ["DequantizeLinear", "MatMul"]

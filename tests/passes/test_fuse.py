@@ -20,8 +20,9 @@ def test_conv_bn_folds_and_keeps_the_numbers(tmp_path: Path) -> None:
     ops = [n.op_type for n in result.model.graph.node]
     assert ops.count("BatchNormalization") == 0 and ops.count("Conv") == 2
     assert "conv-bn: 2" in result.notes
-    np.testing.assert_allclose(run_ort(result.model, {"x": x})[0], run_ort(model, {"x": x})[0],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        run_ort(result.model, {"x": x})[0], run_ort(model, {"x": x})[0], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_layernorm_gelu_and_gemm_rules_on_onnx_runtime(tmp_path: Path) -> None:
@@ -30,9 +31,15 @@ def test_layernorm_gelu_and_gemm_rules_on_onnx_runtime(tmp_path: Path) -> None:
     result = create_pass("fuse").run(model, ctx(tmp_path))
     ops = [(n.domain, n.op_type) for n in result.model.graph.node]
     # opset 17 has no Gelu: on ONNX Runtime the contrib Gelu stands in.
-    assert ops == [("", "Gemm"), ("", "LayerNormalization"), ("com.microsoft", "Gelu"), ("", "Gemm")]
-    np.testing.assert_allclose(run_ort(result.model, {"x": x})[0], run_ort(model, {"x": x})[0],
-                               rtol=1e-4, atol=1e-5)
+    assert ops == [
+        ("", "Gemm"),
+        ("", "LayerNormalization"),
+        ("com.microsoft", "Gelu"),
+        ("", "Gemm"),
+    ]
+    np.testing.assert_allclose(
+        run_ort(result.model, {"x": x})[0], run_ort(model, {"x": x})[0], rtol=1e-4, atol=1e-5
+    )
 
 
 def test_opset_20_gelu_runs_on_openvino_too(tmp_path: Path) -> None:
@@ -42,10 +49,14 @@ def test_opset_20_gelu_runs_on_openvino_too(tmp_path: Path) -> None:
     ops = [n.op_type for n in result.model.graph.node]
     assert ops == ["Gemm", "LayerNormalization", "Gelu", "Gemm"]
     want = run_ort(model, {"x": x})[0]
-    np.testing.assert_allclose(run_ov(result.model, {"x": x}, tmp_path)[0], want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        run_ov(result.model, {"x": x}, tmp_path)[0], want, rtol=1e-4, atol=1e-4
+    )
 
 
-def test_a_rule_that_cannot_apply_says_why(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_rule_that_cannot_apply_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # On OpenVINO at opset 17 there is no Gelu to rewrite to: the pattern stays, with a reason.
     model = mlp_block_model(opset=17)
     with caplog.at_level(logging.DEBUG, logger="duh.passes"):
@@ -70,18 +81,24 @@ def test_matmul_add_on_rank_3_is_not_a_gemm(tmp_path: Path) -> None:
     assert MatMulAddToGemm().check(view, found) == "MatMul input A has rank 3; Gemm needs 2"
 
 
-def test_bert_gets_attention_and_skip_layernorm_on_onnx_runtime(tmp_path: Path, bert_model: Path) -> None:
+def test_bert_gets_attention_and_skip_layernorm_on_onnx_runtime(
+    tmp_path: Path, bert_model: Path
+) -> None:
     model = onnx.load(str(bert_model))
     rng = np.random.default_rng(0)
-    feed = {"input_ids": rng.integers(0, 100, (1, 16)).astype(np.int64),
-            "attention_mask": np.ones((1, 16), np.int64)}
+    feed = {
+        "input_ids": rng.integers(0, 100, (1, 16)).astype(np.int64),
+        "attention_mask": np.ones((1, 16), np.int64),
+    }
     feed["attention_mask"][0, 12:] = 0
     folded = create_pass("fold-constants").run(model, ctx(tmp_path)).model
     result = create_pass("fuse").run(folded, ctx(tmp_path))
     ops = {n.op_type for n in result.model.graph.node}
     assert {"Attention", "SkipLayerNormalization"} <= ops
     assert any("Attention 2" in n for n in result.notes)
-    np.testing.assert_allclose(run_ort(result.model, feed)[0], run_ort(model, feed)[0], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        run_ort(result.model, feed)[0], run_ort(model, feed)[0], rtol=1e-3, atol=1e-4
+    )
     # The contrib ops run on ONNX Runtime only: for OpenVINO the fusions stay off.
     other = create_pass("fuse").run(folded, ctx(tmp_path, engine="openvino"))
     assert "Attention" not in {n.op_type for n in other.model.graph.node}

@@ -40,7 +40,9 @@ def test_fp16_without_keep_io_types_takes_float16(tmp_path: Path) -> None:
     assert out.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT16
     got = run_ort(out, {"input": x.astype(np.float16)})[0]
     assert got.dtype == np.float16
-    np.testing.assert_allclose(got.astype(np.float32), run_ort(model, {"input": x})[0], atol=0.1, rtol=0.02)
+    np.testing.assert_allclose(
+        got.astype(np.float32), run_ort(model, {"input": x})[0], atol=0.1, rtol=0.02
+    )
 
 
 def test_block_list_keeps_ops_in_float32(tmp_path: Path) -> None:
@@ -51,7 +53,9 @@ def test_block_list_keeps_ops_in_float32(tmp_path: Path) -> None:
     types = {v.name: v.type.tensor_type.elem_type for v in out.graph.value_info}
     assert types["mean"] == TensorProto.FLOAT and types["var"] == TensorProto.FLOAT
     assert types["mm1"] == TensorProto.FLOAT16
-    np.testing.assert_allclose(run_ort(out, {"x": x})[0], run_ort(model, {"x": x})[0], atol=2e-2, rtol=2e-2)
+    np.testing.assert_allclose(
+        run_ort(out, {"x": x})[0], run_ort(model, {"x": x})[0], atol=2e-2, rtol=2e-2
+    )
     # The block list is config: block MatMul too, and it stays fp32.
     out2 = create_pass("fp16", {"block_nodes": ("mm1",)}).run(model, ctx(tmp_path)).model
     types2 = {v.name: v.type.tensor_type.elem_type for v in out2.graph.value_info}

@@ -16,7 +16,9 @@ def _weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
 
 
-def test_unstructured_reaches_the_target_sparsity_and_only_drops_small_weights(tmp_path: Path) -> None:
+def test_unstructured_reaches_the_target_sparsity_and_only_drops_small_weights(
+    tmp_path: Path,
+) -> None:
     model = conv_bn_model()
     result = create_pass("prune", {"sparsity": 0.6, "min_elements": 100}).run(model, ctx(tmp_path))
     before, after = _weights(model), _weights(result.model)
@@ -44,7 +46,9 @@ def test_pruning_changes_numbers_by_a_bounded_amount_on_the_digits(tmp_path: Pat
 def test_channel_pruning_shrinks_the_layers_and_their_consumers(tmp_path: Path) -> None:
     model = conv_bn_model()
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
-    result = create_pass("prune", {"mode": "channels", "sparsity": 0.25, "min_elements": 0}).run(model, ctx(tmp_path))
+    result = create_pass("prune", {"mode": "channels", "sparsity": 0.25, "min_elements": 0}).run(
+        model, ctx(tmp_path)
+    )
     after = _weights(result.model)
     # conv1 (16 ch) -> bn1 -> relu -> conv2: 4 channels go, and conv2 loses 4 input channels.
     assert after["w1"].shape == (12, 3, 3, 3) and after["b1"].shape == (12,)

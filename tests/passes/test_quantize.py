@@ -19,15 +19,30 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.fixture(scope="module")
 def digits() -> tuple[onnx.ModelProto, object, np.ndarray, np.ndarray]:
     source = ingest(FIXTURES / "digits_cnn.onnx")
-    calibration = load_calibration(FIXTURES / "digits_calib.npz", source.inputs, samples=128, holdout=8)
+    calibration = load_calibration(
+        FIXTURES / "digits_calib.npz", source.inputs, samples=128, holdout=8
+    )
     test = np.load(FIXTURES / "digits_test.npz")
     return source.model, calibration, test["input"], test["label"]
 
 
-def _quantize(model: onnx.ModelProto, calibration: object, tmp_path: Path, engine: str = "onnxruntime",
-              **config: object) -> tuple[onnx.ModelProto, tuple[str, ...]]:
-    c = ctx(tmp_path, engine=engine, precision="int8", calibration=calibration, cache_dir=tmp_path / "cache")
-    model = create_pass("fuse").run(model, c).model  # fold BatchNormalization first, as the pipeline does
+def _quantize(
+    model: onnx.ModelProto,
+    calibration: object,
+    tmp_path: Path,
+    engine: str = "onnxruntime",
+    **config: object,
+) -> tuple[onnx.ModelProto, tuple[str, ...]]:
+    c = ctx(
+        tmp_path,
+        engine=engine,
+        precision="int8",
+        calibration=calibration,
+        cache_dir=tmp_path / "cache",
+    )
+    model = (
+        create_pass("fuse").run(model, c).model
+    )  # fold BatchNormalization first, as the pipeline does
     result = create_pass("quantize", config).run(model, c)
     onnx.checker.check_model(result.model)
     return result.model, result.notes
@@ -50,12 +65,18 @@ def test_static_qdq_keeps_top1_on_both_engines(digits, tmp_path: Path, engine: s
     assert list(inits[dq.input[1]].dims) == [inits[dq.input[0]].dims[0]]
     assert inits[dq.input[0]].data_type == TensorProto.INT8
     want = run_ort(model, {"input": x})[0]
-    got = (run_ort(quantized, {"input": x}) if engine == "onnxruntime" else run_ov(quantized, {"input": x}, tmp_path))[0]
+    got = (
+        run_ort(quantized, {"input": x})
+        if engine == "onnxruntime"
+        else run_ov(quantized, {"input": x}, tmp_path)
+    )[0]
     assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.99
     assert np.mean(got.argmax(1) == labels) >= np.mean(want.argmax(1) == labels) - 0.01
     assert any("minmax over 128 samples" in n for n in notes)
     # The logits stay float: no Q/DQ pair right before the graph output.
-    assert quantized.graph.output[0].name in {o for n in quantized.graph.node if n.op_type == "Gemm" for o in n.output}
+    assert quantized.graph.output[0].name in {
+        o for n in quantized.graph.node if n.op_type == "Gemm" for o in n.output
+    }
 
 
 def test_symmetric_activations_have_zero_points_of_zero(digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -120,13 +141,24 @@ def test_dynamic_int8_for_a_transformer_block(tmp_path: Path) -> None:
 
 def test_int4_weight_only_for_large_matmuls(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    big = numpy_helper.from_array((rng.standard_normal((256, 512)) / 16).astype(np.float32), "w_big")
-    small = numpy_helper.from_array((rng.standard_normal((512, 8)) / 16).astype(np.float32), "w_small")
-    nodes = [helper.make_node("MatMul", ["x", "w_big"], ["h"], name="big"),
-             helper.make_node("Relu", ["h"], ["r"], name="relu"),
-             helper.make_node("MatMul", ["r", "w_small"], ["y"], name="small")]
-    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 256])],
-                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])], [big, small], opset=21)
+    big = numpy_helper.from_array(
+        (rng.standard_normal((256, 512)) / 16).astype(np.float32), "w_big"
+    )
+    small = numpy_helper.from_array(
+        (rng.standard_normal((512, 8)) / 16).astype(np.float32), "w_small"
+    )
+    nodes = [
+        helper.make_node("MatMul", ["x", "w_big"], ["h"], name="big"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "w_small"], ["y"], name="small"),
+    ]
+    model = make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])],
+        [big, small],
+        opset=21,
+    )
     result = create_pass("quantize", {"mode": "int4", "block_size": 32}).run(model, ctx(tmp_path))
     assert _ops(result.model) == ["MatMulNBits", "Relu", "MatMul"]  # the small MatMul stays float
     assert result.model.ByteSize() < 0.4 * model.ByteSize()
@@ -143,4 +175,8 @@ def test_an_already_quantized_model_is_not_quantized_again(digits, tmp_path: Pat
     assert not quantize.needs_calibration(quantized)  # type: ignore[attr-defined]
     result = quantize.run(quantized, ctx(tmp_path))
     assert not result.changed and result.model is quantized
-    assert result.notes and "already quantized" in result.notes[0] and "QuantizeLinear" in result.notes[0]
+    assert (
+        result.notes
+        and "already quantized" in result.notes[0]
+        and "QuantizeLinear" in result.notes[0]
+    )

@@ -1,0 +1,201 @@
+"""INT8/fp16/bf16 builds end to end: calibration, held-out checks, selection, the manifest."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+import duh
+from duh.calibration import load_calibration
+from duh.cli import app
+from duh.compiler import build
+from duh.compiler.ingest import ingest
+from duh.errors import CalibrationError
+from duh.passes import PassContext, create_pass
+from duh.runtime import read_manifest
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+MODEL = FIXTURES / "digits_cnn.onnx"
+CALIB = FIXTURES / "digits_calib.npz"
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def int8(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Build (once per module) the digits CNN for an int8 target, calibrated on its samples."""
+    root = tmp_path_factory.mktemp("int8")
+    done: dict[str, Path] = {}
+
+    def get(target: str) -> Path:
+        if target not in done:
+            out = root / f"{target.replace(':', '_')}.duh"
+            build(MODEL, target, out, calib=CALIB, calib_samples=96)
+            done[target] = out
+        return done[target]
+
+    return get
+
+
+def _agreement(artifact: Path) -> tuple[float, float, float]:
+    data = np.load(FIXTURES / "digits_test.npz")
+    with duh.load(artifact) as a, duh.load(MODEL) as s:
+        got = a.run({"input": data["input"]})["logits"].argmax(1)
+        want = s.run({"input": data["input"]})["logits"].argmax(1)
+    return (
+        float(np.mean(got == want)),
+        float(np.mean(want == data["label"])),
+        float(np.mean(got == data["label"])),
+    )
+
+
+@pytest.mark.parametrize("target", ["onnxruntime:cpu-int8", "openvino:cpu-int8"])
+def test_int8_on_both_engines_keeps_the_answers(int8: Callable[[str], Path], target: str) -> None:
+    artifact = int8(target)
+    agreement, fp32_accuracy, int8_accuracy = _agreement(artifact)
+    assert agreement >= 0.99 and int8_accuracy >= fp32_accuracy - 0.01
+    manifest = read_manifest(artifact)
+    assert manifest.target["precision"] == "int8"
+    quantize = next(p for p in manifest.passes if p["name"] == "quantize")
+    assert quantize["config"]["calibrator"] == "minmax" and quantize["changed"]
+    assert any("static INT8 QDQ" in n for n in quantize["notes"])
+    model = artifact / manifest.engine_config["model"]
+    if model.suffix == ".onnx":  # ONNX Runtime keeps the fused quantized graph
+        ops = {n.op_type for n in onnx.load(str(model)).graph.node}
+        assert ops & {"QLinearConv", "QGemm", "QuantizeLinear"}
+    size = sum(p.stat().st_size for p in artifact.iterdir() if p.name != "manifest.json")
+    # int8 weights: a fraction of the fp32 bytes (OpenVINO keeps this tiny model's Gemm in fp32).
+    assert size <= (0.35 if model.suffix == ".onnx" else 0.6) * MODEL.stat().st_size
+
+
+def test_int8_checks_use_held_out_samples_and_top1(int8: Callable[[str], Path]) -> None:
+    manifest = read_manifest(int8("onnxruntime:cpu-int8"))
+    checks = manifest.checks
+    assert checks["passed"] is True and checks["precision"] == "int8"
+    assert checks["input_source"].startswith("8 held-out samples of digits_calib.npz")
+    assert checks["tolerance"]["elementwise"] is False and checks["tolerance"]["min_top1"] > 0
+    assert checks["outputs"][0]["top1"] == 1.0
+    calibration = manifest.build["calibration"]
+    assert (
+        calibration["samples"] == 96
+        and calibration["held_out"] == 8
+        and not calibration["synthetic"]
+    )
+
+
+def test_the_short_name_measures_both_engines_and_records_them(tmp_path: Path) -> None:
+    result = build(MODEL, "cpu-int8", tmp_path / "a.duh", calib=CALIB, calib_samples=64)
+    assert result.manifest is not None
+    selection = result.manifest.selection
+    measured = {c["target"]: c["median_ms"] for c in selection["candidates"]}
+    assert set(measured) == {"onnxruntime:cpu-int8", "openvino:cpu-int8"}
+    assert all(ms is not None and ms > 0 for ms in measured.values())
+    assert selection["chosen"] == min(measured, key=lambda k: measured[k])
+
+
+def test_int8_without_calibration_explains_why(tmp_path: Path) -> None:
+    with pytest.raises(
+        CalibrationError, match="random inputs give ranges unlike real data.*--calib synthetic"
+    ):
+        build(MODEL, "openvino:cpu-int8", tmp_path / "x.duh")
+    assert not (tmp_path / "x.duh").exists()
+
+
+def test_synthetic_calibration_is_loud(tmp_path: Path) -> None:
+    result = build(
+        MODEL, "onnxruntime:cpu-int8", tmp_path / "s.duh", calib="synthetic", calib_samples=16
+    )
+    assert any("SYNTHETIC" in w for w in result.warnings)
+    manifest = read_manifest(tmp_path / "s.duh")
+    assert (
+        any("SYNTHETIC" in w for w in manifest.warnings)
+        and manifest.build["calibration"]["synthetic"]
+    )
+    quantize = next(p for p in manifest.passes if p["name"] == "quantize")
+    assert any("SYNTHETIC" in n for n in quantize["notes"])
+
+
+def test_an_already_quantized_model_builds_without_data_and_says_so(tmp_path: Path) -> None:
+    source = ingest(MODEL)
+    calibration = load_calibration(CALIB, source.inputs, samples=64, holdout=0)
+    context = PassContext("onnxruntime", "cpu", "int8", tmp_path, calibration)
+    onnx.save(create_pass("quantize").run(source.model, context).model, str(tmp_path / "qdq.onnx"))
+    result = build(tmp_path / "qdq.onnx", "openvino:cpu-int8", tmp_path / "again.duh")  # no --calib
+    assert result.manifest is not None and result.manifest.checks["passed"]
+    quantize = next(p for p in result.manifest.passes if p["name"] == "quantize")
+    assert not quantize["changed"] and "already quantized" in quantize["notes"][0]
+
+
+def test_pruning_is_checked_like_int8(tmp_path: Path) -> None:
+    result = build(
+        MODEL,
+        "onnxruntime:cpu-fp32",
+        tmp_path / "p.duh",
+        passes="simplify,prune,cleanup",
+        calib=CALIB,
+        pass_options={"prune": {"sparsity": 0.3}},
+    )
+    assert result.manifest is not None
+    checks = result.manifest.checks
+    assert checks["passed"] and checks["tolerance"]["elementwise"] is False
+    assert checks["input_source"].startswith("8 held-out samples")
+
+
+def test_fp16_and_bf16_builds(tmp_path: Path) -> None:
+    fp16 = build(MODEL, "onnxruntime:cpu-fp16", tmp_path / "h.duh")
+    assert fp16.manifest is not None and fp16.manifest.checks["passed"]
+    assert [p["name"] for p in fp16.manifest.passes][-1] == "fp16"
+    onnx_model = onnx.load(str(tmp_path / "h.duh" / "model.onnx"))
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in onnx_model.graph.initializer)
+    bf16 = build(MODEL, "openvino:cpu-bf16", tmp_path / "b.duh")
+    assert bf16.manifest is not None and bf16.manifest.checks["passed"]
+    assert bf16.manifest.engine_config["inference_precision_hint"] == "bf16"
+
+
+def test_cli_options_reach_the_passes(tmp_path: Path) -> None:
+    out = tmp_path / "cli.duh"
+    result = CliRunner().invoke(
+        app,
+        [
+            "build",
+            str(MODEL),
+            "-t",
+            "onnxruntime:cpu-int8",
+            "-o",
+            str(out),
+            "--calib",
+            str(CALIB),
+            "--calib-samples",
+            "64",
+            "--calib-method",
+            "percentile",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.stderr
+    passes = json.loads(result.stdout)["manifest"]["passes"]
+    quantize = next(p for p in passes if p["name"] == "quantize")
+    assert quantize["config"]["calibrator"] == "percentile"
+    assert any("calibration: percentile" in n for n in quantize["notes"])
+    bad = CliRunner().invoke(
+        app,
+        [
+            "build",
+            str(MODEL),
+            "-t",
+            "onnxruntime:cpu-int8",
+            "-o",
+            str(out),
+            "--calib",
+            str(CALIB),
+            "--calib-method",
+            "kl",
+        ],
+    )
+    assert bad.exit_code != 0 and "calibrator must be one of" in bad.stderr
