@@ -50,7 +50,7 @@ layout = "nchw"
 def render_page(rng: np.random.Generator, fonts: list[Path]) -> Any:
     """A page of text: random size, font, line count, ink, background, skew and noise.
 
-    Some pages are hard on purpose (one short line, small or faint text, noise), so that the
+    Some pages are hard on purpose (a few lines, small or faint text, blur, noise), so that the
     fp32 model is not always right and an INT8 accuracy drop could show.
     """
     from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -65,13 +65,16 @@ def render_page(rng: np.random.Generator, fonts: list[Path]) -> Any:
         if fonts
         else ImageFont.load_default(size)
     )
-    lines = int(rng.integers(1, 4)) if rng.random() < 0.3 else 1000
-    y = int(rng.integers(4, max(5, height // 2)))
+    # Most pages are full; some hold a few lines around the middle (the model sees a center crop).
+    sparse = rng.random() < 0.3
+    lines = int(rng.integers(2, 5)) if sparse else height
+    pitch = size * rng.uniform(1.2, 2.4)
+    y = height / 2 - lines * pitch / 2 if sparse else float(rng.integers(4, 30))
     while y < height - size and lines > 0:
-        words = rng.choice(WORDS, int(rng.integers(1, 14)))
+        words = rng.choice(WORDS, int(rng.integers(4, 14)))
         ink = tuple(int(v) for v in rng.integers(0, 140, 3))
-        draw.text((int(rng.integers(4, 60)), y), " ".join(words), fill=ink, font=font)
-        y += int(size * rng.uniform(1.2, 2.4))
+        draw.text((int(rng.integers(4, width // 4)), int(y)), " ".join(words), fill=ink, font=font)
+        y += pitch
         lines -= 1
     image = image.rotate(float(rng.uniform(-4, 4)), fillcolor=background)
     if rng.random() < 0.3:

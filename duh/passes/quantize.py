@@ -227,6 +227,7 @@ class Quantize:
             "ActivationSymmetric": self.symmetric_activations,
             "WeightSymmetric": True,
         }
+        extra.update(globals().get("_EXTRA_TEST", {}))
         quantizer = QDQQuantizer(
             work,
             self.per_channel,
