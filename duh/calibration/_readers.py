@@ -135,11 +135,14 @@ def _read_directory(
                     f"shapes ({exc}); "
                     "every sample must have the same shape"
                 ) from None
-        return merged, f"{len(arrays_files)} array files in {directory.name}/"
+        total = len(next(iter(merged.values())))
+        return merged, f"{len(arrays_files)} array files in {directory.name}/ ({total} samples)"
     if images:
-        return _read_images(
-            images, inputs, shapes, spec, limit
-        ), f"{len(images)} images in {directory.name}/"
+        used = min(len(images), limit)
+        shown = f"{used} of {len(images)}" if used < len(images) else f"{len(images)}"
+        return _read_images(images, inputs, shapes, spec, limit), (
+            f"{shown} images in {directory.name}/"
+        )
     raise CalibrationError(
         f"calibration directory {directory.name} holds no .npy/.npz files and no images "
         f"({', '.join(sorted(IMAGE_SUFFIXES))}); point --calib at the data"
@@ -325,11 +328,12 @@ def load_calibration(
     else:
         raise CalibrationError(
             f"calibration data {path.name} is neither .npz, .npy nor a directory; convert it to "
-            ".npz "
-            "with arrays named after the model's inputs (first axis = samples)"
+            ".npz with arrays named after the model's inputs (first axis = samples)"
         )
     arrays = _conform(raw, inputs, shapes, source)
     total = len(next(iter(arrays.values())))
+    if not path.is_dir():
+        source = f"{source} ({total} samples)"
     units = total // batch
     if units == 0:
         raise CalibrationError(f"{source} holds {total} samples; the model's batch needs {batch}")
@@ -348,7 +352,7 @@ def load_calibration(
     calibration = CalibrationSet(
         _feeds(arrays, calib_rows, batch),
         _feeds(arrays, check_rows, batch),
-        f"{source} ({total} samples)",
+        source,
         digest,
     )
     log.info(

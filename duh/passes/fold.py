@@ -163,6 +163,11 @@ def _fold_once(model: onnx.ModelProto, fold_shapes: bool, max_elements: int) -> 
             continue
         if results is None or any(r.size > max_elements or r.dtype == object for r in results):
             continue
+        # A fold that grows the model (Expand, Tile, a Cast of fp16 weights back to fp32) costs
+        # bytes and undoes compression; the engine computes such nodes once at load anyway.
+        given = sum(values[n].nbytes for n in set(node.input) if n in values)
+        if sum(r.nbytes for r in results) > max(1 << 16, given * 3 // 2):
+            continue
         for name, value in zip(node.output, results, strict=False):
             if name:
                 values[name] = value

@@ -12,56 +12,32 @@ build report says so.
 
 from __future__ import annotations
 
-import collections
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
 from duh.calibration import calibrate
-from duh.errors import CalibrationError, MissingDependencyError, PassError
+from duh.errors import CalibrationError, PassError
 from duh.passes._base import PassContext, PassResult, register_pass
 from duh.passes._graph import consumers, copy_model, initializer_map, name_nodes, producers
+from duh.passes._quantize_modes import (
+    QUANTIZED_OPS,
+    dynamic_int8,
+    int4_weight_only,
+    ort_quantization,
+    quantized_op_counts,
+)
 
 __all__ = ["QUANTIZED_OPS", "Quantize", "quantized_op_counts"]
 
 log = logging.getLogger(__name__)
 
-# Operators that only appear in a model someone has quantized already.
-QUANTIZED_OPS = frozenset(
-    {
-        "QuantizeLinear",
-        "DequantizeLinear",
-        "DynamicQuantizeLinear",
-        "QLinearConv",
-        "QLinearMatMul",
-        "QLinearAdd",
-        "QLinearMul",
-        "QLinearSigmoid",
-        "QLinearLeakyRelu",
-        "QLinearConcat",
-        "QLinearSoftmax",
-        "QLinearAveragePool",
-        "QLinearGlobalAveragePool",
-        "QLinearReduceMean",
-        "QLinearWhere",
-        "QGemm",
-        "QAttention",
-        "ConvInteger",
-        "MatMulInteger",
-        "MatMulIntegerToFloat",
-        "DynamicQuantizeMatMul",
-        "DynamicQuantizeLSTM",
-        "MatMulNBits",
-        "MatMulBnb4",
-        "GatherBlockQuantized",
-    }
-)
 _MODES = ("auto", "static", "dynamic", "int4")
 _METHODS = ("minmax", "entropy", "percentile")
+_PLACEMENTS = ("auto", "outputs", "inputs")
 _RNN_OPS = frozenset({"LSTM", "GRU", "RNN"})
 _TRANSFORMER_HINTS = frozenset(
     {
@@ -77,20 +53,6 @@ _TRANSFORMER_HINTS = frozenset(
     }
 )
 _DYNAMIC_OPS = ("MatMul", "Gemm", "Attention", "LSTM", "GRU")
-
-
-def quantized_op_counts(model: onnx.ModelProto) -> dict[str, int]:
-    """How many nodes of each already-quantized op type the model holds."""
-    counts = collections.Counter(n.op_type for n in model.graph.node if n.op_type in QUANTIZED_OPS)
-    return dict(counts.most_common())
-
-
-def _ort_quantization() -> Any:
-    try:
-        import onnxruntime.quantization as quantization
-    except ImportError:
-        raise MissingDependencyError("onnxruntime", "core", "quantization") from None
-    return quantization
 
 
 @register_pass("quantize")
@@ -131,6 +93,15 @@ class Quantize:
     exclude_nodes: tuple[str, ...] = field(
         default=(), metadata={"help": "node names kept in float"}
     )
+    placement: str = field(
+        default="auto",
+        metadata={
+            "help": "static: 'outputs' puts Q/DQ on the inputs and outputs of every quantized op "
+            "(ONNX Runtime fuses them into QLinear kernels); 'inputs' only on their inputs, as "
+            "NNCF does (OpenVINO keeps float results until the next int8 op, which is more "
+            "accurate); 'auto': inputs for openvino, outputs otherwise"
+        },
+    )
     float_outputs: bool = field(
         default=True,
         metadata={"help": "static: keep graph outputs float (no Q/DQ right before them)"},
@@ -146,6 +117,10 @@ class Quantize:
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
             raise ValueError(f"mode must be one of {', '.join(_MODES)}, not {self.mode!r}")
+        if self.placement not in _PLACEMENTS:
+            raise ValueError(
+                f"placement must be one of {', '.join(_PLACEMENTS)}, not {self.placement!r}"
+            )
         if self.calibrator not in _METHODS:
             raise ValueError(
                 f"calibrator must be one of {', '.join(_METHODS)}, not {self.calibrator!r}"
@@ -164,6 +139,12 @@ class Quantize:
             return "dynamic"
         return "static"
 
+    def resolved_placement(self, engine: str) -> str:
+        """Where static Q/DQ pairs go for ``engine`` (``auto`` decided by the engine)."""
+        if self.placement != "auto":
+            return self.placement
+        return "inputs" if engine == "openvino" else "outputs"
+
     def needs_calibration(self, model: onnx.ModelProto) -> bool:
         """Whether running on ``model`` needs calibration data (static mode, not yet quantized)."""
         return not quantized_op_counts(model) and self.resolved_mode(model) == "static"
@@ -180,8 +161,20 @@ class Quantize:
         if mode == "static":
             return self._static(model, ctx)
         if mode == "dynamic":
-            return self._dynamic(model, ctx)
-        return self._int4(model)
+            op_types = [
+                t for t in (self.op_types or _DYNAMIC_OPS) if t not in self.exclude_op_types
+            ]
+            return dynamic_int8(
+                model,
+                ctx.workdir,
+                op_types,
+                self._excluded(model),
+                self.per_channel,
+                self.reduce_range,
+            )
+        return int4_weight_only(
+            model, self.block_size, self.int4_min_weights, self.accuracy_level, self.exclude_nodes
+        )
 
     def _excluded(self, model: onnx.ModelProto) -> list[str]:
         return sorted(
@@ -195,7 +188,7 @@ class Quantize:
                 "static INT8 quantization needs calibration data (--calib PATH): scales are fitted "
                 "to the ranges real inputs produce; or use quantize mode=dynamic"
             )
-        quantization = _ort_quantization()
+        quantization = ort_quantization()
         from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData
         from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
         from onnxruntime.quantization.quant_utils import update_opset_version
@@ -223,11 +216,13 @@ class Quantize:
         )
         op_types = list(self.op_types) or sorted(set(QDQRegistry) | set(QLinearOpsRegistry))
         op_types = [t for t in op_types if t not in self.exclude_op_types]
-        extra = {
+        extra: dict[str, Any] = {
             "ActivationSymmetric": self.symmetric_activations,
             "WeightSymmetric": True,
         }
-        extra.update(globals().get("_EXTRA_TEST", {}))
+        placement = self.resolved_placement(ctx.engine)
+        if placement == "inputs":
+            extra["OpTypesToExcludeOutputQuantization"] = op_types
         quantizer = QDQQuantizer(
             work,
             self.per_channel,
@@ -253,130 +248,21 @@ class Quantize:
             for n in out.graph.node
             if n.op_type == "DequantizeLinear" and n.input[0] in initializer_map(out)
         )
-        source = "cached" if ranges.cached else f"{ranges.samples} samples"
+        reused = " (cached ranges reused)" if ranges.cached else ""
         notes = [
             f"static INT8 QDQ: {weights} int8 weight tensors "
             f"({'per-channel' if self.per_channel else 'per-tensor'}), "
             f"{'int8 symmetric' if self.symmetric_activations else 'uint8 asymmetric'} "
             "activations, "
-            f"{counts.get('QuantizeLinear', 0)} activation Q/DQ pairs",
-            f"calibration: {ranges.method} over {source} of {ctx.calibration.source}",
+            f"{counts.get('QuantizeLinear', 0)} activation Q/DQ pairs on op {placement}",
+            f"calibration: {ranges.method} over {ranges.samples} samples of "
+            f"{ctx.calibration.source}{reused}",
         ]
         if ctx.calibration.synthetic:
             notes.append("calibrated on SYNTHETIC data: accuracy is likely poor")
         if dropped:
             notes.append(f"{dropped} graph output(s) kept in float")
         return PassResult(out, True, tuple(notes))
-
-    def _dynamic(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
-        quantization = _ort_quantization()
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        work = copy_model(model)
-        name_nodes(work, "q")
-        source, prepared, target = (
-            ctx.workdir / f"quantize-{n}.onnx" for n in ("in", "pre", "out")
-        )
-        _save(work, source)
-        try:
-            quant_pre_process(str(source), str(prepared), skip_optimization=True)
-        # The symbolic shape inference raises bare Exceptions on models it cannot follow (seen on
-        # BERT exports); onnx's own inference, which the fallback uses, is enough for the quantizer.
-        except Exception as exc:  # noqa: BLE001
-            log.info("symbolic shape inference failed (%s); using onnx shape inference", exc)
-            quant_pre_process(
-                str(source), str(prepared), skip_optimization=True, skip_symbolic_shape=True
-            )
-        op_types = [t for t in (self.op_types or _DYNAMIC_OPS) if t not in self.exclude_op_types]
-        try:
-            quantization.quantize_dynamic(
-                str(prepared),
-                str(target),
-                op_types_to_quantize=op_types,
-                per_channel=self.per_channel,
-                reduce_range=self.reduce_range,
-                weight_type=quantization.QuantType.QInt8,
-                nodes_to_exclude=self._excluded(work),
-                extra_options={"MatMulConstBOnly": True},
-            )
-        except (ValueError, RuntimeError, KeyError, AssertionError) as exc:
-            raise PassError(f"onnxruntime's dynamic quantizer failed on this model: {exc}") from exc
-        out = onnx.load_model(str(target))
-        for path in (source, prepared, target):
-            path.unlink(missing_ok=True)
-            Path(str(path) + ".data").unlink(missing_ok=True)
-        counts = quantized_op_counts(out)
-        if not counts:
-            return PassResult(
-                model, False, ("dynamic INT8: no MatMul/Gemm with constant weights to quantize",)
-            )
-        summary = ", ".join(f"{n} {op}" for op, n in counts.items())
-        return PassResult(
-            out, True, (f"dynamic INT8 (int8 weights, activations at run time): {summary}",)
-        )
-
-    def _int4(self, model: onnx.ModelProto) -> PassResult:
-        _ort_quantization()
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-        work = copy_model(model)
-        name_nodes(work, "q")
-        weights = initializer_map(work)
-        chosen, skipped = [], list(self.exclude_nodes)
-        for node in work.graph.node:
-            if node.op_type != "MatMul" or node.input[1] not in weights:
-                continue
-            dims = list(weights[node.input[1]].dims)
-            if (
-                len(dims) == 2
-                and int(np.prod(dims)) >= self.int4_min_weights
-                and node.name not in skipped
-            ):
-                chosen.append(node.name)
-            else:
-                log.debug("int4: MatMul %s (weight %s) stays float", node.name, dims)
-                skipped.append(node.name)
-        if not chosen:
-            return PassResult(
-                model,
-                False,
-                (
-                    "int4: no MatMul with a 2-D constant weight of at least "
-                    f"{self.int4_min_weights} "
-                    "elements; nothing quantized",
-                ),
-            )
-        quantizer = MatMulNBitsQuantizer(
-            work,
-            bits=4,
-            block_size=self.block_size,
-            is_symmetric=True,
-            accuracy_level=self.accuracy_level or None,
-            nodes_to_exclude=skipped,
-            op_types_to_quantize=("MatMul",),
-        )
-        try:
-            quantizer.process()
-        except (ValueError, RuntimeError, KeyError, AssertionError) as exc:
-            raise PassError(
-                f"onnxruntime's int4 weight quantizer failed on this model: {exc}"
-            ) from exc
-        quantizer.model.topological_sort()
-        out: onnx.ModelProto = quantizer.model.model
-        done = sum(1 for n in out.graph.node if n.op_type == "MatMulNBits")
-        return PassResult(
-            out,
-            True,
-            (
-                f"int4 weight-only: {done} MatMul(s) -> MatMulNBits (block {self.block_size}, "
-                f"accuracy level {self.accuracy_level}); runs on onnxruntime only",
-            ),
-        )
-
-
-def _save(model: onnx.ModelProto, path: Path) -> None:
-    large = model.ByteSize() > 1_800_000_000
-    onnx.save_model(model, str(path), save_as_external_data=large, location=path.name + ".data")
 
 
 def _float_outputs(model: onnx.ModelProto) -> int:

@@ -1,4 +1,4 @@
-"""ONNX Runtime: the ``onnxruntime`` engine on the CPU (the CUDA providers are in ``tensorrt``'s issue)."""
+"""ONNX Runtime: the ``onnxruntime`` engine on the CPU; cuda targets go to ``_ort_cuda``."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ class OnnxRuntimeTarget:
 
     name = "onnxruntime"
     pip_extra = "core"
-    devices = ("cpu",)
+    devices = ("cpu", "cuda")
     precisions = ("fp32", "fp16", "int8")
     max_ir_version = 13
     max_opset = 26
@@ -67,14 +67,22 @@ class OnnxRuntimeTarget:
 
     def unavailable_reason(self, device: str, precision: str, host: HostInfo) -> str | None:
         """Why ORT cannot build (device, precision) here, or None."""
-        if package_version("onnxruntime") is None:
+        if package_version("onnxruntime") is None and package_version("onnxruntime-gpu") is None:
             return "package onnxruntime missing: pip install duh"
+        if device == "cuda" and precision in self.precisions:
+            from duh.targets import _ort_cuda
+
+            return _ort_cuda.unavailable_reason(precision)
         if device != "cpu" or precision not in self.precisions:
             return f"onnxruntime does not offer {device}-{precision} in this plugin"
         return None
 
     def default_passes(self, spec: TargetSpec) -> list[PassSpec]:
         """simplify, fold-constants, fuse and cleanup; then quantize (int8) or fp16."""
+        if spec.device == "cuda":
+            from duh.targets import _ort_cuda
+
+            return _ort_cuda.default_passes(spec)
         passes = [
             PassSpec("simplify"), PassSpec("fold-constants"), PassSpec("fuse"), PassSpec("cleanup")
         ]
@@ -86,6 +94,10 @@ class OnnxRuntimeTarget:
 
     def compile(self, model: onnx.ModelProto, ctx: CompileContext, out_dir: Path) -> CompileResult:
         """Run ORT's extended graph optimizations offline and save the optimized graph."""
+        if ctx.spec.device == "cuda":
+            from duh.targets import _ort_cuda
+
+            return _ort_cuda.compile_cuda(model, ctx, out_dir)
         ort = _ort()
         staged = out_dir.parent / (out_dir.name + ".in.onnx")
         written = save_onnx(model, staged)
@@ -117,6 +129,10 @@ class OnnxRuntimeTarget:
 
     def load(self, artifact: Path, manifest: Manifest, options: EngineOptions) -> OnnxRuntimeEngine:
         """Open the artifact's optimized model in an ORT session."""
+        if manifest.engine_config.get("device") == "cuda":
+            from duh.targets import _ort_cuda
+
+            return _ort_cuda.load_cuda(artifact, manifest, options)  # type: ignore[return-value]
         model = artifact / str(manifest.engine_config.get("model", MODEL_FILE))
         return OnnxRuntimeEngine(model, options)
 

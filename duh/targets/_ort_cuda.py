@@ -1,0 +1,255 @@
+"""ONNX Runtime on NVIDIA GPUs: the ``onnxruntime`` engine for cuda targets.
+
+Runs through ORT's TensorRT execution provider when this onnxruntime has it (TensorRT engines
+built and cached on first load, per GPU), else through its CUDA provider; ``--option ep=cuda`` or
+``ep=tensorrt`` picks one. The artifact holds the pipeline's ONNX model and the provider settings.
+
+The GPU build of ONNX Runtime is the ``onnxruntime-gpu`` wheel, which installs the same
+``onnxruntime`` module as the CPU wheel: an environment holds one or the other. With both
+installed, pip mixes their files and whichever was installed last wins, so ``duh[gpu]`` is meant
+for an environment where the CPU wheel was removed first (``pip uninstall -y onnxruntime``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from duh._cache import cache_dir
+from duh._cuda import cuda_info
+from duh._ort_errors import ort_errors
+from duh.errors import ConfigError, TargetError
+from duh.runtime._engine import EngineOptions, OpTiming
+from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec
+from duh.targets._trt_build import settings_from_options
+from duh.targets._trt_profiles import input_profiles, profile_ranges, trt_ep_profile_options
+from duh.targets._util import import_engine, package_version, save_onnx
+from duh.targets.tensorrt import float_passes, int8_quantize_config, prepare_int8
+
+if TYPE_CHECKING:
+    import onnx
+
+    from duh.runtime._manifest import Manifest
+
+__all__ = [
+    "CUDA_EP",
+    "TRT_EP",
+    "OrtCudaEngine",
+    "choose_provider",
+    "compile_cuda",
+    "default_passes",
+    "load_cuda",
+    "provider_options",
+    "unavailable_reason",
+]
+
+log = logging.getLogger(__name__)
+
+CUDA_EP = "CUDAExecutionProvider"
+TRT_EP = "TensorrtExecutionProvider"
+MODEL_FILE = "model.onnx"
+_EPS = {"tensorrt": TRT_EP, "cuda": CUDA_EP}
+
+
+def _ort() -> Any:
+    return import_engine("onnxruntime", "onnxruntime-gpu", "gpu", "onnxruntime on CUDA")
+
+
+def _both_wheels() -> bool:
+    return package_version("onnxruntime") is not None and package_version("onnxruntime-gpu") is not None
+
+
+def unavailable_reason(precision: str, providers: Sequence[str] | None = None) -> str | None:
+    """Why ORT cannot run cuda-``precision`` here (no GPU, or the CPU build of onnxruntime)."""
+    info = cuda_info()
+    if not info.devices:
+        return info.reason or "no CUDA device"
+    if providers is None:
+        providers = _ort().get_available_providers()
+    if CUDA_EP not in providers:
+        return (
+            "this onnxruntime is the CPU build (no CUDAExecutionProvider): "
+            "pip uninstall -y onnxruntime && pip install 'duh[gpu]'"
+        )
+    return None
+
+
+def default_passes(spec: TargetSpec) -> list[PassSpec]:
+    """Clean-up; then fp16 conversion or symmetric Q/DQ (what ORT's TensorRT provider needs)."""
+    passes = float_passes()
+    if spec.precision == "fp16":
+        passes.append(PassSpec("fp16"))
+    elif spec.precision == "int8":
+        passes.append(PassSpec("quantize", int8_quantize_config()))
+    return passes
+
+
+def choose_provider(options: Mapping[str, str], providers: Sequence[str]) -> str:
+    """``tensorrt`` or ``cuda``: the ``ep`` option, else TensorRT's provider when present."""
+    wanted = options.get("ep", "").strip().lower()
+    if wanted and wanted not in _EPS:
+        raise ConfigError(f"--option ep={wanted!r} is not one of: {', '.join(_EPS)}")
+    if wanted:
+        if _EPS[wanted] not in providers:
+            raise ConfigError(
+                f"--option ep={wanted}: this onnxruntime lacks {_EPS[wanted]} "
+                f"(it has {', '.join(providers)})"
+            )
+        return wanted
+    return "tensorrt" if TRT_EP in providers else "cuda"
+
+
+def provider_options(
+    ep: str, precision: str, device: int, workspace_mb: int | None, profile_opts: Mapping[str, str]
+) -> dict[str, str]:
+    """The provider options recorded in the artifact (cache paths are added at load)."""
+    opts = {"device_id": str(device)}
+    if ep == "cuda":
+        return opts
+    opts.update(
+        {
+            "trt_fp16_enable": str(precision == "fp16"),
+            "trt_int8_enable": str(precision == "int8"),
+            "trt_engine_cache_enable": "True",
+            "trt_timing_cache_enable": "True",
+        }
+    )
+    if workspace_mb:
+        opts["trt_max_workspace_size"] = str(workspace_mb << 20)
+    opts.update(profile_opts)
+    return opts
+
+
+def _providers(config: Mapping[str, Any]) -> list[tuple[str, dict[str, str]]]:
+    ep = str(config.get("provider", "cuda"))
+    opts = {str(k): str(v) for k, v in dict(config.get("provider_options", {})).items()}
+    device = {"device_id": opts.get("device_id", "0")}
+    if ep == "tensorrt":
+        # Engines and timings are specific to the GPU that loads the artifact: keep them in its
+        # cache, not in the (read-only, hashed) artifact.
+        engines = cache_dir("onnxruntime") / "trt-engines"
+        opts.setdefault("trt_engine_cache_path", str(engines))
+        opts.setdefault("trt_timing_cache_path", str(engines))
+        return [(TRT_EP, opts), (CUDA_EP, device), ("CPUExecutionProvider", {})]
+    return [(CUDA_EP, opts), ("CPUExecutionProvider", {})]
+
+
+def compile_cuda(model: onnx.ModelProto, ctx: CompileContext, out_dir: Path) -> CompileResult:
+    """Save the pipeline's model with the provider settings, and check ORT opens it on the GPU."""
+    ort = _ort()
+    providers = ort.get_available_providers()
+    reason = unavailable_reason(ctx.spec.precision, providers)
+    if reason:
+        raise TargetError(f"onnxruntime cannot build {ctx.spec.name}: {reason}")
+    if _both_wheels():
+        log.warning(
+            "both onnxruntime and onnxruntime-gpu are installed; they share one module, so the "
+            "last installed wins: uninstall both, then pip install 'duh[gpu]'"
+        )
+    ep = choose_provider(ctx.options, providers)
+    settings = settings_from_options(ctx.options)
+    notes: list[str] = [f"execution provider: {_EPS[ep]}"]
+    profiles = ()
+    if ep == "tensorrt":
+        profiles = input_profiles(model, profile_ranges(ctx.options), settings.max_batch)
+        if ctx.spec.precision == "int8":
+            model, more = prepare_int8(model)
+            notes += more
+    elif ctx.spec.precision == "int8":
+        notes.append("the CUDA provider runs Q/DQ models without int8 kernels for most ops")
+    save_onnx(model, out_dir / MODEL_FILE)
+    config: dict[str, Any] = {
+        "model": MODEL_FILE,
+        "device": "cuda",
+        "provider": ep,
+        "provider_options": provider_options(
+            ep,
+            ctx.spec.precision,
+            settings.device,
+            settings.workspace_mb,
+            trt_ep_profile_options(profiles),
+        ),
+        "profiles": [p.to_json() for p in profiles],
+    }
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(out_dir / MODEL_FILE), so, providers=_providers(config))
+    except ort_errors() as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TargetError(f"onnxruntime cannot open the model on the GPU: {first}") from None
+    info = cuda_info()
+    gpu = info.device(settings.device) or info.devices[0]
+    return CompileResult(
+        engine_version=ort.__version__,
+        engine_config=config,
+        # ORT builds its engines on the GPU that loads the artifact: any CUDA GPU will do.
+        host_requirements={
+            "cuda_compute_capability": gpu.compute_capability,
+            "hardware_compatible": True,
+            "cuda_device": gpu.name,
+            "cuda_driver": info.driver_version,
+            "cuda_runtime": info.cuda_runtime,
+        },
+        notes=tuple(notes),
+    )
+
+
+class OrtCudaEngine:
+    """An ORT session on the GPU behind the runtime's engine contract."""
+
+    engine_name = "onnxruntime"
+
+    def __init__(self, model: Path, config: Mapping[str, Any], options: EngineOptions) -> None:
+        from duh.targets.onnxruntime import session_options
+
+        ort = _ort()
+        so = session_options(options)
+        try:
+            self._session = ort.InferenceSession(str(model), so, providers=_providers(config))
+        except ort_errors() as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TargetError(f"onnxruntime cannot load {model.name} on the GPU: {first}") from None
+        active = self._session.get_providers()
+        if CUDA_EP not in active and TRT_EP not in active:
+            raise TargetError(
+                f"onnxruntime fell back to {', '.join(active)} for {model.name}; check the CUDA "
+                "and cuDNN libraries onnxruntime-gpu needs (-vv shows ORT's log)"
+            )
+        self._outputs = [o.name for o in self._session.get_outputs()]
+        self._profiled = options.profile
+        self._lock = threading.Lock()
+        self._profile: list[OpTiming] | None = None
+
+    def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One inference."""
+        values = self._session.run(self._outputs, dict(feed))
+        return dict(zip(self._outputs, values, strict=True))
+
+    def op_profile(self) -> list[OpTiming]:
+        """Per-node times from ORT's profiler, summed over every run so far."""
+        from duh.targets.onnxruntime import _parse_ort_profile
+
+        if not self._profiled:
+            raise TargetError("profiling was not enabled; load with EngineOptions(profile=True)")
+        with self._lock:
+            if self._profile is None:
+                path = Path(self._session.end_profiling())
+                self._profile = _parse_ort_profile(path)
+                path.unlink(missing_ok=True)
+        return self._profile
+
+    def close(self) -> None:
+        """Drop the session."""
+        self._session = None
+
+
+def load_cuda(artifact: Path, manifest: Manifest, options: EngineOptions) -> OrtCudaEngine:
+    """Open an onnxruntime cuda artifact."""
+    config = manifest.engine_config
+    return OrtCudaEngine(artifact / str(config.get("model", MODEL_FILE)), config, options)

@@ -1,0 +1,237 @@
+"""Building a serialized TensorRT engine from an ONNX file with the TensorRT Python API.
+
+The network is strongly typed (every tensor keeps the type the ONNX model gives it: float32,
+the float16 of the ``fp16`` pass, or the int8 of explicit Q/DQ nodes); TensorRT 11 only builds
+strongly typed networks, and TensorRT 10 builds them the same way, so both take one route.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from duh.errors import ConfigError, TargetError
+from duh.targets._trt_profiles import InputProfile
+
+__all__ = ["TrtSettings", "build_engine", "make_logger", "settings_from_options"]
+
+log = logging.getLogger(__name__)
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+_KNOWN = (
+    "workspace_mb",
+    "max_batch",
+    "hardware_compatible",
+    "version_compatible",
+    "optimization_level",
+    "device",
+    "ep",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TrtSettings:
+    """Engine build settings, from ``--option KEY=VALUE``."""
+
+    workspace_mb: int | None = field(
+        default=None, metadata={"help": "workspace memory limit in MiB (default: TensorRT's)"}
+    )
+    max_batch: int = field(
+        default=32, metadata={"help": "largest batch of the default profile of a dynamic batch"}
+    )
+    hardware_compatible: bool = field(
+        default=False,
+        metadata={"help": "build for every GPU from Ampere (compute capability 8.0) on"},
+    )
+    version_compatible: bool = field(
+        default=False,
+        metadata={"help": "let later TensorRT releases of the same major version run the engine"},
+    )
+    optimization_level: int | None = field(
+        default=None, metadata={"help": "builder optimization level 0-5 (default 3)"}
+    )
+    device: int = field(default=0, metadata={"help": "CUDA device ordinal to build on"})
+
+    def to_json(self) -> dict[str, object]:
+        """The form recorded in the manifest."""
+        return {
+            "workspace_mb": self.workspace_mb,
+            "max_batch": self.max_batch,
+            "hardware_compatible": self.hardware_compatible,
+            "version_compatible": self.version_compatible,
+            "optimization_level": self.optimization_level,
+            "device": self.device,
+        }
+
+
+def _flag(key: str, value: str) -> bool:
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ConfigError(f"--option {key}={value!r} is not a boolean; use true or false")
+
+
+def _int(key: str, value: str, low: int, high: int | None = None) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"--option {key}={value!r} is not an integer") from None
+    if number < low or (high is not None and number > high):
+        bounds = f"{low}..{high}" if high is not None else f">= {low}"
+        raise ConfigError(f"--option {key}={number} is out of range; use {bounds}")
+    return number
+
+
+def settings_from_options(options: dict[str, str] | Any) -> TrtSettings:
+    """Parse the target options TensorRT understands (unknown keys are logged and ignored)."""
+    unknown = [k for k in options if k not in _KNOWN and not k.startswith("profile.")]
+    if unknown:
+        log.warning("tensorrt ignores option(s) %s; it knows %s", unknown, ", ".join(_KNOWN))
+    get = options.get
+    return TrtSettings(
+        workspace_mb=_int("workspace_mb", get("workspace_mb"), 1) if get("workspace_mb") else None,
+        max_batch=_int("max_batch", get("max_batch"), 1) if get("max_batch") else 32,
+        hardware_compatible=_flag("hardware_compatible", get("hardware_compatible", "false")),
+        version_compatible=_flag("version_compatible", get("version_compatible", "false")),
+        optimization_level=(
+            _int("optimization_level", get("optimization_level"), 0, 5)
+            if get("optimization_level")
+            else None
+        ),
+        device=_int("device", get("device"), 0) if get("device") else 0,
+    )
+
+
+def make_logger(trt: Any) -> Any:
+    """A TensorRT logger that forwards to duh's log and keeps the latest error for messages."""
+
+    class _Logger(trt.ILogger):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.last_error = ""
+
+        def log(self, severity: Any, msg: str) -> None:
+            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
+                self.last_error = msg
+                log.info("TensorRT error: %s", msg)
+            elif severity == trt.ILogger.Severity.WARNING:
+                log.info("TensorRT: %s", msg)
+            else:
+                log.debug("TensorRT: %s", msg)
+
+    return _Logger()
+
+
+def _progress_monitor(trt: Any) -> Any | None:
+    """Phase/step progress as INFO logs (the CLI shows the latest on its status line)."""
+    if not hasattr(trt, "IProgressMonitor"):
+        return None
+
+    class _Progress(trt.IProgressMonitor):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            log.info("TensorRT: %s (%d steps)", phase_name, num_steps)
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            log.info("TensorRT: %s, step %d", phase_name, step + 1)
+            return True
+
+        def phase_finish(self, phase_name: str) -> None:
+            log.debug("TensorRT: %s done", phase_name)
+
+    return _Progress()
+
+
+def _network_flags(trt: Any) -> int:
+    flags = 0
+    strongly = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if strongly is not None:
+        flags |= 1 << int(strongly)
+    return flags
+
+
+def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path) -> tuple[Any, Any]:
+    network = builder.create_network(_network_flags(trt))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)).strip() for i in range(parser.num_errors)]
+        detail = errors[0].splitlines()[0] if errors else logger.last_error
+        raise TargetError(
+            f"TensorRT's ONNX parser rejects the model: {detail}; {len(errors)} error(s) in all "
+            "(-vv shows TensorRT's log)"
+        )
+    return network, parser
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def build_engine(
+    trt: Any,
+    onnx_path: Path,
+    precision: str,
+    profiles: Sequence[InputProfile],
+    settings: TrtSettings,
+    timing_cache: Path,
+) -> tuple[bytes, list[str]]:
+    """Build a serialized engine for the ONNX file; returns its bytes and notes for the report.
+
+    The timing cache (kernel timings of earlier builds on this GPU and TensorRT) is read from
+    and written back to ``timing_cache``, so later builds skip the timings they share.
+    """
+    logger = make_logger(trt)
+    builder = trt.Builder(logger)
+    network, _parser = _parse(trt, builder, logger, onnx_path)
+    config = builder.create_builder_config()
+    notes: list[str] = []
+    if settings.workspace_mb is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mb << 20)
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        # TF32 matmuls keep 10 mantissa bits: fp32 targets promise fp32 results.
+        config.clear_flag(trt.BuilderFlag.TF32)
+    if settings.optimization_level is not None:
+        config.builder_optimization_level = settings.optimization_level
+    if settings.hardware_compatible:
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+        notes.append("hardware-compatible engine: runs on compute capability 8.0 and newer")
+    if settings.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        notes.append("version-compatible engine: later TensorRT releases of this major run it")
+    monitor = _progress_monitor(trt)
+    if monitor is not None:
+        config.progress_monitor = monitor
+    if profiles:
+        profile = builder.create_optimization_profile()
+        for p in profiles:
+            profile.set_shape(p.name, p.range.min, p.range.opt, p.range.max)
+        config.add_optimization_profile(profile)
+    cached = timing_cache.read_bytes() if timing_cache.is_file() else b""
+    cache = config.create_timing_cache(cached)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    notes.append(
+        f"timing cache {'reused' if cached else 'started'}: {timing_cache.name} "
+        f"({len(cached)} bytes before the build)"
+    )
+    log.info("TensorRT: building the %s engine", precision)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise TargetError(
+            f"TensorRT could not build an engine for this model: {logger.last_error or 'no reason given'}"
+            "; -vv shows TensorRT's log"
+        )
+    _write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+    return bytes(serialized), notes

@@ -1,0 +1,212 @@
+"""MetaSchedule tuning for TVM builds, with tuning records cached across builds.
+
+Records are kept under the build cache, keyed by the model's hash, the target string and the TVM
+version: a later build of the same model for the same target reuses them without tuning again
+(unless it asks for more trials than were run). Progress is logged at INFO as trials complete;
+the CLI shows the latest line on its status bar.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from duh._cache import cache_key
+from duh.targets._tvm_host import LlvmTarget
+
+__all__ = ["TuningResult", "apply_records", "build_without_intrinsics", "prepare", "tune"]
+
+log = logging.getLogger(__name__)
+
+_DB_FILES = ("database_workload.json", "database_tuning_record.json")
+_META = "duh-tuning.json"
+
+
+@dataclass(frozen=True, slots=True)
+class TuningResult:
+    """Where the tuning records are and how they were made."""
+
+    records: Path
+    trials: int
+    tasks: int
+    reused: bool
+    seconds: float
+    cost_model: str
+
+    def to_json(self) -> dict[str, object]:
+        """The form recorded in the manifest."""
+        return {
+            "trials": self.trials,
+            "tasks": self.tasks,
+            "reused_cache": self.reused,
+            "seconds": round(self.seconds, 2),
+            "cost_model": self.cost_model,
+            "cache_key": self.records.name,
+        }
+
+
+def build_without_intrinsics(mod: Any, target: Any, _params: Any) -> Any:
+    """MetaSchedule's default build minus its import of every tensor intrinsic.
+
+    That import parses hundreds of TVMScript functions (about 25 s per fresh worker process, and
+    the builder starts fresh workers for every batch); CPU float schedules never tensorize.
+    """
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tvm_build(mod, target=target)
+
+
+def prepare(mod: Any, target: Any) -> Any:
+    """Legalize and fuse the Relax module the way tuning sees it (tasks are its TIR functions)."""
+    import tvm
+    from tvm import relax
+
+    with target:
+        return tvm.transform.Sequential(
+            [
+                relax.transform.DecomposeOpsForInference(),
+                relax.transform.CanonicalizeBindings(),
+                relax.get_pipeline("zero"),
+            ]
+        )(mod)
+
+
+def _database(directory: Path) -> Any:
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.database.JSONDatabase(
+        path_workload=str(directory / _DB_FILES[0]),
+        path_tuning_record=str(directory / _DB_FILES[1]),
+        module_equality="structural",
+    )
+
+
+def apply_records(prepared: Any, target: Any, records: Path) -> Any:
+    """Replace the prepared module's TIR functions by their best tuned schedules."""
+    from tvm import relax
+
+    with target, _database(records):
+        return relax.transform.MetaScheduleApplyDatabase()(prepared)
+
+
+def _progress_builder(inner: Any, total: int) -> Any:
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import PyBuilder
+
+    @derived_object
+    class _ProgressBuilder(PyBuilder):  # type: ignore[misc]
+        """Builds through ``inner`` and logs how many trials are done."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.done = 0
+
+        def build(self, build_inputs: list[Any]) -> list[Any]:
+            results = inner.build(build_inputs)
+            self.done += len(build_inputs)
+            filled = min(20, round(20 * self.done / max(total, 1)))
+            log.info(
+                "TVM tuning [%s%s] %d/%d trials", "#" * filled, "-" * (20 - filled), self.done, total
+            )
+            return list(results)
+
+    return _ProgressBuilder()
+
+
+def _cost_model() -> str:
+    try:
+        import xgboost  # noqa: F401
+    except ImportError:
+        return "random"
+    return "xgb"
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def tune(
+    prepared: Any,
+    target: Any,
+    llvm: LlvmTarget,
+    model_sha256: str,
+    trials: int,
+    cache_root: Path,
+) -> TuningResult:
+    """Tune ``prepared`` (see ``prepare``) for ``trials`` trials, or reuse cached records."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    key = cache_key("tvm-tuning", model_sha256, llvm.text(), tvm.__version__)
+    records = cache_root / key
+    meta = _read_meta(records / _META)
+    if int(meta.get("trials", 0)) >= trials and all((records / f).is_file() for f in _DB_FILES):
+        log.info("TVM tuning: reusing %d cached trials (%s)", meta["trials"], key)
+        return TuningResult(records, int(meta["trials"]), int(meta.get("tasks", 0)), True, 0.0,
+                            str(meta.get("cost_model", "")))
+    started = time.perf_counter()
+    extracted = ms.relax_integration.extract_tasks(prepared, target)
+    cost_model = _cost_model()
+    cache_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tuning-", dir=cache_root) as work_name:
+        work = Path(work_name)
+        for name in _DB_FILES:
+            if (records / name).is_file():
+                shutil.copy2(records / name, work / name)
+        if extracted:
+            per_iter = max(1, min(64, trials // len(extracted)))
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                extracted, str(work), num_threads=llvm.num_cores
+            )
+            builder = ms.builder.LocalBuilder(
+                f_build=build_without_intrinsics, max_workers=llvm.num_cores
+            )
+            log.info("TVM tuning: %d tasks, %d trials (%s cost model)", len(extracted), trials,
+                     cost_model)
+            ms.tune_tasks(
+                tasks=contexts,
+                task_weights=weights,
+                work_dir=str(work),
+                max_trials_global=trials,
+                max_trials_per_task=max(per_iter, math.ceil(2 * trials / len(extracted))),
+                num_trials_per_iter=per_iter,
+                builder=_progress_builder(builder, trials),
+                cost_model=cost_model,
+            )
+        else:
+            for name in _DB_FILES:
+                (work / name).touch()
+        seconds = time.perf_counter() - started
+        records.mkdir(parents=True, exist_ok=True)
+        for name in _DB_FILES:
+            os.replace(work / name, records / name)
+        (records / _META).write_text(
+            json.dumps(
+                {
+                    "trials": trials,
+                    "tasks": len(extracted),
+                    "cost_model": cost_model,
+                    "target": llvm.to_json(),
+                    "tvm_version": tvm.__version__,
+                    "model_sha256": model_sha256,
+                    "seconds": round(seconds, 2),
+                },
+                indent=2,
+            ),
+            encoding="utf-8",
+        )
+    return TuningResult(records, trials, len(extracted), False, seconds, cost_model)
