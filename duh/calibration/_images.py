@@ -235,9 +235,7 @@ def load_image(path: Path, spec: PreprocessSpec, size: tuple[int, int] | None) -
     if len(spec.resize) == 1:
         short = spec.resize[0]
         ratio = short / min(image.width, image.height)
-        image = image.resize(
-            (round(image.width * ratio), round(image.height * ratio)), resample
-        )
+        image = image.resize((round(image.width * ratio), round(image.height * ratio)), resample)
     elif len(spec.resize) == 2:
         image = image.resize((spec.resize[1], spec.resize[0]), resample)
     elif spec.crop is None and size is not None:

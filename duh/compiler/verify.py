@@ -123,6 +123,9 @@ def synthetic_feeds(
             kind = np.dtype(spec.dtype).kind if spec.dtype != "object" else "O"
             if kind == "f":
                 feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+            elif kind in "iu" and "mask" in spec.name.lower():
+                # Attention masks are 0/1; other values break fused attention kernels' contract.
+                feed[spec.name] = np.ones(shape, dtype=spec.dtype)
             elif kind in "iu":
                 # Small non-negative integers are valid indices/token ids for most models.
                 feed[spec.name] = rng.integers(0, 10, size=shape).astype(spec.dtype)

@@ -243,14 +243,13 @@ class Quantize:
         out: onnx.ModelProto = quantizer.model.model
         dropped = _float_outputs(out) if self.float_outputs else 0
         counts = quantized_op_counts(out)
+        stored = initializer_map(out)
         weights = sum(
-            1
-            for n in out.graph.node
-            if n.op_type == "DequantizeLinear" and n.input[0] in initializer_map(out)
+            1 for n in out.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in stored
         )
         reused = " (cached ranges reused)" if ranges.cached else ""
         notes = [
-            f"static INT8 QDQ: {weights} int8 weight tensors "
+            f"static INT8 QDQ: {weights} quantized weight/bias tensors "
             f"({'per-channel' if self.per_channel else 'per-tensor'}), "
             f"{'int8 symmetric' if self.symmetric_activations else 'uint8 asymmetric'} "
             "activations, "

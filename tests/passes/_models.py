@@ -1,4 +1,4 @@
-"""Small models and helpers for the pass tests, built with onnx.helper."""
+"""Small models (built with onnx.helper) and runners for the pass tests."""
 
 from __future__ import annotations
 
