@@ -167,17 +167,11 @@ def main() -> int:
                 "checks": result.manifest.checks,
                 "bytes": dir_bytes(out),
             }
-        # ORT's idle threads spin after each run and would take the CPU from whichever session
-        # runs next in the interleaved loop (OpenVINO's int8 measured 3x slower beside them).
-        quiet = {"session.intra_op.allow_spinning": "0"}
-        sessions = {
-            "source (onnxruntime fp32)": duh.load(source, threads=THREADS, engine_options=quiet)
-        }
+        # duh.load turns ORT's thread spinning off, so its idle threads do not take the CPU
+        # from whichever session runs next in the interleaved loop.
+        sessions = {"source (onnxruntime fp32)": duh.load(source, threads=THREADS)}
         for target, info in builds.items():
-            options = quiet if info["resolved"].startswith("onnxruntime:") else None
-            sessions[f"{target} ({info['resolved']})"] = duh.load(
-                info["path"], threads=THREADS, engine_options=options
-            )
+            sessions[f"{target} ({info['resolved']})"] = duh.load(info["path"], threads=THREADS)
         feed = {
             "input": np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
         }

@@ -428,10 +428,7 @@ def _load_candidate(out_dir: Path, source: SourceModel, spec: TargetSpec, compil
         host_requirements=dict(compiled.host_requirements),
     )
     write_manifest(out_dir, manifest)
-    # ORT's idle intra-op threads spin after each run and take the CPU from the next candidate
-    # in the interleaved measurement (OpenVINO's int8 ran 3x slower beside it on 2 cores).
-    quiet = {"session.intra_op.allow_spinning": "0"} if spec.engine == "onnxruntime" else None
-    session = load(out_dir, engine_options=quiet)
+    session = load(out_dir)
     (out_dir / "manifest.json").unlink()
     return session
 

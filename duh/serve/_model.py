@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 
 import duh
-from duh.errors import ArtifactError
-from duh.runtime import Session, TensorSpec, read_manifest
+from duh.runtime import Session, TensorSpec
 from duh.serve._batcher import BatchConfig, Batcher, Pending
 from duh.serve._codec import DATATYPES, InferRequest, datatype_of
 from duh.serve._errors import RequestError, UnavailableError
@@ -287,15 +286,6 @@ def _warm_up(session: Session) -> None:
         log.warning("warm-up of %s on zeros failed (%s); serving it anyway", session.path, exc)
 
 
-def _engine_of(path: Path) -> str:
-    if path.is_file() and path.suffix == ".onnx":
-        return "onnxruntime"
-    try:
-        return read_manifest(path).engine
-    except ArtifactError:
-        return "unknown"  # duh.load reports what is wrong with the artifact
-
-
 def load_version(
     source: ModelSource,
     options: LoadOptions,
@@ -306,10 +296,6 @@ def load_version(
     instances = max(1, options.batch.instances)
     threads = options.threads or max(1, (os.cpu_count() or 1) // instances)
     extra = dict(options.engine_options)
-    if _engine_of(source.path) == "onnxruntime":
-        # ORT's pool threads spin between runs by default, burning the cores the event loop and
-        # the clients need; a server waits between batches, so it should sleep instead.
-        extra.setdefault("session.intra_op.allow_spinning", "0")
     sessions = []
     for _ in range(instances):
         session = duh.load(source.path, threads=threads, engine_options=extra)

@@ -42,13 +42,16 @@ def session_options(options: EngineOptions) -> onnxruntime.SessionOptions:
     """ORT session options for ``options``: threads, profiling, and pass-through settings."""
     ort = _ort()
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # failures surface as exceptions with the same text
     if options.threads:
         so.intra_op_num_threads = options.threads
         so.inter_op_num_threads = 1
     if options.profile:
         so.enable_profiling = True
-    for key, value in options.extra.items():
+    # ORT's pool threads spin between runs by default and take the cores that servers, clients
+    # and other engines measured beside it need; `session.intra_op.allow_spinning=1` restores it.
+    extra = {"session.intra_op.allow_spinning": "0", **options.extra}
+    for key, value in extra.items():
         so.add_session_config_entry(key, value)
     return so
 
