@@ -55,6 +55,13 @@ def _as_text(value: Any) -> Any:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
+def _texts(name: str, array: np.ndarray) -> np.ndarray:
+    try:
+        return np.vectorize(_as_text, otypes=[object])(array) if array.size else array
+    except UnicodeDecodeError:
+        raise InputError(f"input {name!r} holds bytes that are not UTF-8 text") from None
+
+
 def check_feed(specs: Sequence[TensorSpec], feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Check a feed against the input signature and return it as numpy arrays.
 
@@ -106,6 +113,6 @@ def check_feed(specs: Sequence[TensorSpec], feed: Mapping[str, Any]) -> dict[str
                 bound.setdefault(dim, (size, spec.name))
         if spec.dtype == "object" and array.dtype.kind in "SO":
             # Engines take str elements; ORT would silently turn bytes into "b'...'".
-            array = np.vectorize(_as_text, otypes=[object])(array) if array.size else array
+            array = _texts(spec.name, array)
         arrays[spec.name] = np.ascontiguousarray(array)
     return arrays

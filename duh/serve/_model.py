@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 import duh
-from duh.runtime import Session, TensorSpec
+from duh.errors import InputError
+from duh.runtime import Session, TensorSpec, check_feed
 from duh.serve._batcher import BatchConfig, Batcher, Pending
 from duh.serve._codec import DATATYPES, InferRequest, datatype_of
 from duh.serve._errors import RequestError, UnavailableError
@@ -109,43 +110,20 @@ class ModelVersion:
 
     def check(self, request: InferRequest) -> tuple[dict[str, np.ndarray], int, Hashable]:
         """Check a request against the signature: its feed, its rows and its batching key."""
-        feed = request.inputs
-        if len(feed) != len(self.inputs) or any(n not in self._input_types for n in feed):
-            unknown = sorted(set(feed) - set(self._input_types))
-            missing = [n for n in self._input_types if n not in feed]
-            what = f"unknown input {unknown[0]!r}" if unknown else f"missing input {missing[0]!r}"
-            raise RequestError(
-                f"model {self.name}: {what}; its inputs are "
-                + ", ".join(f"{s.name} ({self._input_types[s.name]})" for s in self.inputs)
-            )
-        rows = 0
-        bound: dict[str, int] = {}
         for spec in self.inputs:
-            array = feed[spec.name]
-            datatype = request.datatypes[spec.name]
-            if datatype != self._input_types[spec.name]:
+            datatype = request.datatypes.get(spec.name)
+            if datatype is not None and datatype != self._input_types[spec.name]:
                 raise RequestError(
                     f"model {self.name}: input {spec.name!r} has datatype {datatype}, "
                     f"expected {self._input_types[spec.name]}"
                 )
-            if array.ndim != len(spec.shape):
-                raise RequestError(
-                    f"model {self.name}: input {spec.name!r} has shape {list(array.shape)}, "
-                    f"expected {self._shape_text(spec)} (rank {len(spec.shape)})"
-                )
-            for axis, (size, dim) in enumerate(zip(array.shape, spec.shape, strict=True)):
-                if isinstance(dim, int) and size != dim:
-                    raise RequestError(
-                        f"model {self.name}: input {spec.name!r} has shape {list(array.shape)}, "
-                        f"expected {self._shape_text(spec)}: axis {axis} must be {dim}"
-                    )
-                if isinstance(dim, str) and bound.setdefault(dim, size) != size:
-                    raise RequestError(
-                        f"model {self.name}: dimension {dim!r} is {bound[dim]} in one input and "
-                        f"{size} in {spec.name!r}; inputs sharing a dimension must agree"
-                    )
-            if array.dtype == object:
-                feed = {**feed, spec.name: _as_text(spec.name, array)}
+        try:
+            feed = check_feed(self.inputs, request.inputs)
+        except InputError as exc:
+            raise RequestError(f"model {self.name}: {exc}") from None
+        rows = 0
+        for spec in self.inputs:
+            array = feed[spec.name]
             if self.batchable:
                 if rows and array.shape[0] != rows:
                     raise RequestError(
@@ -248,18 +226,6 @@ class ModelVersion:
                 "default_queue_policy": {"max_queue_size": batch.max_queue_size},
             }
         return config
-
-
-def _as_text(name: str, array: np.ndarray) -> np.ndarray:
-    """BYTES elements as str: engines take string tensors as text (ORT would print b'..')."""
-    if all(isinstance(e, str) for e in array.flat):
-        return array
-    out = np.empty(array.shape, dtype=object)
-    try:
-        out.flat[:] = [e.decode() if isinstance(e, bytes) else e for e in array.flat]
-    except UnicodeDecodeError:
-        raise RequestError(f"input {name!r} holds BYTES that are not UTF-8 text") from None
-    return out
 
 
 def _expire(future: asyncio.Future[Any], name: str, timeout_us: int) -> None:
