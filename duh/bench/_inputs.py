@@ -14,6 +14,7 @@ import numpy as np
 
 from duh.errors import ConfigError, InputError
 from duh.runtime import TensorSpec
+from duh.runtime._data import synthetic_feed
 
 __all__ = [
     "ShapeSet",
@@ -22,7 +23,6 @@ __all__ = [
     "concrete_shape",
     "group_shapes",
     "make_workloads",
-    "synthetic_feed",
 ]
 
 log = logging.getLogger(__name__)
@@ -129,26 +129,6 @@ def _check_batch(specs: Sequence[TensorSpec], batch: int) -> None:
             f"{spec.shape_text()}; benchmark with --batch {spec.shape[0]} or export the model "
             "with a dynamic batch axis"
         )
-
-
-def synthetic_feed(
-    specs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]], rng: np.random.Generator
-) -> dict[str, np.ndarray]:
-    """Seeded random values of each input's dtype (small non-negative integers for int inputs)."""
-    feed: dict[str, np.ndarray] = {}
-    for spec in specs:
-        shape = shapes[spec.name]
-        kind = np.dtype(spec.dtype).kind if spec.dtype != "object" else "O"
-        if kind == "f":
-            feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
-        elif kind in "iu":
-            # Token ids and indices: small values are valid for most models.
-            feed[spec.name] = rng.integers(0, 10, size=shape).astype(spec.dtype)
-        elif kind == "b":
-            feed[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
-        else:
-            feed[spec.name] = np.array(rng.choice(["a", "b"], size=shape), dtype=object)
-    return feed
 
 
 def batch_samples(

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from duh.runtime import Session
+from duh.runtime._data import synthetic_feed
 from duh.runtime._signature import TensorSpec
 
 __all__ = [
@@ -115,26 +116,8 @@ def synthetic_feeds(
 ) -> list[dict[str, np.ndarray]]:
     """Seeded random feeds for ``inputs``; symbolic dimensions become ``batch`` unless given."""
     rng = np.random.default_rng(seed)
-    feeds = []
-    for _ in range(count):
-        feed: dict[str, np.ndarray] = {}
-        for spec in inputs:
-            shape = _concrete(spec, shapes or {}, batch)
-            kind = np.dtype(spec.dtype).kind if spec.dtype != "object" else "O"
-            if kind == "f":
-                feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
-            elif kind in "iu" and "mask" in spec.name.lower():
-                # Attention masks are 0/1; other values break fused attention kernels' contract.
-                feed[spec.name] = np.ones(shape, dtype=spec.dtype)
-            elif kind in "iu":
-                # Small non-negative integers are valid indices/token ids for most models.
-                feed[spec.name] = rng.integers(0, 10, size=shape).astype(spec.dtype)
-            elif kind == "b":
-                feed[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
-            else:
-                feed[spec.name] = np.array(rng.choice(["a", "b"], size=shape), dtype=object)
-        feeds.append(feed)
-    return feeds
+    concrete = {s.name: _concrete(s, shapes or {}, batch) for s in inputs}
+    return [synthetic_feed(inputs, concrete, rng) for _ in range(count)]
 
 
 def _check_output(

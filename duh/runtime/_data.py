@@ -24,7 +24,7 @@ import numpy as np
 from duh.errors import ConfigError, InputError
 from duh.runtime._signature import TensorSpec
 
-__all__ = ["DATA_SUFFIXES", "read_samples"]
+__all__ = ["DATA_SUFFIXES", "read_samples", "synthetic_feed"]
 
 DATA_SUFFIXES = (".npz", ".npy")
 
@@ -125,3 +125,26 @@ def read_samples(
     if not samples:
         raise InputError(f"{path} holds no samples (the arrays' first axes are empty)")
     return samples
+
+
+def synthetic_feed(
+    specs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Seeded random values of each input's dtype and shape (small non-negative ints, 0/1 masks)."""
+    feed: dict[str, np.ndarray] = {}
+    for spec in specs:
+        shape = shapes[spec.name]
+        kind = np.dtype(spec.dtype).kind if spec.dtype != "object" else "O"
+        if kind == "f":
+            feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        elif kind in "iu" and "mask" in spec.name.lower():
+            # Attention masks are 0/1; other values break fused attention kernels' contract.
+            feed[spec.name] = np.ones(shape, dtype=spec.dtype)
+        elif kind in "iu":
+            # Token ids and indices: small values are valid for most models.
+            feed[spec.name] = rng.integers(0, 10, size=shape).astype(spec.dtype)
+        elif kind == "b":
+            feed[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            feed[spec.name] = np.array(rng.choice(["a", "b"], size=shape), dtype=object)
+    return feed
