@@ -95,7 +95,7 @@ def decode_cuda_version(value: int) -> str:
 
 
 def parse_driver_version(text: str) -> str | None:
-    """The driver version from ``/proc/driver/nvidia/version`` (``NVRM version: ... 550.54.15 ...``)."""
+    """The driver version in ``/proc/driver/nvidia/version`` (``NVRM version: ... 550.54.15``)."""
     for line in text.splitlines():
         if not line.startswith("NVRM version"):
             continue

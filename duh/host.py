@@ -118,11 +118,13 @@ def cuda_devices() -> tuple[CudaDevice, ...]:
 
 def host_info() -> HostInfo:
     """Describe this host."""
+    from duh._cuda import cuda_info  # the driver's own device list; nvidia-smi's without one
+
     model, flags = _cpuinfo()
     return HostInfo(
         machine=platform.machine(),
         cpu_model=model,
         cores=os.cpu_count() or 1,
         cpu_flags=flags,
-        cuda=cuda_devices(),
+        cuda=cuda_info().devices,
     )

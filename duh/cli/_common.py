@@ -27,6 +27,7 @@ __all__ = [
     "print_json",
     "progress",
     "setup_logging",
+    "shape_profile_options",
     "show_progress",
 ]
 
@@ -121,10 +122,13 @@ def print_json(data: Any) -> None:
 
 
 def parse_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
-    """Parse repeated ``--shape name=1x3x224x224`` options."""
+    """Parse repeated ``--shape name=1x3x224x224`` options (ranges are left to
+    ``shape_profile_options``)."""
     shapes: dict[str, tuple[int, ...]] = {}
     for value in values or []:
         name, sep, dims = value.partition("=")
+        if ":" in dims:
+            continue
         try:
             if not sep or not name:
                 raise ValueError
@@ -134,3 +138,26 @@ def parse_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
                 f"--shape {value!r} is not NAME=DxDxD (e.g. input=1x3x224x224)"
             ) from None
     return shapes
+
+
+def shape_profile_options(values: list[str] | None) -> dict[str, str]:
+    """``--shape name=MIN:OPT:MAX`` (TensorRT optimization profiles) as target options
+    ``profile.NAME``; fixed shapes are left to ``parse_shapes``."""
+    options: dict[str, str] = {}
+    for value in values or []:
+        name, sep, dims = value.partition("=")
+        if ":" not in dims:
+            continue
+        parts = dims.split(":")
+        try:
+            if not sep or not name.strip() or len(parts) != 3:
+                raise ValueError
+            for part in parts:
+                [int(d) for d in part.lower().split("x")]
+        except ValueError:
+            raise ConfigError(
+                f"--shape {value!r} is not NAME=MIN:OPT:MAX with each a shape DxDxD "
+                "(e.g. input=1x3x224x224:8x3x224x224:32x3x224x224)"
+            ) from None
+        options[f"profile.{name.strip()}"] = dims.lower()
+    return options

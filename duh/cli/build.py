@@ -15,6 +15,7 @@ from duh.cli._common import (
     parse_shapes,
     print_json,
     progress,
+    shape_profile_options,
 )
 from duh.compiler.pipeline import recipe_text
 from duh.errors import ConfigError
@@ -166,7 +167,15 @@ def build(
         help="fp16/bf16: keep graph inputs and outputs float32 (default: keep)",
     ),
     shape: list[str] | None = typer.Option(
-        None, "--shape", help="fix an input's shape: NAME=1x3x224x224 (repeatable)"
+        None,
+        "--shape",
+        help="fix an input's shape: NAME=1x3x224x224, or give TensorRT its range: "
+        "NAME=MIN:OPT:MAX (repeatable)",
+    ),
+    tune_trials: int = typer.Option(
+        0,
+        "--tune-trials",
+        help="tvm: MetaSchedule tuning trials (records cached per model, target, TVM version)",
     ),
     option: list[str] | None = typer.Option(
         None, "--option", help="engine option KEY=VALUE passed to the target (repeatable)"
@@ -213,7 +222,11 @@ def build(
             verify=not no_verify,
             check_samples=check_samples,
             dry_run=dry_run,
-            target_options=_options(option),
+            target_options={
+                **_options(option),
+                **shape_profile_options(shape),
+                **({"tune_trials": str(tune_trials)} if tune_trials else {}),
+            },
             pass_options=pass_options,
         )
     if as_json:

@@ -15,10 +15,12 @@ def targets(
     as_json: bool = typer.Option(False, "--json", help="print the list as JSON"),
 ) -> None:
     """List every target with 'available' or the reason it is not."""
+    from duh._cuda import cuda_info
     from duh.host import host_info
     from duh.targets import list_targets
 
     host = host_info()
+    cuda = cuda_info()
     rows = list_targets(host)
     if as_json:
         print_json(
@@ -28,6 +30,7 @@ def targets(
                     "cores": host.cores,
                     "cpu_flags": host.notable_flags,
                     "cuda": [d.name for d in host.cuda],
+                    "cuda_detail": cuda.to_json(),
                 },
                 "targets": [
                     {
@@ -43,7 +46,11 @@ def targets(
         return
     console.print(
         f"host: {host.cpu_model}, {host.cores} cores; {' '.join(host.notable_flags)}; "
-        f"CUDA: {', '.join(d.name for d in host.cuda) or 'none'}"
+        f"CUDA: {', '.join(f'{d.name} (sm {d.compute_capability})' for d in host.cuda) or 'none'}"
+    )
+    console.print(
+        f"CUDA driver {cuda.driver_version or '-'}, runtime {cuda.cuda_runtime or '-'}, "
+        f"TensorRT {cuda.tensorrt or '-'}" + (f"; {cuda.reason}" if cuda.reason else "")
     )
     table = Table()
     table.add_column("target")

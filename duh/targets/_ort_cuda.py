@@ -24,10 +24,16 @@ from duh._cache import cache_dir
 from duh._cuda import cuda_info
 from duh._ort_errors import ort_errors
 from duh.errors import ConfigError, TargetError
+from duh.host import HostInfo
 from duh.runtime._engine import EngineOptions, OpTiming
 from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec
 from duh.targets._trt_build import settings_from_options
-from duh.targets._trt_profiles import input_profiles, profile_ranges, trt_ep_profile_options
+from duh.targets._trt_profiles import (
+    InputProfile,
+    input_profiles,
+    profile_ranges,
+    trt_ep_profile_options,
+)
 from duh.targets._util import import_engine, package_version, save_onnx
 from duh.targets.tensorrt import float_passes, int8_quantize_config, prepare_int8
 
@@ -61,14 +67,16 @@ def _ort() -> Any:
 
 
 def _both_wheels() -> bool:
-    return package_version("onnxruntime") is not None and package_version("onnxruntime-gpu") is not None
+    installed = [package_version(d) for d in ("onnxruntime", "onnxruntime-gpu")]
+    return all(v is not None for v in installed)
 
 
-def unavailable_reason(precision: str, providers: Sequence[str] | None = None) -> str | None:
-    """Why ORT cannot run cuda-``precision`` here (no GPU, or the CPU build of onnxruntime)."""
-    info = cuda_info()
-    if not info.devices:
-        return info.reason or "no CUDA device"
+def unavailable_reason(
+    precision: str, host: HostInfo, providers: Sequence[str] | None = None
+) -> str | None:
+    """Why ORT cannot run cuda-``precision`` on ``host`` (no GPU, or onnxruntime's CPU build)."""
+    if not host.cuda:
+        return cuda_info().reason or "no CUDA device"
     if providers is None:
         providers = _ort().get_available_providers()
     if CUDA_EP not in providers:
@@ -143,7 +151,7 @@ def compile_cuda(model: onnx.ModelProto, ctx: CompileContext, out_dir: Path) -> 
     """Save the pipeline's model with the provider settings, and check ORT opens it on the GPU."""
     ort = _ort()
     providers = ort.get_available_providers()
-    reason = unavailable_reason(ctx.spec.precision, providers)
+    reason = unavailable_reason(ctx.spec.precision, ctx.host, providers)
     if reason:
         raise TargetError(f"onnxruntime cannot build {ctx.spec.name}: {reason}")
     if _both_wheels():
@@ -154,7 +162,7 @@ def compile_cuda(model: onnx.ModelProto, ctx: CompileContext, out_dir: Path) -> 
     ep = choose_provider(ctx.options, providers)
     settings = settings_from_options(ctx.options)
     notes: list[str] = [f"execution provider: {_EPS[ep]}"]
-    profiles = ()
+    profiles: tuple[InputProfile, ...] = ()
     if ep == "tensorrt":
         profiles = input_profiles(model, profile_ranges(ctx.options), settings.max_batch)
         if ctx.spec.precision == "int8":

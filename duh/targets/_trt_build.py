@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,23 +89,25 @@ def _int(key: str, value: str, low: int, high: int | None = None) -> int:
     return number
 
 
-def settings_from_options(options: dict[str, str] | Any) -> TrtSettings:
+def settings_from_options(options: Mapping[str, str]) -> TrtSettings:
     """Parse the target options TensorRT understands (unknown keys are logged and ignored)."""
     unknown = [k for k in options if k not in _KNOWN and not k.startswith("profile.")]
     if unknown:
         log.warning("tensorrt ignores option(s) %s; it knows %s", unknown, ", ".join(_KNOWN))
-    get = options.get
+
+    def number(key: str, low: int, high: int | None = None) -> int | None:
+        return _int(key, options[key], low, high) if options.get(key) else None
+
+    def flag(key: str) -> bool:
+        return _flag(key, options.get(key, "false"))
+
     return TrtSettings(
-        workspace_mb=_int("workspace_mb", get("workspace_mb"), 1) if get("workspace_mb") else None,
-        max_batch=_int("max_batch", get("max_batch"), 1) if get("max_batch") else 32,
-        hardware_compatible=_flag("hardware_compatible", get("hardware_compatible", "false")),
-        version_compatible=_flag("version_compatible", get("version_compatible", "false")),
-        optimization_level=(
-            _int("optimization_level", get("optimization_level"), 0, 5)
-            if get("optimization_level")
-            else None
-        ),
-        device=_int("device", get("device"), 0) if get("device") else 0,
+        workspace_mb=number("workspace_mb", 1),
+        max_batch=number("max_batch", 1) or 32,
+        hardware_compatible=flag("hardware_compatible"),
+        version_compatible=flag("version_compatible"),
+        optimization_level=number("optimization_level", 0, 5),
+        device=number("device", 0) or 0,
     )
 
 
@@ -230,8 +232,8 @@ def build_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise TargetError(
-            f"TensorRT could not build an engine for this model: {logger.last_error or 'no reason given'}"
-            "; -vv shows TensorRT's log"
+            "TensorRT could not build an engine for this model: "
+            f"{logger.last_error or 'no reason given'}; -vv shows TensorRT's log"
         )
     _write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
     return bytes(serialized), notes

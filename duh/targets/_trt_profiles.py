@@ -82,7 +82,9 @@ def parse_range(name: str, text: str) -> ShapeRange:
         shape = _dims(parts[0], what)
         return ShapeRange(shape, shape, shape)
     if len(parts) != 3:
-        raise ConfigError(f"{what} is not NAME=MIN:OPT:MAX (e.g. x=1x3x224x224:8x3x224x224:32x3x224x224)")
+        raise ConfigError(
+            f"{what} is not NAME=MIN:OPT:MAX (e.g. x=1x3x224x224:8x3x224x224:32x3x224x224)"
+        )
     low, opt, high = (_dims(p, what) for p in parts)
     if not len(low) == len(opt) == len(high):
         raise ConfigError(f"{what}: min, opt and max have different ranks")
@@ -132,7 +134,8 @@ def _check_given(name: str, dims: Sequence[Dim], given: ShapeRange) -> None:
             f"{_shape_text(dims)} (rank {len(dims)})"
         )
     for axis, dim in enumerate(dims):
-        if isinstance(dim, int) and not given.min[axis] == given.opt[axis] == given.max[axis] == dim:
+        sizes = {given.min[axis], given.opt[axis], given.max[axis]}
+        if isinstance(dim, int) and sizes != {dim}:
             raise ConfigError(
                 f"--shape {name}={given.text()}: axis {axis} of {name!r} is fixed at {dim} in "
                 "the model; give that size for min, opt and max"
@@ -196,14 +199,15 @@ def _check_shared_dims(
             first = seen.setdefault(dim, (profile.name, sizes))
             if first[1] != sizes:
                 raise ConfigError(
-                    f"dimension {dim!r} is {':'.join(map(str, first[1]))} in input {first[0]!r} but "
-                    f"{':'.join(map(str, sizes))} in input {profile.name!r}; inputs sharing a "
+                    f"dimension {dim!r} is {':'.join(map(str, first[1]))} in input "
+                    f"{first[0]!r} but {':'.join(map(str, sizes))} in input {profile.name!r}; "
+                    "inputs sharing a "
                     "dimension name need the same range"
                 )
 
 
 def trt_ep_profile_options(profiles: Sequence[InputProfile]) -> dict[str, str]:
-    """ONNX Runtime's TensorRT provider options for ``profiles`` (``trt_profile_min_shapes``, ...)."""
+    """ORT's TensorRT provider options for ``profiles`` (``trt_profile_min_shapes``, ...)."""
     if not profiles:
         return {}
 

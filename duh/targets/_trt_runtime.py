@@ -20,7 +20,7 @@ from duh.runtime._engine import EngineOptions, OpTiming
 from duh.targets._trt_build import make_logger
 from duh.targets._util import import_engine
 
-__all__ = ["TensorRtEngine", "cuda_runtime", "cuda_check"]
+__all__ = ["TensorRtEngine", "cuda_check", "cuda_runtime"]
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,10 @@ class TensorRtEngine:
             return ptr
         if ptr:
             cuda_check(self._cudart, self._cudart.cudaFree(ptr), "freeing device memory")
-        ptr = int(cuda_check(self._cudart, self._cudart.cudaMalloc(nbytes), f"allocating {nbytes} bytes"))
+        allocated = cuda_check(
+            self._cudart, self._cudart.cudaMalloc(nbytes), f"allocating {nbytes} bytes"
+        )
+        ptr = int(allocated)
         self._buffers[name] = (ptr, nbytes)
         return ptr
 
@@ -153,7 +156,8 @@ class TensorRtEngine:
                 results[name] = out
             if not self._context.execute_async_v3(int(self._stream)):
                 raise TargetError(
-                    f"TensorRT failed to run the engine: {self._logger.last_error or 'no reason given'}"
+                    "TensorRT failed to run the engine: "
+                    f"{self._logger.last_error or 'no reason given'}"
                 )
             for name, out in results.items():
                 self._copy(out.ctypes.data, self._buffers[name][0], out.nbytes, to_host)

@@ -1,9 +1,11 @@
 """Running a TVM-compiled artifact: the shared library through the Relax virtual machine.
 
 A virtual machine runs one call at a time, so the engine keeps a pool of them (one per thread
-that runs concurrently). TVM's CPU thread pool is per calling thread and, left alone, assumes
-hyper-threading and uses half the cores; each calling thread is configured once to use the
-engine's thread count.
+that runs concurrently). TVM sizes its CPU thread pools from ``TVM_NUM_THREADS`` and, without it,
+assumes hyper-threading and uses half the cores; the engine sets it to its thread count (physical
+cores by default). It is one setting per process: the engine loaded last sets it. (TVM's own
+``config_threadpool`` is not used: it pins the calling thread, and every thread it later starts,
+to the cores it is given.)
 """
 
 from __future__ import annotations
@@ -39,8 +41,6 @@ TVM_ERRORS: tuple[type[BaseException], ...] = (
     NotImplementedError,
     AssertionError,
 )
-# TVM's thread pool mode: workers share every listed core (no one-core pinning).
-_SHARE_ALL_CORES = -3
 
 
 def tvm_module() -> Any:
@@ -91,23 +91,12 @@ class TvmEngine:
         self._inputs = list(inputs)
         self._outputs = list(outputs)
         self._threads = options.threads or default_threads
+        os.environ["TVM_NUM_THREADS"] = str(self._threads)
         self._pool: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
         self._local = threading.local()
         self._profiled = options.profile
         self._times: dict[str, list[float]] = {}
         self._times_lock = threading.Lock()
-
-    def _configure_thread(self) -> None:
-        if getattr(self._local, "threads", None) == self._threads:
-            return
-        try:
-            cpus = sorted(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            cpus = list(range(os.cpu_count() or 1))
-        chosen = [str(c) for c in (cpus * self._threads)[: self._threads]]
-        configure = self._tvm.get_global_func("runtime.config_threadpool")
-        configure(_SHARE_ALL_CORES, self._threads, chosen)
-        self._local.threads = self._threads
 
     def _instrument(self, func: Any, symbol: str, before: bool, ret: Any, *args: Any) -> int:
         if before:
@@ -133,7 +122,6 @@ class TvmEngine:
 
     def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One inference on a free virtual machine (thread-safe)."""
-        self._configure_thread()
         vm, main = self._machine()
         try:
             args = [self._tvm.runtime.tensor(feed[name]) for name in self._inputs]

@@ -115,9 +115,8 @@ def _progress_builder(inner: Any, total: int) -> Any:
             results = inner.build(build_inputs)
             self.done += len(build_inputs)
             filled = min(20, round(20 * self.done / max(total, 1)))
-            log.info(
-                "TVM tuning [%s%s] %d/%d trials", "#" * filled, "-" * (20 - filled), self.done, total
-            )
+            bar = "#" * filled + "-" * (20 - filled)
+            log.info("TVM tuning [%s] %d/%d trials", bar, self.done, total)
             return list(results)
 
     return _ProgressBuilder()

@@ -75,7 +75,7 @@ class OnnxRuntimeTarget:
         if device == "cuda" and precision in self.precisions:
             from duh.targets import _ort_cuda
 
-            return _ort_cuda.unavailable_reason(precision)
+            return _ort_cuda.unavailable_reason(precision, host)
         if device != "cpu" or precision not in self.precisions:
             return f"onnxruntime does not offer {device}-{precision} in this plugin"
         return None

@@ -133,7 +133,9 @@ def prepare_int8(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
             "keep the quantize pass in the pipeline (the default for cuda-int8) and give --calib"
         )
     model, folded = fold_bias_dequantize(model)
-    notes = [f"{folded} int32 bias DequantizeLinear node(s) folded to float biases"] if folded else []
+    notes = []
+    if folded:
+        notes.append(f"{folded} int32 bias DequantizeLinear node(s) folded to float biases")
     problems = check_qdq(model)
     if problems:
         shown = "; ".join(str(p) for p in problems[:3])
@@ -169,14 +171,13 @@ class TensorRtTarget:
         """Why TensorRT cannot build (device, precision) here, or None."""
         if device != "cuda" or precision not in self.precisions:
             return f"tensorrt does not offer {device}-{precision}"
-        info = cuda_info()
-        if not info.devices:
-            return info.reason or "no CUDA device"
-        if info.tensorrt is None:
+        if not host.cuda:
+            return cuda_info().reason or "no CUDA device"
+        if cuda_info().tensorrt is None:
             return "package tensorrt missing: pip install 'duh[gpu]'"
         if _cuda_python_missing():
             return "package cuda-python missing (CUDA buffers for engines): pip install 'duh[gpu]'"
-        gpu = info.devices[0]
+        gpu = host.cuda[0]
         if _cc(gpu.compute_capability) < MIN_COMPUTE_CAPABILITY:
             return (
                 f"{gpu.name} has compute capability {gpu.compute_capability}; TensorRT needs "
