@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import sys
@@ -143,6 +144,9 @@ def main() -> int:
     args = parser.parse_args()
     trials = args.trials or (64 if args.quick else 512)
     rounds = args.rounds or (5 if args.quick else 15)
+    progress = logging.getLogger("duh.targets._tvm_tune")
+    progress.addHandler(logging.StreamHandler(sys.stdout))
+    progress.setLevel(logging.INFO)
 
     import duh
 

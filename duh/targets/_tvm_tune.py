@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from duh._cache import cache_key
+from duh.errors import TargetError
 from duh.targets._tvm_host import LlvmTarget
+from duh.targets._util import package_version
 
 __all__ = ["TuningResult", "apply_records", "build_without_intrinsics", "prepare", "tune"]
 
@@ -174,6 +176,25 @@ def _cost_model() -> str:
     return "xgb"
 
 
+def _version(text: str | None) -> tuple[int, ...]:
+    return tuple(int(p) for p in (text or "0").split(".")[:3] if p.isdigit())
+
+
+def check_tvm_ffi() -> None:
+    """Refuse the apache-tvm / apache-tvm-ffi pair whose JSON serialization crashes the process.
+
+    apache-tvm 0.27 with apache-tvm-ffi 0.1.15 segfaults in MetaSchedule (saving any integer
+    expression to JSON, which tuning databases and tuning contexts do).
+    """
+    tvm_version, ffi_version = package_version("apache-tvm"), package_version("apache-tvm-ffi")
+    if _version(tvm_version)[:2] == (0, 27) and _version(ffi_version) >= (0, 1, 15):
+        raise TargetError(
+            f"TVM tuning crashes with apache-tvm {tvm_version} and apache-tvm-ffi {ffi_version} "
+            "(their JSON serialization does not match); pip install 'apache-tvm-ffi<0.1.15', "
+            "or build without --tune-trials"
+        )
+
+
 def _read_meta(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -201,6 +222,7 @@ def tune(
         log.info("TVM tuning: reusing %d cached trials (%s)", meta["trials"], key)
         return TuningResult(records, int(meta["trials"]), int(meta.get("tasks", 0)), True, 0.0,
                             str(meta.get("cost_model", "")))
+    check_tvm_ffi()
     started = time.perf_counter()
     extracted = ms.relax_integration.extract_tasks(prepared, target)
     cost_model = _cost_model()
@@ -210,20 +232,20 @@ def tune(
         for name in _DB_FILES:
             if (records / name).is_file():
                 shutil.copy2(records / name, work / name)
-        if extracted:
-            per_iter = max(4, min(64, trials // len(extracted)))
-            contexts, weights = _contexts(extracted, per_iter, llvm.num_cores)
+        per_iter = max(4, min(64, trials // max(len(extracted), 1)))
+        contexts, weights = _contexts(extracted, per_iter, llvm.num_cores)
+        if contexts:
             builder = ms.builder.LocalBuilder(
                 f_build=build_without_intrinsics, max_workers=llvm.num_cores
             )
-            log.info("TVM tuning: %d tasks, %d trials (%s cost model)", len(extracted), trials,
+            log.info("TVM tuning: %d tasks, %d trials (%s cost model)", len(contexts), trials,
                      cost_model)
             ms.tune_tasks(
                 tasks=contexts,
                 task_weights=weights,
                 work_dir=str(work),
                 max_trials_global=trials,
-                max_trials_per_task=max(per_iter, math.ceil(2 * trials / len(extracted))),
+                max_trials_per_task=max(per_iter, math.ceil(2 * trials / len(contexts))),
                 num_trials_per_iter=per_iter,
                 builder=_progress_builder(builder, trials),
                 cost_model=cost_model,
@@ -239,7 +261,7 @@ def tune(
             json.dumps(
                 {
                     "trials": trials,
-                    "tasks": len(extracted),
+                    "tasks": len(contexts),
                     "cost_model": cost_model,
                     "target": llvm.to_json(),
                     "tvm_version": tvm.__version__,
@@ -250,4 +272,4 @@ def tune(
             ),
             encoding="utf-8",
         )
-    return TuningResult(records, trials, len(extracted), False, seconds, cost_model)
+    return TuningResult(records, trials, len(contexts), False, seconds, cost_model)

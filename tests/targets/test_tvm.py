@@ -247,6 +247,12 @@ def test_tuning_records_are_cached_and_reused(conv_model: Path, tmp_path: Path) 
         )
 
 
+def test_the_installed_tvm_ffi_can_tune() -> None:
+    from duh.targets._tvm_tune import check_tvm_ffi
+
+    check_tvm_ffi()  # apache-tvm-ffi 0.1.15 crashes apache-tvm 0.27's tuning: keep it pinned
+
+
 def test_tuning_needs_fixed_shapes(tmp_path: Path) -> None:
     with pytest.raises(TargetError, match=r"tuning needs fixed input shapes.*--shape input=1x1x8x8"):
         build_model(DIGITS, "tvm:cpu", tmp_path / "t.duh", target_options={"tune_trials": "4"})
