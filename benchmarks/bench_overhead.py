@@ -36,7 +36,7 @@ import numpy as np
 
 import duh
 from duh.bench import BenchSettings, Warmup, bench, make_workloads
-from duh.compiler.build import build as build_artifact  # the script makes its own artifacts
+from duh.compiler import build as build_artifact  # the script makes its own artifacts
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from duh.compiler.build import BuildResult, CandidateResult, build, default_output
+from duh.compiler._build import BuildResult, CandidateResult, build, default_output
 from duh.compiler.ingest import SourceModel, ingest
 from duh.compiler.pipeline import PassManager, PassRecord
 

@@ -81,18 +81,7 @@ def candidates(request: TargetRequest, host: HostInfo) -> list[TargetSpec]:
     short name gives every engine that can build it on this host, to be measured; ``auto``
     gives every device and precision on offer.
     """
-    wanted: list[TargetSpec] = []
-    devices = [request.device] if request.device else [d for d in DEVICES]
-    precisions = [request.precision] if request.precision else list(PRECISIONS)
-    for plugin in target_plugins():
-        if request.engine and plugin.name != request.engine:
-            continue
-        if not request.engine and not getattr(plugin, "short_name_candidate", True):
-            continue
-        for device in devices:
-            for precision in precisions:
-                if device in plugin.devices and precision in plugin.precisions:
-                    wanted.append(TargetSpec(plugin.name, device, precision))
+    wanted = _offered(request)
     if not wanted:
         raise TargetError(
             f"no engine builds {request.text!r}; see `duh targets` for what each engine offers"
@@ -104,6 +93,23 @@ def candidates(request: TargetRequest, host: HostInfo) -> list[TargetSpec]:
     return available
 
 
+def _offered(request: TargetRequest) -> list[TargetSpec]:
+    """Every target some engine offers for ``request``, available here or not."""
+    wanted: list[TargetSpec] = []
+    devices = [request.device] if request.device else list(DEVICES)
+    precisions = [request.precision] if request.precision else list(PRECISIONS)
+    for plugin in target_plugins():
+        if request.engine and plugin.name != request.engine:
+            continue
+        if not request.engine and not getattr(plugin, "short_name_candidate", True):
+            continue
+        for device in devices:
+            for precision in precisions:
+                if device in plugin.devices and precision in plugin.precisions:
+                    wanted.append(TargetSpec(plugin.name, device, precision))
+    return wanted
+
+
 def _reason(spec: TargetSpec, host: HostInfo) -> str | None:
     return get_target(spec.engine).unavailable_reason(spec.device, spec.precision, host)
 
@@ -112,13 +118,11 @@ def list_targets(host: HostInfo) -> list[TargetStatus]:
     """Every short name and every pinned engine target, with availability here."""
     rows: list[TargetStatus] = []
     for short in SHORT_NAMES:
-        request = parse_target(short)
-        try:
-            found = candidates(request, host)
-        except TargetError as exc:
-            rows.append(TargetStatus(short, (), str(exc).split(" (", 1)[-1].rstrip(")")))
-        else:
-            rows.append(TargetStatus(short, tuple(dict.fromkeys(s.engine for s in found)), None))
+        offered = _offered(parse_target(short))
+        reasons = {s: _reason(s, host) for s in offered}
+        engines = tuple(dict.fromkeys(s.engine for s, why in reasons.items() if why is None))
+        why_not = "; ".join(f"{s.name}: {why}" for s, why in reasons.items()) or "no engine"
+        rows.append(TargetStatus(short, engines, None if engines else why_not))
     for plugin in target_plugins():
         for device in plugin.devices:
             for precision in plugin.precisions:
