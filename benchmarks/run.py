@@ -16,9 +16,8 @@ HERE = Path(__file__).resolve().parent
 
 def names() -> list[str]:
     """The benchmark modules here."""
-    return sorted(
-        p.stem for p in HERE.glob("*.py") if p.stem not in ("__init__", "run") and not p.stem.startswith("_")
-    )
+    stems = (p.stem for p in HERE.glob("*.py"))
+    return sorted(s for s in stems if s != "run" and not s.startswith("_"))
 
 
 def main() -> int:
