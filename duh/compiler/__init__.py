@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from duh.compiler._build import BuildResult, CandidateResult, build, default_output
+from duh.compiler._build import BuildResult, build, default_output
+from duh.compiler._candidates import CandidateResult
 from duh.compiler.ingest import SourceModel, ingest
 from duh.compiler.pipeline import PassManager, PassRecord
 
