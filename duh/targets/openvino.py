@@ -166,8 +166,9 @@ class OpenVinoEngine:
         """One inference on a free infer request (thread-safe)."""
         request = self._request()
         try:
-            request.infer(feed, share_inputs=True)
-            # Copy: the request's output memory is reused by its next inference.
+            # share_outputs: no OVDict of copies; we copy each output once, below, because the
+            # request's output memory is reused by its next inference.
+            request.infer(feed, share_inputs=True, share_outputs=True)
             return {
                 name: request.get_output_tensor(index).data.copy()
                 for name, index in self._output_indices
