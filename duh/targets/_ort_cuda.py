@@ -13,19 +13,16 @@ for an environment where the CPU wheel was removed first (``pip uninstall -y onn
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from duh._cache import cache_dir
 from duh._cuda import cuda_info
 from duh._ort_errors import ort_errors
 from duh.errors import ConfigError, TargetError
 from duh.host import HostInfo
-from duh.runtime._engine import EngineOptions, OpTiming
+from duh.runtime._engine import EngineOptions
 from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec
 from duh.targets._trt_build import settings_from_options
 from duh.targets._trt_profiles import (
@@ -41,11 +38,11 @@ if TYPE_CHECKING:
     import onnx
 
     from duh.runtime._manifest import Manifest
+    from duh.targets.onnxruntime import OnnxRuntimeEngine
 
 __all__ = [
     "CUDA_EP",
     "TRT_EP",
-    "OrtCudaEngine",
     "choose_provider",
     "compile_cuda",
     "default_passes",
@@ -208,56 +205,19 @@ def compile_cuda(model: onnx.ModelProto, ctx: CompileContext, out_dir: Path) -> 
     )
 
 
-class OrtCudaEngine:
-    """An ORT session on the GPU behind the runtime's engine contract."""
+def load_cuda(
+    artifact: Path, manifest: Manifest, options: EngineOptions
+) -> OnnxRuntimeEngine:
+    """Open an onnxruntime cuda artifact: an ORT session on the TensorRT or CUDA provider."""
+    from duh.targets.onnxruntime import OnnxRuntimeEngine
 
-    engine_name = "onnxruntime"
-
-    def __init__(self, model: Path, config: Mapping[str, Any], options: EngineOptions) -> None:
-        from duh.targets.onnxruntime import session_options
-
-        ort = _ort()
-        so = session_options(options)
-        try:
-            self._session = ort.InferenceSession(str(model), so, providers=_providers(config))
-        except ort_errors() as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TargetError(f"onnxruntime cannot load {model.name} on the GPU: {first}") from None
-        active = self._session.get_providers()
-        if CUDA_EP not in active and TRT_EP not in active:
-            raise TargetError(
-                f"onnxruntime fell back to {', '.join(active)} for {model.name}; check the CUDA "
-                "and cuDNN libraries onnxruntime-gpu needs (-vv shows ORT's log)"
-            )
-        self._outputs = [o.name for o in self._session.get_outputs()]
-        self._profiled = options.profile
-        self._lock = threading.Lock()
-        self._profile: list[OpTiming] | None = None
-
-    def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One inference."""
-        values = self._session.run(self._outputs, dict(feed))
-        return dict(zip(self._outputs, values, strict=True))
-
-    def op_profile(self) -> list[OpTiming]:
-        """Per-node times from ORT's profiler, summed over every run so far."""
-        from duh.targets.onnxruntime import _parse_ort_profile
-
-        if not self._profiled:
-            raise TargetError("profiling was not enabled; load with EngineOptions(profile=True)")
-        with self._lock:
-            if self._profile is None:
-                path = Path(self._session.end_profiling())
-                self._profile = _parse_ort_profile(path)
-                path.unlink(missing_ok=True)
-        return self._profile
-
-    def close(self) -> None:
-        """Drop the session."""
-        self._session = None
-
-
-def load_cuda(artifact: Path, manifest: Manifest, options: EngineOptions) -> OrtCudaEngine:
-    """Open an onnxruntime cuda artifact."""
     config = manifest.engine_config
-    return OrtCudaEngine(artifact / str(config.get("model", MODEL_FILE)), config, options)
+    model = artifact / str(config.get("model", MODEL_FILE))
+    engine = OnnxRuntimeEngine(model, options, _providers(config), " on the GPU")
+    active = engine.session.get_providers()
+    if CUDA_EP not in active and TRT_EP not in active:
+        raise TargetError(
+            f"onnxruntime fell back to {', '.join(active)} for {model.name}; check the CUDA "
+            "and cuDNN libraries onnxruntime-gpu needs (-vv shows ORT's log)"
+        )
+    return engine

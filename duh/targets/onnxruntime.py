@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,15 +145,21 @@ class OnnxRuntimeEngine:
 
     engine_name = "onnxruntime"
 
-    def __init__(self, model: Path, options: EngineOptions) -> None:
+    def __init__(
+        self,
+        model: Path,
+        options: EngineOptions,
+        providers: Sequence[Any] = ("CPUExecutionProvider",),
+        where: str = "",
+    ) -> None:
         ort = _ort()
         so = session_options(options)
         # The artifact is already optimized offline; a plain .onnx gets ORT's defaults.
         try:
-            self._session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(str(model), so, providers=list(providers))
         except ort_errors() as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TargetError(f"onnxruntime cannot load {model.name}: {first}") from None
+            raise TargetError(f"onnxruntime cannot load {model.name}{where}: {first}") from None
         self._outputs = [o.name for o in self._session.get_outputs()]
         self._profiled = options.profile
         self._profile_lock = threading.Lock()
