@@ -23,7 +23,7 @@ demo: setup ## build the digits CNN for the CPU targets and compare them
 	$(BIN)/duh build fixtures/digits_cnn.onnx --target cpu -o $(OUT)/digits.cpu.duh
 	$(BIN)/duh build fixtures/digits_cnn.onnx --target openvino:cpu-bf16 -o $(OUT)/digits.bf16.duh
 	$(BIN)/duh build fixtures/digits_cnn.onnx --target cpu-int8 --calib fixtures/digits_calib.npz -o $(OUT)/digits.int8.duh
-	$(BIN)/duh bench fixtures/digits_cnn.onnx $(OUT)/digits.cpu.duh $(OUT)/digits.bf16.duh $(OUT)/digits.int8.duh --duration 2
+	$(BIN)/duh bench fixtures/digits_cnn.onnx $(OUT)/digits.cpu.duh $(OUT)/digits.bf16.duh $(OUT)/digits.int8.duh --window 0.5 --max-windows 6
 
 test: models ## run the test suite (what CI runs)
 	$(BIN)/python -m pytest -q
