@@ -85,7 +85,7 @@ def serve(
         None, "--threads", help="engine threads per instance (default: cores / instances)"
     ),
     engine_option: list[str] | None = typer.Option(
-        None, "--option", "--engine-option", help="engine setting KEY=VALUE for duh.load (repeatable)"
+        None, "--option", "--engine-option", help="engine setting KEY=VALUE (repeatable)"
     ),
     split: list[str] | None = typer.Option(
         None, "--split", help="weighted traffic split, e.g. m:1=90,2=10 (repeatable)"
