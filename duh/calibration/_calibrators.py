@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from duh._cache import cache_key
+from duh._ort_errors import ort_errors
 from duh.calibration._data import CalibrationSet
 from duh.errors import CalibrationError, MissingDependencyError
 
@@ -109,7 +110,7 @@ class _Runner:
                 self._session = ort.InferenceSession(
                     path, options, providers=["CPUExecutionProvider"]
                 )
-            except Exception as exc:  # noqa: BLE001 - ORT raises untyped errors for bad graphs
+            except ort_errors() as exc:
                 raise CalibrationError(
                     f"onnxruntime cannot run the model to calibrate it: {exc}"
                 ) from None
@@ -118,7 +119,7 @@ class _Runner:
         for feed in calibration.feeds:
             try:
                 yield self._session.run(self.names, dict(feed))
-            except Exception as exc:  # noqa: BLE001 - ORT raises untyped errors for bad feeds
+            except (*ort_errors(), ValueError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise CalibrationError(
                     f"running the model on calibration data failed: {first}; check that the data "
