@@ -116,10 +116,11 @@ class _Runner:
                 ) from None
 
     def outputs(self, calibration: CalibrationSet) -> Iterator[list[np.ndarray]]:
+        feed_errors: tuple[type[BaseException], ...] = (*ort_errors(), ValueError)
         for feed in calibration.feeds:
             try:
                 yield self._session.run(self.names, dict(feed))
-            except (*ort_errors(), ValueError) as exc:
+            except feed_errors as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise CalibrationError(
                     f"running the model on calibration data failed: {first}; check that the data "
