@@ -122,31 +122,42 @@ def warm_up(run: Runner, payloads: Sequence[Any], warmup: Warmup, streams: int =
     return count
 
 
-def closed_loop(run: Runner, payloads: Sequence[Any], seconds: float, min_runs: int) -> Window:
-    """One request after another for ``seconds`` (and at least ``min_runs`` requests)."""
+def _timed_runs(
+    run: Runner, payloads: Sequence[Any], first: int, seconds: float, min_runs: int
+) -> tuple[int, int, list[int], int]:
+    """Run for ``seconds`` (and ``min_runs``), cycling payloads from ``first``.
+
+    Returns start and end (ns), each accepted run's latency (ns), and the rejected count.
+    """
     clock = time.perf_counter_ns
     times: list[int] = []
     append = times.append
     count = rejected = 0
     n = len(payloads)
+    start = end = clock()
+    deadline = start + int(seconds * 1e9)
+    while end < deadline or count < min_runs:
+        payload = payloads[(first + count) % n]
+        t0 = clock()
+        try:
+            run(payload)
+        except Rejected:
+            rejected += 1
+            end = clock()
+            count += 1
+            continue
+        end = clock()
+        append(end - t0)
+        count += 1
+    return start, end, times, rejected
+
+
+def closed_loop(run: Runner, payloads: Sequence[Any], seconds: float, min_runs: int) -> Window:
+    """One request after another for ``seconds`` (and at least ``min_runs`` requests)."""
     paused = gc.isenabled()
     gc.disable()
     try:
-        start = end = clock()
-        deadline = start + int(seconds * 1e9)
-        while end < deadline or count < min_runs:
-            payload = payloads[count % n]
-            t0 = clock()
-            try:
-                run(payload)
-            except Rejected:
-                rejected += 1
-                end = clock()
-                count += 1
-                continue
-            end = clock()
-            append(end - t0)
-            count += 1
+        start, end, times, rejected = _timed_runs(run, payloads, 0, seconds, min_runs)
     finally:
         if paused:
             gc.enable()
@@ -164,28 +175,9 @@ def streams_loop(
     results: list[tuple[int, int, list[int], int] | BaseException | None] = [None] * streams
 
     def stream(index: int) -> None:
-        clock = time.perf_counter_ns
-        times: list[int] = []
-        count = rejected = 0
-        n = len(payloads)
         try:
             barrier.wait()
-            start = end = clock()
-            deadline = start + int(seconds * 1e9)
-            while end < deadline or count < per_stream:
-                payload = payloads[(index + count) % n]
-                t0 = clock()
-                try:
-                    run(payload)
-                except Rejected:
-                    rejected += 1
-                    end = clock()
-                    count += 1
-                    continue
-                end = clock()
-                times.append(end - t0)
-                count += 1
-            results[index] = (start, end, times, rejected)
+            results[index] = _timed_runs(run, payloads, index, seconds, per_stream)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread below
             barrier.abort()
             results[index] = exc
