@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from duh._version import __version__
 from duh.errors import DuhError
 from duh.runtime import Session, load
 
 if TYPE_CHECKING:
     from duh.compiler import build
 
-__version__ = "0.1.0"
 
 __all__ = ["DuhError", "Session", "__version__", "build", "load"]
 

@@ -12,6 +12,7 @@ from duh.passes._base import (
     pass_names,
     register_pass,
 )
+from duh.passes._graph import node_count, op_histogram
 
 __all__ = [
     "Pass",
@@ -19,6 +20,8 @@ __all__ = [
     "PassResult",
     "config_help",
     "create_pass",
+    "node_count",
+    "op_histogram",
     "pass_config",
     "pass_names",
     "register_pass",

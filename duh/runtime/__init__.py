@@ -5,20 +5,26 @@ The runtime never imports the compiler: serving and benchmarking depend on this 
 
 from __future__ import annotations
 
+from duh.runtime._data import DATA_SUFFIXES, read_samples, synthetic_feed
 from duh.runtime._engine import Engine, EngineOptions, OpTiming
 from duh.runtime._manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     Manifest,
+    check_host,
+    hash_files,
     read_manifest,
+    sha256_file,
     verify_files,
 )
 from duh.runtime._session import Session, load
-from duh.runtime._signature import TensorSpec, check_feed
+from duh.runtime._signature import Dim, TensorSpec, check_feed, dtype_name
 
 __all__ = [
+    "DATA_SUFFIXES",
     "FORMAT_VERSION",
     "MANIFEST_NAME",
+    "Dim",
     "Engine",
     "EngineOptions",
     "Manifest",
@@ -26,7 +32,13 @@ __all__ = [
     "Session",
     "TensorSpec",
     "check_feed",
+    "check_host",
+    "dtype_name",
+    "hash_files",
     "load",
     "read_manifest",
+    "read_samples",
+    "sha256_file",
+    "synthetic_feed",
     "verify_files",
 ]

@@ -22,6 +22,7 @@ from duh.targets._resolve import (
     list_targets,
     parse_target,
 )
+from duh.targets._util import import_engine, package_version, save_onnx
 
 __all__ = [
     "DEVICES",
@@ -36,8 +37,11 @@ __all__ = [
     "TargetStatus",
     "candidates",
     "get_target",
+    "import_engine",
     "list_targets",
+    "package_version",
     "parse_target",
     "register_target",
+    "save_onnx",
     "target_plugins",
 ]
