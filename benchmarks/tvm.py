@@ -89,7 +89,7 @@ def main() -> int:
     args = parser.parse_args()
     trials = args.trials or (64 if args.quick else 512)
     rounds = args.rounds or (5 if args.quick else 15)
-    progress = logging.getLogger("duh.targets._tvm_tune")
+    progress = logging.getLogger("duh.targets.tvm._tune")
     progress.addHandler(logging.StreamHandler(sys.stdout))
     progress.setLevel(logging.INFO)
 

@@ -40,6 +40,24 @@ def _reason(exc: BaseException) -> str:
     return (meaningful or lines or [type(exc).__name__])[0]
 
 
+def _check_inputs(converted: Any, model: onnx.ModelProto) -> None:
+    """Refuse a conversion whose inputs are not the model's.
+
+    OpenVINO's ONNX frontend renames or drops inputs of some graphs (sequence operators): the
+    IR would then fail at run time, or compute something else.
+    """
+    weights = {i.name for i in model.graph.initializer}
+    expected = [v.name for v in model.graph.input if v.name not in weights]
+    ports = [set(port.get_names()) for port in converted.inputs]
+    if len(ports) != len(expected) or any(not any(n in p for p in ports) for n in expected):
+        seen = ", ".join(sorted(next(iter(sorted(p)), "?") for p in ports))
+        raise TargetError(
+            f"openvino's ONNX frontend changed the model's inputs (converted: {seen}; model: "
+            f"{', '.join(expected)}), so it would not run this model faithfully; build for "
+            "another engine (e.g. --target onnxruntime:cpu)"
+        )
+
+
 def _ov() -> Any:
     return import_engine("openvino", "openvino", "openvino", "the openvino engine")
 
@@ -88,9 +106,12 @@ class OpenVinoTarget:
         written = save_onnx(model, staged)
         try:
             converted = ov.convert_model(str(staged))
+            _check_inputs(converted, model)
             # fp16/bf16 run at that precision anyway: store the float weights as fp16 (half size).
             compress = ctx.spec.precision in ("fp16", "bf16")
             ov.save_model(converted, str(out_dir / XML_FILE), compress_to_fp16=compress)
+        except TargetError:
+            raise
         except Exception as exc:  # noqa: BLE001 - OpenVINO's frontend raises untyped errors
             raise TargetError(f"openvino cannot convert the model: {_reason(exc)}") from None
         finally:
@@ -173,6 +194,12 @@ class OpenVinoEngine:
                 name: request.get_output_tensor(index).data.copy()
                 for name, index in self._output_indices
             }
+        except RuntimeError as exc:  # what OpenVINO raises for a feed it cannot run
+            shapes = ", ".join(f"{n}{list(np.shape(v))}" for n, v in feed.items())
+            raise TargetError(
+                f"openvino failed to run the model on {shapes}: {_reason(exc)}; check that the "
+                "input values fit the model"
+            ) from None
         finally:
             self._idle.append(request)
 

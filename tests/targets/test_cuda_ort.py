@@ -20,14 +20,14 @@ from duh.compiler.ingest import ingest
 from duh.errors import ConfigError
 from duh.host import CudaDevice, host_info
 from duh.targets import TargetSpec, get_target
-from duh.targets._ort_cuda import (
+from duh.targets._gpu._profiles import input_profiles, parse_range, trt_ep_profile_options
+from duh.targets.onnxruntime._cuda import (
     CUDA_EP,
     TRT_EP,
     choose_provider,
     provider_options,
     unavailable_reason,
 )
-from duh.targets._trt_profiles import input_profiles, parse_range, trt_ep_profile_options
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 PLUGIN = get_target("onnxruntime")

@@ -31,8 +31,7 @@ from duh.passes import create_pass
 from duh.runtime import FORMAT_VERSION, Manifest, TensorSpec
 from duh.runtime._manifest import hash_files
 from duh.targets import TargetSpec, candidates, get_target, parse_target
-from duh.targets._trt_build import settings_from_options
-from duh.targets._trt_profiles import (
+from duh.targets._gpu._profiles import (
     ShapeRange,
     input_profiles,
     parse_range,
@@ -40,6 +39,7 @@ from duh.targets._trt_profiles import (
     trt_ep_profile_options,
 )
 from duh.targets.tensorrt import check_engine_compat, int8_quantize_config
+from duh.targets.tensorrt._build import settings_from_options
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 INFO = cuda_info()
@@ -282,7 +282,7 @@ def test_loading_a_tensorrt_artifact_here_is_refused_clearly(tmp_path: Path) -> 
 @needs_no_gpu
 def test_cuda_buffers_without_a_driver_fail_with_the_cuda_error() -> None:
     pytest.importorskip("cuda.bindings.runtime")
-    from duh.targets._trt_runtime import cuda_check, cuda_runtime
+    from duh.targets.tensorrt._runtime import cuda_check, cuda_runtime
 
     cudart = cuda_runtime()
     with pytest.raises(TargetError, match=r"CUDA failed creating a CUDA stream: cudaError\w+"):

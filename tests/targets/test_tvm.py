@@ -24,7 +24,7 @@ from duh.compiler import build as build_model
 from duh.errors import ArtifactError, ConfigError, TargetError
 from duh.host import host_info
 from duh.targets import get_target
-from duh.targets._tvm_host import host_llvm_target, llvm_target, physical_cores
+from duh.targets.tvm._host import host_llvm_target, llvm_target, physical_cores
 from tests.conftest import wheel_model
 
 pytest.importorskip("tvm")
@@ -248,7 +248,7 @@ def test_tuning_records_are_cached_and_reused(conv_model: Path, tmp_path: Path) 
 
 
 def test_the_installed_tvm_ffi_can_tune() -> None:
-    from duh.targets._tvm_tune import check_tvm_ffi
+    from duh.targets.tvm._tune import check_tvm_ffi
 
     check_tvm_ffi()  # apache-tvm-ffi 0.1.15 crashes apache-tvm 0.27's tuning: keep it pinned
 

@@ -24,9 +24,9 @@ from duh.errors import ArtifactError, ConfigError, TargetError
 from duh.host import HostInfo
 from duh.runtime._signature import Dim
 from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec, register_target
-from duh.targets._tvm_engine import TVM_ERRORS, TvmEngine, first_line, tvm_module
-from duh.targets._tvm_host import LlvmTarget, host_llvm_target, physical_cores
 from duh.targets._util import package_version
+from duh.targets.tvm._engine import TVM_ERRORS, TvmEngine, first_line, tvm_module
+from duh.targets.tvm._host import LlvmTarget, host_llvm_target, physical_cores
 
 if TYPE_CHECKING:
     import onnx
@@ -135,7 +135,7 @@ class TvmTarget:
     def compile(self, model: onnx.ModelProto, ctx: CompileContext, out_dir: Path) -> CompileResult:
         """Import, (tune,) compile and export the shared library."""
         tvm = tvm_module()
-        from duh.targets import _tvm_tune
+        from duh.targets.tvm import _tune
 
         trials = _trials(ctx.options)
         shapes, dynamic, outputs = _signature(model)
@@ -152,11 +152,11 @@ class TvmTarget:
         tuning = None
         if trials:
             digest = hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
-            prepared = _tvm_tune.prepare(mod, target)
-            tuning = _tvm_tune.tune(
+            prepared = _tune.prepare(mod, target)
+            tuning = _tune.tune(
                 prepared, target, llvm, digest, trials, ctx.cache_dir / "tuning"
             )
-            mod = _tvm_tune.apply_records(prepared, target, tuning.records)
+            mod = _tune.apply_records(prepared, target, tuning.records)
             notes.append(
                 f"reused cached tuning records ({tuning.trials} trials)"
                 if tuning.reused

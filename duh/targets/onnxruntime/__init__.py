@@ -1,4 +1,4 @@
-"""ONNX Runtime: the ``onnxruntime`` engine on the CPU; cuda targets go to ``_ort_cuda``."""
+"""ONNX Runtime: the ``onnxruntime`` engine on the CPU; cuda targets go to ``_cuda``."""
 
 from __future__ import annotations
 
@@ -73,9 +73,9 @@ class OnnxRuntimeTarget:
         if package_version("onnxruntime") is None and package_version("onnxruntime-gpu") is None:
             return "package onnxruntime missing: pip install duh"
         if device == "cuda" and precision in self.precisions:
-            from duh.targets import _ort_cuda
+            from duh.targets.onnxruntime import _cuda
 
-            return _ort_cuda.unavailable_reason(precision, host)
+            return _cuda.unavailable_reason(precision, host)
         if device != "cpu" or precision not in self.precisions:
             return f"onnxruntime does not offer {device}-{precision} in this plugin"
         return None
@@ -83,9 +83,9 @@ class OnnxRuntimeTarget:
     def default_passes(self, spec: TargetSpec) -> list[PassSpec]:
         """simplify, fold-constants, fuse and cleanup; then quantize (int8) or fp16."""
         if spec.device == "cuda":
-            from duh.targets import _ort_cuda
+            from duh.targets.onnxruntime import _cuda
 
-            return _ort_cuda.default_passes(spec)
+            return _cuda.default_passes(spec)
         passes = [
             PassSpec("simplify"), PassSpec("fold-constants"), PassSpec("fuse"), PassSpec("cleanup")
         ]
@@ -98,9 +98,9 @@ class OnnxRuntimeTarget:
     def compile(self, model: onnx.ModelProto, ctx: CompileContext, out_dir: Path) -> CompileResult:
         """Run ORT's extended graph optimizations offline and save the optimized graph."""
         if ctx.spec.device == "cuda":
-            from duh.targets import _ort_cuda
+            from duh.targets.onnxruntime import _cuda
 
-            return _ort_cuda.compile_cuda(model, ctx, out_dir)
+            return _cuda.compile_cuda(model, ctx, out_dir)
         ort = _ort()
         staged = out_dir.parent / (out_dir.name + ".in.onnx")
         written = save_onnx(model, staged)
@@ -133,9 +133,9 @@ class OnnxRuntimeTarget:
     def load(self, artifact: Path, manifest: Manifest, options: EngineOptions) -> OnnxRuntimeEngine:
         """Open the artifact's optimized model in an ORT session."""
         if manifest.engine_config.get("device") == "cuda":
-            from duh.targets import _ort_cuda
+            from duh.targets.onnxruntime import _cuda
 
-            return _ort_cuda.load_cuda(artifact, manifest, options)  # type: ignore[return-value]
+            return _cuda.load_cuda(artifact, manifest, options)  # type: ignore[return-value]
         model = artifact / str(manifest.engine_config.get("model", MODEL_FILE))
         return OnnxRuntimeEngine(model, options)
 
@@ -171,8 +171,16 @@ class OnnxRuntimeEngine:
         return self._session
 
     def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One inference."""
-        values = self._session.run(self._outputs, dict(feed))
+        """One inference; ORT rejecting the values (e.g. an index or shape input) is a TargetError."""
+        try:
+            values = self._session.run(self._outputs, dict(feed))
+        except ort_errors() as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            shapes = ", ".join(f"{n}{list(np.shape(v))}" for n, v in feed.items())
+            raise TargetError(
+                f"onnxruntime failed to run the model on {shapes}: {first}; check that the input "
+                "values fit the model (indices, sizes and shapes it reads from its inputs)"
+            ) from None
         return dict(zip(self._outputs, values, strict=True))
 
     def op_profile(self) -> list[OpTiming]:

@@ -24,8 +24,7 @@ from duh.errors import ConfigError, TargetError
 from duh.host import HostInfo
 from duh.runtime._engine import EngineOptions
 from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec
-from duh.targets._trt_build import settings_from_options
-from duh.targets._trt_profiles import (
+from duh.targets._gpu._profiles import (
     InputProfile,
     input_profiles,
     profile_ranges,
@@ -33,6 +32,7 @@ from duh.targets._trt_profiles import (
 )
 from duh.targets._util import import_engine, package_version, save_onnx
 from duh.targets.tensorrt import float_passes, int8_quantize_config, prepare_int8
+from duh.targets.tensorrt._build import settings_from_options
 
 if TYPE_CHECKING:
     import onnx

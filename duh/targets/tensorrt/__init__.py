@@ -25,17 +25,17 @@ from duh._cuda import CudaInfo, cuda_info
 from duh.errors import ArtifactError, MissingDependencyError, TargetError
 from duh.host import HostInfo
 from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec, register_target
-from duh.targets._trt_build import build_engine, settings_from_options
-from duh.targets._trt_profiles import input_profiles, profile_ranges
-from duh.targets._trt_qdq import check_qdq, fold_bias_dequantize, qdq_counts
+from duh.targets._gpu._profiles import input_profiles, profile_ranges
+from duh.targets._gpu._qdq import check_qdq, fold_bias_dequantize, qdq_counts
 from duh.targets._util import import_engine, save_onnx
+from duh.targets.tensorrt._build import build_engine, settings_from_options
 
 if TYPE_CHECKING:
     import onnx
 
     from duh.runtime._engine import EngineOptions
     from duh.runtime._manifest import Manifest
-    from duh.targets._trt_runtime import TensorRtEngine
+    from duh.targets.tensorrt._runtime import TensorRtEngine
 
 __all__ = [
     "MIN_COMPUTE_CAPABILITY",
@@ -210,7 +210,7 @@ class TensorRtTarget:
                 f"{len(info.devices)} ({info.reason or 'see nvidia-smi'})"
             )
         trt = import_engine("tensorrt", "tensorrt", "gpu", "the tensorrt engine")
-        from duh.targets._trt_runtime import cuda_check, cuda_runtime
+        from duh.targets.tensorrt._runtime import cuda_check, cuda_runtime
 
         cudart = cuda_runtime()
         cuda_check(cudart, cudart.cudaSetDevice(settings.device), "selecting the GPU")
@@ -255,7 +255,7 @@ class TensorRtTarget:
         """Check the GPU and TensorRT version against the manifest, then deserialize the engine."""
         config = manifest.engine_config
         check_engine_compat(manifest.host_requirements, cuda_info(), int(config.get("device", 0)))
-        from duh.targets._trt_runtime import TensorRtEngine
+        from duh.targets.tensorrt._runtime import TensorRtEngine
 
         return TensorRtEngine(
             artifact / str(config.get("engine", ENGINE_FILE)),

@@ -17,8 +17,8 @@ import numpy as np
 
 from duh.errors import ArtifactError, InputError, MissingDependencyError, TargetError
 from duh.runtime._engine import EngineOptions, OpTiming
-from duh.targets._trt_build import make_logger
 from duh.targets._util import import_engine
+from duh.targets.tensorrt._build import make_logger
 
 __all__ = ["TensorRtEngine", "cuda_check", "cuda_runtime"]
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from duh._cache import cache_key
 from duh.errors import TargetError
-from duh.targets._tvm_host import LlvmTarget
 from duh.targets._util import package_version
+from duh.targets.tvm._host import LlvmTarget
 
 __all__ = ["TuningResult", "apply_records", "build_without_intrinsics", "prepare", "tune"]
 

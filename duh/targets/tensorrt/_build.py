@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from duh.errors import ConfigError, TargetError
-from duh.targets._trt_profiles import InputProfile
+from duh.targets._gpu._profiles import InputProfile
 
 __all__ = ["TrtSettings", "build_engine", "make_logger", "settings_from_options"]
 
