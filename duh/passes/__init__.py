@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from duh.passes._base import (
-    Pass,
-    PassContext,
-    PassResult,
-    config_help,
-    create_pass,
-    pass_config,
-    pass_names,
-    register_pass,
-)
+from duh.passes._base import Pass, PassBase, PassContext, PassResult, pass_config, register_pass
 from duh.passes._graph import node_count, op_histogram
+from duh.passes._registry import config_help, create_pass, pass_names
 
 __all__ = [
     "Pass",
+    "PassBase",
     "PassContext",
     "PassResult",
     "config_help",

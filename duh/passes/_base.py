@@ -1,33 +1,30 @@
-"""The pass contract (a frozen dataclass config with ``run(model, ctx)``) and its registry."""
+"""The pass contract: a frozen dataclass config with ``run(model, ctx)``, and its registration.
+
+Looking passes up by name lives in ``_registry`` (which loads the built-ins), so that this module,
+which every pass imports, imports no pass.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import onnx
-
-from duh.errors import ConfigError
 
 if TYPE_CHECKING:
     from duh.calibration import CalibrationSet
 
 __all__ = [
     "Pass",
+    "PassBase",
     "PassContext",
     "PassResult",
-    "config_help",
-    "create_pass",
     "pass_config",
-    "pass_names",
     "register_pass",
 ]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +50,38 @@ class PassResult:
 
 
 class Pass(Protocol):
-    """A configured pass. The dataclass fields are its config; ``name`` is its registry key."""
+    """A configured pass. The dataclass fields are its config; ``name`` is its registry key.
 
-    name: str
+    ``lossy``: the pass changes results on purpose (pruning), so the build checks the pipeline
+    like INT8 whatever the precision. ``needs_calibration(model)``: running on ``model`` needs
+    calibration data (static quantization of a model not quantized yet).
+    """
+
+    name: ClassVar[str]
+    lossy: ClassVar[bool]
+
+    def needs_calibration(self, model: onnx.ModelProto) -> bool:
+        """Whether running on ``model`` needs calibration data."""
+        ...
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         """Transform ``model``; raise ``PassError`` with the reason when it cannot."""
         ...
+
+
+class PassBase:
+    """What every registered pass inherits: it names ``lossy`` and asks for no data by default.
+
+    ``lossy`` has no default: each pass says whether it changes results on purpose.
+    """
+
+    __slots__ = ()
+    name: ClassVar[str]
+    lossy: ClassVar[bool]
+
+    def needs_calibration(self, model: onnx.ModelProto) -> bool:
+        """Whether running on ``model`` needs calibration data (no, unless a pass says so)."""
+        return False
 
 
 _PASSES: dict[str, type[Any]] = {}
@@ -74,45 +96,24 @@ def register_pass(name: str) -> Callable[[type[P]], type[P]]:
             raise ValueError(f"pass {name!r} is registered twice ({_PASSES[name]!r} and {cls!r})")
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"pass {name!r} must be a dataclass")
+        # The contract is checked once, here, so the compiler reads it without probing.
+        if not isinstance(getattr(cls, "lossy", None), bool):
+            raise TypeError(
+                f"pass {name!r} ({cls.__qualname__}) declares no `lossy: ClassVar[bool]`; "
+                "say whether it changes results on purpose"
+            )
+        if not callable(getattr(cls, "needs_calibration", None)) or not callable(
+            getattr(cls, "run", None)
+        ):
+            raise TypeError(
+                f"pass {name!r} ({cls.__qualname__}) lacks needs_calibration(model) or "
+                "run(model, ctx); derive it from PassBase"
+            )
         cls.name = name  # type: ignore[attr-defined]
         _PASSES[name] = cls
         return cls
 
     return add
-
-
-def _registry() -> dict[str, type[Any]]:
-    from duh.passes import _builtins  # noqa: F401  (fills the registry)
-
-    return _PASSES
-
-
-def pass_names() -> list[str]:
-    """Names of every registered pass, sorted."""
-    return sorted(_registry())
-
-
-def create_pass(name: str, config: Mapping[str, Any] | None = None) -> Pass:
-    """Instantiate pass ``name`` with ``config`` (field name → value), validating both."""
-    passes = _registry()
-    if name not in passes:
-        raise ConfigError(f"unknown pass {name!r}; the passes are: {', '.join(sorted(passes))}")
-    cls = passes[name]
-    config = dict(config or {})
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(config) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"pass {name!r} has no option {', '.join(map(repr, unknown))}; its options are: "
-            f"{', '.join(fields) or '(none)'}"
-        )
-    # Recipes (TOML) give lists; configs are frozen, so list options become tuples.
-    config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-    try:
-        instance: Pass = cls(**config)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"pass {name!r}: {exc}") from None
-    return instance
 
 
 def pass_config(p: Pass) -> dict[str, Any]:
@@ -124,18 +125,3 @@ def pass_config(p: Pass) -> dict[str, Any]:
             value = sorted(value) if isinstance(value, frozenset) else list(value)
         out[f.name] = value
     return out
-
-
-def config_help(name: str) -> list[tuple[str, str, str]]:
-    """(field, default, help) for each option of pass ``name``."""
-    cls = _registry()[name]
-    rows = []
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            default: Any = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = "(required)"
-        rows.append((f.name, repr(default), str(f.metadata.get("help", ""))))
-    return rows

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
-from duh.passes import cleanup, fold, fuse, precision, prune, quantize, simplify
+from duh.passes.cleanup import Cleanup
+from duh.passes.fold import FoldConstants
+from duh.passes.fuse import Fuse
+from duh.passes.precision import Bf16, Fp16
+from duh.passes.prune import Prune
+from duh.passes.quantize import Quantize
+from duh.passes.simplify import Simplify
 
-__all__ = ["cleanup", "fold", "fuse", "precision", "prune", "quantize", "simplify"]
+__all__ = ["BUILTIN_PASSES"]
+
+BUILTIN_PASSES = (Cleanup, FoldConstants, Fuse, Fp16, Bf16, Prune, Quantize, Simplify)

@@ -4,6 +4,10 @@
 pattern is not there); ``check`` returns why a match may not be rewritten (or None); ``rewrite``
 returns the nodes that replace the match. Rules are stateless: everything ``rewrite`` needs
 travels in the ``Match``.
+
+Each rule declares the op it emits and the default-domain opset that op needs on a model and
+engine (``opset``): where the model's opset is lower, a match is left as it is and the reason is
+reported, since a model whose ops its opset lacks fails to load (LayerNormalization at opset 11).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from duh.passes._graph import name_nodes
+from duh.passes._graph import consumers, default_opset, infer_shapes, name_nodes, used_names
 
 __all__ = ["GraphView", "Match", "Replacement", "Rule", "RuleStats", "apply_rules", "attr"]
 
@@ -55,6 +59,15 @@ class Rule(Protocol):
         """The op type of the node the pattern ends at."""
         ...
 
+    @property
+    def emits(self) -> str:
+        """The op type the rewrite writes (named in the note when the opset lacks it)."""
+        ...
+
+    def opset(self, view: GraphView) -> int:
+        """The default-domain opset the rewrite emits into on this model and engine (0: any)."""
+        ...
+
     def match(self, view: GraphView, node: onnx.NodeProto) -> Match | str:
         """The match ending at ``node``, or why there is none."""
         ...
@@ -82,23 +95,21 @@ class GraphView:
     def __init__(self, model: onnx.ModelProto, engine: str = "") -> None:
         self.model = model
         self.engine = engine
-        self.opset = next(
-            (int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0
-        )
+        self.opset = default_opset(model)
         self.producers = {o: n for n in model.graph.node for o in n.output if o}
-        self.consumers: dict[str, list[onnx.NodeProto]] = collections.defaultdict(list)
-        for node in model.graph.node:
-            for name in node.input:
-                if name:
-                    self.consumers[name].append(node)
+        # An If/Loop body reading a tensor counts as a reader: its producer must stay.
+        self.consumers = consumers(model)
         self.initializers = {i.name: i for i in model.graph.initializer}
         self.outputs = {o.name for o in model.graph.output}
         self.shapes: dict[str, list[int | str | None]] = {}
         for value in (*model.graph.input, *model.graph.value_info, *model.graph.output):
             tensor = value.type.tensor_type
             if value.type.HasField("tensor_type") and tensor.HasField("shape"):
+                # Exporters write -1 or 0 for a dynamic size (paddle2onnx): not a size.
                 self.shapes[value.name] = [
-                    d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                    d.dim_value
+                    if d.HasField("dim_value") and d.dim_value > 0
+                    else (d.dim_param or None)
                     for d in tensor.shape.dim
                 ]
         for init in model.graph.initializer:
@@ -150,12 +161,14 @@ class GraphView:
 
 @dataclass
 class RuleStats:
-    """How often each rule fired, and why it did not where its anchor op appeared."""
+    """How often each rule fired, why it did not where its anchor op appeared, and the rules
+    whose matches were left because the model's opset lacks the op they emit (with why)."""
 
     applied: collections.Counter[str] = field(default_factory=collections.Counter)
     skipped: dict[str, collections.Counter[str]] = field(
         default_factory=lambda: collections.defaultdict(collections.Counter)
     )
+    unavailable: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 def _apply(model: onnx.ModelProto, plans: list[tuple[Match, Replacement]]) -> None:
@@ -179,9 +192,7 @@ def _apply(model: onnx.ModelProto, plans: list[tuple[Match, Replacement]]) -> No
         for domain, version in replacement.opsets.items():
             if domain not in opsets:
                 opsets[domain] = model.opset_import.add(domain=domain, version=version)
-    used = {n for node in model.graph.node for n in node.input} | {
-        i.name for i in model.graph.input
-    }
+    used = used_names(model) | {i.name for i in model.graph.input}
     for init in list(model.graph.initializer):
         if init.name not in used:
             model.graph.initializer.remove(init)
@@ -196,7 +207,10 @@ def apply_rules(
     """Apply each rule until it no longer matches, editing ``model`` in place."""
     stats = RuleStats()
     name_nodes(model, "n")
+    opset = default_opset(model)
     for rule in rules:
+        needed = rule.opset(GraphView(model, engine))
+        lacking = f"opset {opset} has no {rule.emits} (needs {needed})" if opset < needed else None
         for _ in range(max_rounds):
             view = GraphView(model, engine)
             plans: list[tuple[Match, Replacement]] = []
@@ -213,6 +227,11 @@ def apply_rules(
                     continue
                 if any(n.name in claimed for n in found.nodes):
                     continue
+                if lacking is not None:
+                    log.debug("rule %s at %r: not applied: %s", rule.name, node.name, lacking)
+                    _, count = stats.unavailable.get(rule.name, (lacking, 0))
+                    stats.unavailable[rule.name] = (lacking, count + 1)
+                    continue
                 reason = rule.check(view, found)
                 if reason is not None:
                     log.debug("rule %s at %r: not applied: %s", rule.name, node.name, reason)
@@ -224,10 +243,8 @@ def apply_rules(
                 break
             _apply(model, plans)
             stats.applied[rule.name] += len(plans)
-            if model.ByteSize() < 2**31 - 1:
-                # Later rules check ranks: give the rewritten tensors their shapes back.
-                try:
-                    model.CopyFrom(onnx.shape_inference.infer_shapes(model))
-                except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
-                    log.debug("shape inference after rule %s failed: %s", rule.name, exc)
+            # Later rules check ranks: give the rewritten tensors their shapes back.
+            inferred = infer_shapes(model)
+            if inferred is not model:
+                model.CopyFrom(inferred)
     return stats

@@ -19,6 +19,11 @@ class ConvBatchNorm:
 
     name: str = "conv-bn"
     anchor: str = "BatchNormalization"
+    emits: str = "Conv"
+
+    def opset(self, view: GraphView) -> int:
+        """Any: the rewrite keeps the model's own Conv node."""
+        return 0
 
     def match(self, view: GraphView, node: onnx.NodeProto) -> Match | str:
         """A BatchNormalization whose input is a Conv read by nothing else."""
@@ -43,8 +48,13 @@ class ConvBatchNorm:
         if any(view.const(n) is None for n in bn.input[1:5]):
             return "BatchNormalization scale/bias/mean/var are not all constants"
         weight = view.const(conv.input[1])
-        if weight is None or weight.dtype != np.float32:
-            return "Conv weight is not float32"
+        if weight is None or weight.dtype != np.float32 or weight.ndim < 3:
+            return "Conv weight is not a float32 tensor of rank 3 or more"
+        if not attr(bn, "spatial", 1):
+            return "BatchNormalization normalizes per activation (spatial=0), not per channel"
+        shapes = {tuple(v.shape) for v in (view.const(n) for n in bn.input[1:5]) if v is not None}
+        if shapes != {(weight.shape[0],)}:
+            return f"BatchNormalization parameters {sorted(shapes)} are not [{weight.shape[0]}]"
         return None
 
     def rewrite(self, view: GraphView, match: Match) -> Replacement:
@@ -82,6 +92,11 @@ class MatMulAddToGemm:
 
     name: str = "matmul-add-gemm"
     anchor: str = "Add"
+    emits: str = "Gemm"
+
+    def opset(self, view: GraphView) -> int:
+        """7: before it, Gemm broadcasts a row bias only with its old ``broadcast`` attribute."""
+        return 7
 
     def match(self, view: GraphView, node: onnx.NodeProto) -> Match | str:
         """An Add of a MatMul (read only by it) and a constant."""

@@ -42,6 +42,11 @@ class GeluErf:
 
     name: str = "gelu"
     anchor: str = "Mul"
+    emits: str = "Gelu"
+
+    def opset(self, view: GraphView) -> int:
+        """20 (ONNX's Gelu); on ONNX Runtime any, its contrib Gelu standing in before 20."""
+        return 0 if view.engine == "onnxruntime" else 20
 
     def match(self, view: GraphView, node: onnx.NodeProto) -> Match | str:
         """A product of x, 0.5 and Add(Erf(x/sqrt2), 1), in any order and grouping."""
@@ -72,13 +77,8 @@ class GeluErf:
         return "no Add(Erf(x / sqrt(2)), 1) factor with the same x"
 
     def check(self, view: GraphView, match: Match) -> str | None:
-        """ONNX has Gelu from opset 20; before that only ONNX Runtime's contrib Gelu exists."""
-        if view.opset >= 20 or view.engine == "onnxruntime":
-            return None
-        return (
-            f"opset {view.opset} has no Gelu and {view.engine or 'the engine'} has no contrib "
-            "Gelu; left for the engine's own fusion"
-        )
+        """Nothing beyond the match and the opset (checked by ``apply_rules``)."""
+        return None
 
     def rewrite(self, view: GraphView, match: Match) -> Replacement:
         """One Gelu node writing the product's output."""
@@ -108,6 +108,11 @@ class LayerNorm:
 
     name: str = "layernorm"
     anchor: str = "Add"
+    emits: str = "LayerNormalization"
+
+    def opset(self, view: GraphView) -> int:
+        """17, where ONNX added LayerNormalization."""
+        return 17
 
     def match(self, view: GraphView, node: onnx.NodeProto) -> Match | str:
         """Add(Mul(Div(d = Sub(x, ReduceMean(x)), Sqrt(ReduceMean(d ** 2) + eps)), gamma), beta)."""
@@ -155,10 +160,8 @@ class LayerNorm:
         return Match(nodes, {"x": sub.input[0], "gamma": gamma, "beta": beta, "eps": eps})
 
     def check(self, view: GraphView, match: Match) -> str | None:
-        """Last-axis means, constant 1-D gamma/beta, and opset 17 (LayerNormalization)."""
+        """Last-axis means, constant 1-D gamma/beta."""
         mean, _sub, _sq, var = match.nodes[:4]
-        if view.opset < 17:
-            return f"opset {view.opset} has no LayerNormalization (needs 17)"
         if match.values["eps"] is None:
             return "epsilon is not a constant"
         rank = view.rank(str(match.values["x"]))

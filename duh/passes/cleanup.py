@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import onnx
 
-from duh.passes._base import PassContext, PassResult, register_pass
+from duh.passes._base import PassBase, PassContext, PassResult, register_pass
 from duh.passes._graph import graph_fingerprint
 
 __all__ = ["Cleanup"]
@@ -14,8 +15,10 @@ __all__ = ["Cleanup"]
 
 @register_pass("cleanup")
 @dataclass(frozen=True, slots=True)
-class Cleanup:
+class Cleanup(PassBase):
     """Remove Identity nodes, nodes no output depends on, and unused tensors; sort topologically."""
+
+    lossy: ClassVar[bool] = False
 
     remove_identity: bool = field(
         default=True, metadata={"help": "bypass Identity nodes that do not feed a graph output"}

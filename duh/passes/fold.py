@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from duh.passes._base import PassContext, PassResult, register_pass
+from duh.passes._base import PassBase, PassContext, PassResult, register_pass
 from duh.passes._graph import copy_model, graph_fingerprint
 
 __all__ = ["FoldConstants", "constants_to_initializers"]
@@ -191,8 +192,10 @@ def _drop_unused(model: onnx.ModelProto) -> None:
 
 @register_pass("fold-constants")
 @dataclass(frozen=True, slots=True)
-class FoldConstants:
+class FoldConstants(PassBase):
     """Constant nodes -> initializers; evaluate constant subgraphs and static Shape/Size."""
+
+    lossy: ClassVar[bool] = False
 
     fold_shapes: bool = field(
         default=True, metadata={"help": "replace Shape/Size of statically shaped tensors by values"}

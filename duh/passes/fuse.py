@@ -1,22 +1,32 @@
 """``fuse``: rewrite rules (Conv+BatchNormalization, MatMul+Add -> Gemm, Gelu, LayerNorm) and,
 for BERT-like models on ONNX Runtime, its transformer fusions (attention, skip-layernorm).
 
-A rule that does not apply says why in the debug log (``duh -vv build ...``); numerics are
-checked after the pipeline by the build's verification.
+A rule that does not apply says why in the debug log (``duh -vv build ...``); one whose op the
+model's opset lacks says so in the build report. The pass is an optimisation: where ONNX Runtime's
+transformer optimizer fails or writes ops the opset lacks, the model goes on without its fusions.
+Numerics are checked after the pipeline by the build's verification.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import onnx
 
-from duh.errors import MissingDependencyError, PassError
-from duh.passes._base import PassContext, PassResult, register_pass
-from duh.passes._graph import copy_model, graph_fingerprint
-from duh.passes._rules import Rule, apply_rules
+from duh._ort_errors import ort_errors
+from duh.errors import MissingDependencyError
+from duh.passes._base import PassBase, PassContext, PassResult, register_pass
+from duh.passes._graph import (
+    convert_opset,
+    copy_model,
+    default_opset,
+    graph_fingerprint,
+    infer_shapes,
+    missing_ops,
+)
+from duh.passes._rules import Rule, RuleStats, apply_rules
 from duh.passes._rules_linear import ConvBatchNorm, MatMulAddToGemm
 from duh.passes._rules_norm import GeluErf, LayerNorm
 
@@ -47,32 +57,73 @@ def looks_like_transformer(model: onnx.ModelProto) -> bool:
     return False
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 def _transformer_fusions(
     model: onnx.ModelProto, heads: int, hidden: int
-) -> tuple[onnx.ModelProto, dict[str, int]]:
+) -> tuple[onnx.ModelProto, dict[str, int]] | str:
+    """ORT's BERT fusions of ``model`` and their counts, or why the model goes on without them."""
     try:
+        import onnxruntime as ort
         from onnxruntime.transformers.optimizer import optimize_model
     except ImportError:
         raise MissingDependencyError("onnxruntime", "core", "transformer fusions") from None
     try:
         optimized = optimize_model(
-            model,
+            copy_model(model),  # it edits what it is given; the input must survive a failure
             model_type="bert",
             num_heads=heads,
             hidden_size=hidden,
             opt_level=0,
             only_onnxruntime=False,
         )
-    except (ValueError, RuntimeError, KeyError, AssertionError, AttributeError) as exc:
-        raise PassError(f"onnxruntime's transformer optimizer failed on this model: {exc}") from exc
-    stats: dict[str, Any] = optimized.get_fused_operator_statistics()
-    return optimized.model, {k: int(v) for k, v in stats.items() if v}
+        stats: dict[str, Any] = optimized.get_fused_operator_statistics()
+    # The optimizer is Python pattern code run on graphs it was not written for: it raises
+    # whatever its fusions raise (KeyError, IndexError, AssertionError, ...). It is an
+    # optimisation, so any failure leaves the model unfused, with the reason in the report.
+    except Exception as exc:  # noqa: BLE001
+        log.warning("onnxruntime's transformer optimizer failed: %s", _first_line(exc))
+        return f"its optimizer failed ({_first_line(exc)})"
+    fused: onnx.ModelProto = optimized.model
+    lacking = missing_ops(fused)
+    if lacking:
+        return (
+            f"they emit {', '.join(lacking)}, which opset {default_opset(fused)} lacks "
+            "(fuse opset=17 converts the model first)"
+        )
+    if fused.ByteSize() < 2**31 - 1:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            ort.InferenceSession(
+                fused.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
+        except ort_errors() as exc:
+            return f"onnxruntime cannot load the fused model ({_first_line(exc)})"
+    return fused, {k: int(v) for k, v in stats.items() if v}
+
+
+def _rule_notes(stats: RuleStats) -> list[str]:
+    notes = [f"{rule}: {n}" for rule, n in stats.applied.items()]
+    for rule, (reason, count) in stats.unavailable.items():
+        notes.append(f"{rule}: {count} match(es) left as they were: {reason}")
+    for rule, reasons in stats.skipped.items():
+        if rule in stats.applied or not reasons:
+            continue
+        reason, count = reasons.most_common(1)[0]
+        log.debug("rule %s never applied; most common reason (%d): %s", rule, count, reason)
+    return notes
 
 
 @register_pass("fuse")
 @dataclass(frozen=True, slots=True)
-class Fuse:
+class Fuse(PassBase):
     """Apply fusion rules; on ONNX Runtime also its BERT fusions (attention, skip-layernorm)."""
+
+    lossy: ClassVar[bool] = False
 
     rules: tuple[str, ...] = field(
         default=tuple(RULES), metadata={"help": f"rules to apply: {', '.join(RULES)}"}
@@ -86,6 +137,13 @@ class Fuse:
     )
     num_heads: int = field(default=0, metadata={"help": "attention heads (0: detect)"})
     hidden_size: int = field(default=0, metadata={"help": "hidden size (0: detect)"})
+    opset: int = field(
+        default=0,
+        metadata={
+            "help": "convert to this opset first, where onnx's converter can (0: keep); "
+            "e.g. 17 gives an older model LayerNormalization"
+        },
+    )
 
     def __post_init__(self) -> None:
         unknown = [r for r in self.rules if r not in RULES]
@@ -98,26 +156,32 @@ class Fuse:
         """Run the rules, then (when it applies) ORT's transformer optimizer."""
         before = graph_fingerprint(model)
         out = copy_model(model)
-        if out.ByteSize() < 2**31 - 1:
-            out = onnx.shape_inference.infer_shapes(out)
-        stats = apply_rules(out, [RULES[r] for r in self.rules], ctx.engine)
-        notes = [f"{rule}: {n}" for rule, n in stats.applied.items()]
-        for rule, reasons in stats.skipped.items():
-            if rule in stats.applied or not reasons:
-                continue
-            reason, count = reasons.most_common(1)[0]
-            log.debug("rule %s never applied; most common reason (%d): %s", rule, count, reason)
+        notes: list[str] = []
+        current = default_opset(out)
+        if self.opset and current < self.opset:
+            converted = convert_opset(out, self.opset)
+            if isinstance(converted, str):
+                notes.append(f"opset {current} kept (conversion to {self.opset}: {converted})")
+            else:
+                out = converted
+                notes.append(f"opset {current} -> {self.opset}")
+        out = infer_shapes(out)
+        notes += _rule_notes(apply_rules(out, [RULES[r] for r in self.rules], ctx.engine))
         wanted = self.transformer == "bert" or (
             self.transformer == "auto"
             and ctx.engine == "onnxruntime"
             and looks_like_transformer(out)
         )
         if wanted:
-            out, fused = _transformer_fusions(out, self.num_heads, self.hidden_size)
-            notes.append(
-                "onnxruntime transformer fusions: "
-                + (", ".join(f"{k} {v}" for k, v in fused.items()) or "none matched")
-            )
+            found = _transformer_fusions(out, self.num_heads, self.hidden_size)
+            if isinstance(found, str):
+                notes.append(f"onnxruntime transformer fusions skipped: {found}")
+            else:
+                out, fused = found
+                notes.append(
+                    "onnxruntime transformer fusions: "
+                    + (", ".join(f"{k} {v}" for k, v in fused.items()) or "none matched")
+                )
         elif self.transformer == "auto" and looks_like_transformer(out):
             log.debug(
                 "transformer fusions skipped: they emit com.microsoft ops only onnxruntime runs"

@@ -12,13 +12,21 @@ import collections
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from duh.passes._base import PassContext, PassResult, register_pass
-from duh.passes._graph import copy_model
+from duh.passes._base import PassBase, PassContext, PassResult, register_pass
+from duh.passes._graph import (
+    convert_opset,
+    copy_model,
+    default_opset,
+    infer_shapes,
+    outer_reads,
+    used_names,
+)
 
 __all__ = ["DEFAULT_BLOCK_OPS", "Bf16", "Fp16", "convert_float"]
 
@@ -223,6 +231,12 @@ def _visit(
     conv.nodes.append(node)
 
 
+def _to_float(low_name: str, name: str) -> onnx.NodeProto:
+    return onnx.helper.make_node(
+        "Cast", [low_name], [name], name=f"{name}__to_fp32", to=TensorProto.FLOAT
+    )
+
+
 def convert_float(
     model: onnx.ModelProto,
     low: int,
@@ -231,14 +245,20 @@ def convert_float(
     block_nodes: tuple[str, ...] = (),
 ) -> tuple[onnx.ModelProto, list[str]]:
     """Convert ``model`` to run in ``low`` (TensorProto.FLOAT16 or BFLOAT16); return it, notes."""
-    model = onnx.shape_inference.infer_shapes(copy_model(model))
-    opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    model = infer_shapes(copy_model(model))
+    opset = default_opset(model)
     conv = _Converter(model, low, keep_io_types, frozenset(block_ops), frozenset(block_nodes))
     conv.dtype = _types(model)
     inits = {i.name: i for i in model.graph.initializer if i.data_type == TensorProto.FLOAT}
+    # If/Loop bodies stay float32 and read these by name: they must stay float32 under it.
+    outer = set().union(*(outer_reads(n) for n in model.graph.node))
     if not keep_io_types:
         for value in model.graph.input:
-            if value.type.tensor_type.elem_type == TensorProto.FLOAT and value.name not in inits:
+            if (
+                value.type.tensor_type.elem_type == TensorProto.FLOAT
+                and value.name not in inits
+                and value.name not in outer
+            ):
                 value.type.tensor_type.elem_type = low
                 conv.dtype[value.name] = low
     for node in model.graph.node:
@@ -251,25 +271,27 @@ def convert_float(
             renamed[value.name] = f"{value.name}__{conv.suffix}"
         else:
             value.type.tensor_type.elem_type = low
+    made = {o for node in conv.nodes for o in node.output}
+    read_inside = {n for n in outer if conv.dtype.get(n) == low and n in made}
+    renamed |= {n: f"{n}__{conv.suffix}" for n in read_inside if n not in renamed}
+    nodes: list[onnx.NodeProto] = []
     for node in conv.nodes:
         for i, name in enumerate(node.input):
             node.input[i] = renamed.get(name, name)
+        nodes.append(node)
         for i, name in enumerate(node.output):
             node.output[i] = renamed.get(name, name)
-    for name, inner in renamed.items():
-        conv.nodes.append(
-            onnx.helper.make_node(
-                "Cast", [inner], [name], name=f"{name}__to_fp32", to=TensorProto.FLOAT
-            )
-        )
+            if name in read_inside:  # before the If/Loop that reads it
+                nodes.append(_to_float(renamed[name], name))
+    nodes += [_to_float(inner, name) for name, inner in renamed.items() if name not in read_inside]
     del model.graph.node[:]
-    model.graph.node.extend(conv.nodes)
-    used = {n for node in model.graph.node for n in node.input}
+    model.graph.node.extend(nodes)
+    used = used_names(model)
     for init in list(model.graph.initializer):
         if init.name not in used:
             model.graph.initializer.remove(init)
     del model.graph.value_info[:]
-    model = onnx.shape_inference.infer_shapes(model)
+    model = infer_shapes(model)
     casts = sum(1 for n in model.graph.node if n.op_type == "Cast" and "__to_" in n.name)
     notes = [
         f"{sum(conv.converted.values())} nodes run in {_TYPE_NAME[low]}, {casts} casts inserted"
@@ -284,32 +306,13 @@ def convert_float(
     return model, notes
 
 
-def _run(
-    model: onnx.ModelProto,
-    low: int,
-    keep_io_types: bool,
-    block_ops: tuple[str, ...],
-    block_nodes: tuple[str, ...],
-    opset: int,
-) -> PassResult:
-    notes: list[str] = []
-    current = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset and current < opset:
-        try:
-            model = onnx.version_converter.convert_version(model, opset)
-            notes.append(f"opset {current} -> {opset} (its ops accept {_TYPE_NAME[low]})")
-        except (RuntimeError, ValueError, onnx.checker.ValidationError) as exc:
-            log.info(
-                "opset conversion to %d failed (%s); converting at opset %d", opset, exc, current
-            )
-    converted, more = convert_float(model, low, keep_io_types, block_ops, block_nodes)
-    return PassResult(converted, True, (*notes, *more))
-
-
-@register_pass("fp16")
 @dataclass(frozen=True, slots=True)
-class Fp16:
-    """Weights and compute in float16; blocked ops and graph I/O stay float32."""
+class _HalfPrecision(PassBase):
+    """What ``fp16`` and ``bf16`` share: everything but the type they convert to."""
+
+    low: ClassVar[int]
+    # Its loss is the one the target precision's own checks expect.
+    lossy: ClassVar[bool] = False
 
     keep_io_types: bool = field(
         default=True, metadata={"help": "keep graph inputs/outputs float32 (--keep-io-types)"}
@@ -323,43 +326,45 @@ class Fp16:
     opset: int = field(default=0, metadata={"help": "convert to this opset first (0: keep)"})
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
-        """Convert to float16."""
-        return _run(
-            model,
-            TensorProto.FLOAT16,
-            self.keep_io_types,
-            self.block_ops,
-            self.block_nodes,
-            self.opset,
+        """Convert to the low type (first to ``opset``, where onnx's converter can)."""
+        notes: list[str] = []
+        current = default_opset(model)
+        if self.opset and current < self.opset:
+            converted = convert_opset(model, self.opset)
+            if isinstance(converted, str):
+                log.info(
+                    "opset conversion to %d failed (%s); converting at opset %d",
+                    self.opset,
+                    converted,
+                    current,
+                )
+            else:
+                model = converted
+                notes.append(
+                    f"opset {current} -> {self.opset} (its ops accept {_TYPE_NAME[self.low]})"
+                )
+        converted_model, more = convert_float(
+            model, self.low, self.keep_io_types, self.block_ops, self.block_nodes
         )
+        return PassResult(converted_model, True, (*notes, *more))
+
+
+@register_pass("fp16")
+@dataclass(frozen=True, slots=True)
+class Fp16(_HalfPrecision):
+    """Weights and compute in float16; blocked ops and graph I/O stay float32."""
+
+    low: ClassVar[int] = TensorProto.FLOAT16
 
 
 @register_pass("bf16")
 @dataclass(frozen=True, slots=True)
-class Bf16:
+class Bf16(_HalfPrecision):
     """Weights and compute in bfloat16; blocked ops and graph I/O stay float32."""
 
-    keep_io_types: bool = field(
-        default=True, metadata={"help": "keep graph inputs/outputs float32 (--keep-io-types)"}
-    )
-    block_ops: tuple[str, ...] = field(
-        default=DEFAULT_BLOCK_OPS, metadata={"help": "op types kept in float32"}
-    )
-    block_nodes: tuple[str, ...] = field(
-        default=(), metadata={"help": "node names kept in float32"}
-    )
+    low: ClassVar[int] = TensorProto.BFLOAT16
+
     opset: int = field(
         default=22,
         metadata={"help": "convert to this opset first: Conv, Gemm, ... take bfloat16 from 22"},
     )
-
-    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
-        """Convert to bfloat16."""
-        return _run(
-            model,
-            TensorProto.BFLOAT16,
-            self.keep_io_types,
-            self.block_ops,
-            self.block_nodes,
-            self.opset,
-        )

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from duh.passes._base import PassContext, PassResult, register_pass
+from duh.passes._base import PassBase, PassContext, PassResult, register_pass
 from duh.passes._graph import consumers, copy_model, initializer_map, producers
 from duh.passes._rules import attr
 
@@ -195,7 +195,7 @@ def _channels(
 
 @register_pass("prune")
 @dataclass(frozen=True, slots=True)
-class Prune:
+class Prune(PassBase):
     """Magnitude pruning: unstructured zeros, or removal of whole Conv/Gemm output channels."""
 
     lossy: ClassVar[bool] = True

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
 
 from duh.calibration import calibrate
 from duh.errors import CalibrationError, PassError
-from duh.passes._base import PassContext, PassResult, register_pass
+from duh.passes._base import PassBase, PassContext, PassResult, register_pass
 from duh.passes._graph import consumers, copy_model, initializer_map, name_nodes, producers
 from duh.passes._quantize_modes import (
     QUANTIZED_OPS,
@@ -57,8 +57,11 @@ _DYNAMIC_OPS = ("MatMul", "Gemm", "Attention", "LSTM", "GRU")
 
 @register_pass("quantize")
 @dataclass(frozen=True, slots=True)
-class Quantize:
+class Quantize(PassBase):
     """INT8 (static QDQ or dynamic) or INT4 weight-only quantization with onnxruntime's tools."""
+
+    # In a pipeline whose precision is not int8 (a recipe), it is checked by INT8's criteria.
+    lossy: ClassVar[bool] = True
 
     mode: str = field(
         default="auto",

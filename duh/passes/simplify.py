@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import onnx
 
 from duh._ort_errors import ort_errors
-from duh.passes._base import PassContext, PassResult, register_pass
+from duh.passes._base import PassBase, PassContext, PassResult, register_pass
 from duh.passes._graph import graph_fingerprint
 
 __all__ = ["Simplify"]
@@ -18,8 +19,10 @@ log = logging.getLogger(__name__)
 
 @register_pass("simplify")
 @dataclass(frozen=True, slots=True)
-class Simplify:
+class Simplify(PassBase):
     """Simplify the graph with onnxsim; if onnxsim fails on a model, keep the input and warn."""
+
+    lossy: ClassVar[bool] = False
 
     skip_fuse_bn: bool = field(
         default=False, metadata={"help": "leave Conv+BatchNormalization pairs unfused"}
