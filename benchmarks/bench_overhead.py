@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ import numpy as np
 import duh
 from duh.bench import BenchSettings, Warmup, bench, make_workloads
 from duh.compiler import build as build_artifact  # the script makes its own artifacts
+from duh.runtime import measure_interleaved
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -46,19 +46,8 @@ AGREEMENT_TARGET = 0.10
 
 def _median_loop(call: Callable[[Any], object], feeds: Sequence[Any], seconds: float) -> float:
     """Median latency (ms) of ``call`` timed one call at a time, as a hand-written loop would."""
-    for i in range(50):
-        call(feeds[i % len(feeds)])
-    clock = time.perf_counter_ns
-    times = []
-    deadline = clock() + int(seconds * 1e9)
-    i = 0
-    while clock() < deadline or i < 20:
-        feed = feeds[i % len(feeds)]
-        t0 = clock()
-        call(feed)
-        times.append(clock() - t0)
-        i += 1
-    return statistics.median(times) / 1e6
+    timings = measure_interleaved([call], feeds, warmup=50, rounds=20, budget_s=seconds)
+    return timings.medians_ms[0]
 
 
 def _bare_call(artifact: Path, threads: int) -> Callable[[Any], object]:

@@ -20,13 +20,13 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks._models import make_resnet50
+from duh.runtime import measure_interleaved
 
 THREADS = 2
 TARGETS = ("cpu-int8", "cpu-bf16", "cpu-fp16")
@@ -39,22 +39,6 @@ def dir_bytes(path: Path) -> int:
         if path.is_file()
         else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     )
-
-
-def time_interleaved(
-    sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int
-) -> dict[str, list[float]]:
-    """Latencies (ms) of each session, one run of each per round, after a warm-up."""
-    for session in sessions.values():
-        for _ in range(5):
-            session.run(feed)
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(rounds):
-        for name, session in sessions.items():
-            start = time.perf_counter()
-            session.run(feed)
-            times[name].append((time.perf_counter() - start) * 1000)
-    return times
 
 
 def main() -> int:
@@ -111,7 +95,10 @@ def main() -> int:
             "input": np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
         }
         print(f"timing batch 1, {THREADS} threads, {rounds} interleaved rounds ...", flush=True)
-        times = time_interleaved(sessions, feed, rounds)
+        timings = measure_interleaved(
+            [s.run for s in sessions.values()], [feed], warmup=5, rounds=rounds, max_rounds=rounds
+        )
+        times = dict(zip(sessions, timings.samples_ms, strict=True))
         base = statistics.median(times["source (onnxruntime fp32)"])
         source_bytes = dir_bytes(source)
         rows = []

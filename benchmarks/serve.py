@@ -114,16 +114,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> int:
 
 def _engine_p50_ms(artifact: Path, x: np.ndarray, runs: int) -> float:
     import duh
+    from duh.runtime import measure_interleaved
 
     session = duh.load(artifact)
-    for _ in range(20):
-        session.run({"x": x[:1]})
-    times = []
-    for i in range(runs):
-        t0 = time.perf_counter()
-        session.run({"x": x[i % len(x) : i % len(x) + 1]})
-        times.append((time.perf_counter() - t0) * 1000)
-    return percentile(times, 50)
+    feeds = [{"x": x[i : i + 1]} for i in range(len(x))]
+    timings = measure_interleaved([session.run], feeds, warmup=20, rounds=runs, max_rounds=runs)
+    return percentile(list(timings.samples_ms[0]), 50)
 
 
 async def _throughput(urls: dict[str, str], payloads: Payloads, requests: int, rounds: int,

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._models import make_resnet50
+from duh.runtime import measure_interleaved
 
 THREADS = 2
 SHAPE = (1, 3, 224, 224)
@@ -55,27 +56,6 @@ def build(model: Path, out: Path, trials: int) -> dict[str, Any]:
         "cosine": checks["outputs"][0]["cosine"] if checks.get("outputs") else None,
         "tuning": result.manifest.engine_config.get("tuning"),
     }
-
-
-def measure(subjects: dict[str, Any], feed: dict[str, np.ndarray], rounds: int) -> dict[str, Any]:
-    """Interleaved rounds; fast subjects run several times a round. Samples in ms."""
-    for session in subjects.values():
-        for _ in range(2):
-            session.run(feed)
-    reps: dict[str, int] = {}
-    for name, session in subjects.items():
-        start = time.perf_counter()
-        session.run(feed)
-        reps[name] = max(1, min(20, int(0.5 / max(time.perf_counter() - start, 1e-4))))
-    samples: dict[str, list[float]] = {name: [] for name in subjects}
-    order = list(subjects)
-    for r in range(rounds):
-        for name in order[r % len(order) :] + order[: r % len(order)]:
-            for _ in range(reps[name]):
-                start = time.perf_counter()
-                subjects[name].run(feed)
-                samples[name].append((time.perf_counter() - start) * 1000)
-    return samples
 
 
 def main() -> int:
@@ -116,7 +96,12 @@ def main() -> int:
         }
         feed = {"input": np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)}
         print(f"timing {len(subjects)} subjects, {rounds} interleaved rounds ...", flush=True)
-        samples = measure(subjects, feed, rounds)
+        # Fast subjects run several times a round (about 0.5 s each); the order rotates.
+        timings = measure_interleaved(
+            [s.run for s in subjects.values()], [feed], warmup=2, rounds=rounds,
+            max_rounds=rounds, round_s=0.5, max_repeats=20, rotate=True,
+        )  # fmt: skip
+        samples = dict(zip(subjects, timings.samples_ms, strict=True))
     base = statistics.median(samples["onnxruntime fp32 (source)"])
     rows = []
     builds = {"tvm untuned": untuned, f"tvm tuned ({trials} trials)": tuned}

@@ -19,13 +19,14 @@ import numpy as np
 from duh.calibration._data import CalibrationSet
 from duh.calibration._images import IMAGE_SUFFIXES, PreprocessSpec, load_image, preprocess_spec
 from duh.errors import CalibrationError
-from duh.runtime._signature import TensorSpec
+from duh.runtime import TensorSpec
 
 __all__ = ["load_calibration"]
 
 log = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic"
+_CALIBRATION = "calibration data"
 _SEED = 0
 
 
@@ -34,7 +35,7 @@ def _sample_shape(
 ) -> tuple[int | None, ...]:
     """The input's shape without the batch axis; None where any size is allowed."""
     full = shapes.get(spec.name) or spec.shape
-    return tuple(d if isinstance(d, int) else None for d in full[1:])
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in full[1:])
 
 
 def _batch_size(spec: TensorSpec, shapes: Mapping[str, tuple[int, ...]]) -> int:
@@ -42,22 +43,22 @@ def _batch_size(spec: TensorSpec, shapes: Mapping[str, tuple[int, ...]]) -> int:
     return full[0] if full and isinstance(full[0], int) and full[0] > 0 else 1
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
+def _read_npz(path: Path, purpose: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: np.asarray(data[k]) for k in data.files}
     except (OSError, ValueError) as exc:
         raise CalibrationError(
-            f"calibration file {path.name} is not a readable .npz ({exc})"
+            f"{purpose} file {path.name} is not a readable .npz ({exc})"
         ) from None
 
 
-def _read_npy(path: Path) -> np.ndarray:
+def _read_npy(path: Path, purpose: str) -> np.ndarray:
     try:
         return np.asarray(np.load(path, allow_pickle=False))
     except (OSError, ValueError) as exc:
         raise CalibrationError(
-            f"calibration file {path.name} is not a readable .npy ({exc})"
+            f"{purpose} file {path.name} is not a readable .npy ({exc})"
         ) from None
 
 
@@ -90,7 +91,8 @@ def _stack_samples(
     for spec in inputs:
         array = arrays[spec.name]
         rank = len(spec.shape)
-        if array.ndim == rank - 1:
+        # A scalar input (rank 0) has no batch axis: a 0-d array is its one sample.
+        if array.ndim == rank - 1 or (rank == 0 and array.ndim == 0):
             array = array[None]
         out[spec.name] = array
     return out
@@ -102,27 +104,28 @@ def _read_directory(
     shapes: Mapping[str, tuple[int, ...]],
     spec: PreprocessSpec,
     limit: int,
+    purpose: str,
 ) -> tuple[dict[str, np.ndarray], str]:
     files = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
     arrays_files = [p for p in files if p.suffix.lower() in (".npy", ".npz")]
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     if arrays_files and images:
         raise CalibrationError(
-            f"calibration directory {directory.name} mixes {len(arrays_files)} array files and "
+            f"{purpose} directory {directory.name} mixes {len(arrays_files)} array files and "
             f"{len(images)} images; keep one kind per directory"
         )
     if arrays_files:
         parts: dict[str, list[np.ndarray]] = {s.name: [] for s in inputs}
         for path in arrays_files:
             if path.suffix.lower() == ".npz":
-                found = _by_input(_read_npz(path), inputs, path.name)
+                found = _by_input(_read_npz(path, purpose), inputs, path.name)
             else:
                 if len(inputs) != 1:
                     raise CalibrationError(
                         f"{path.name}: a .npy file holds one array but the model has "
                         f"{len(inputs)} inputs; use .npz files with arrays named after the inputs"
                     )
-                found = {inputs[0].name: _read_npy(path)}
+                found = {inputs[0].name: _read_npy(path, purpose)}
             for name, array in _stack_samples(found, inputs, shapes).items():
                 parts[name].append(array)
         merged = {}
@@ -144,8 +147,8 @@ def _read_directory(
             f"{shown} images in {directory.name}/"
         )
     raise CalibrationError(
-        f"calibration directory {directory.name} holds no .npy/.npz files and no images "
-        f"({', '.join(sorted(IMAGE_SUFFIXES))}); point --calib at the data"
+        f"{purpose} directory {directory.name} holds no .npy/.npz files and no images "
+        f"({', '.join(sorted(IMAGE_SUFFIXES))}); point to the directory that holds the data"
     )
 
 
@@ -158,7 +161,7 @@ def _read_images(
 ) -> dict[str, np.ndarray]:
     if len(inputs) != 1 or not inputs[0].dtype.startswith("float") or len(inputs[0].shape) != 4:
         raise CalibrationError(
-            "image calibration needs a model with one float input of rank 4 (an image batch); "
+            "image data needs a model with one float input of rank 4 (an image batch); "
             f"this model's inputs are {', '.join(s.name + s.shape_text() for s in inputs)}: "
             "give a .npz instead"
         )
@@ -262,12 +265,21 @@ def _digest(arrays: Mapping[str, np.ndarray], extra: Mapping[str, Any]) -> str:
 
 
 def _feeds(
-    arrays: Mapping[str, np.ndarray], rows: Sequence[int], batch: int
+    arrays: Mapping[str, np.ndarray],
+    rows: Sequence[int],
+    batch: int,
+    scalars: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, np.ndarray], ...]:
+    """Feeds of ``batch`` rows each; inputs in ``scalars`` (rank 0) take their first row alone."""
     feeds = []
     for start in range(0, len(rows) - batch + 1, batch):
         index = np.asarray(rows[start : start + batch])
-        feeds.append({name: np.ascontiguousarray(a[index]) for name, a in arrays.items()})
+        feeds.append(
+            {
+                name: np.array(a[index[0]]) if name in scalars else np.ascontiguousarray(a[index])
+                for name, a in arrays.items()
+            }
+        )
     return tuple(feeds)
 
 
@@ -279,6 +291,7 @@ def load_calibration(
     holdout: int = 0,
     shapes: Mapping[str, tuple[int, ...]] | None = None,
     preprocess: PreprocessSpec | Mapping[str, Any] | str | Path | None = None,
+    purpose: str = _CALIBRATION,
 ) -> CalibrationSet:
     """Read calibration data for a model with ``inputs``.
 
@@ -286,6 +299,7 @@ def load_calibration(
     models), a directory of .npy/.npz files or of images (preprocessed by ``preprocess``), or
     ``"synthetic"`` (seeded random data; INT8 accuracy will suffer). Up to ``holdout`` samples
     are held out as verification inputs; up to ``samples`` of the rest are for calibration.
+    ``purpose`` names the data in error messages (``"check data"`` for verification inputs).
     """
     shapes = dict(shapes or {})
     if samples < 1:
@@ -293,6 +307,7 @@ def load_calibration(
     if not inputs:
         raise CalibrationError("the model has no inputs to calibrate")
     batch = max(_batch_size(s, shapes) for s in inputs)
+    scalars = frozenset(s.name for s in inputs if not s.shape)
     spec = preprocess_spec(preprocess)
     if str(calib) == SYNTHETIC:
         log.warning(
@@ -302,20 +317,24 @@ def load_calibration(
         arrays = _synthetic(inputs, shapes, samples * batch)
         rows = list(range(samples * batch))
         return CalibrationSet(
-            _feeds(arrays, rows, batch), (), SYNTHETIC, _digest(arrays, {"synthetic": _SEED}), True
+            _feeds(arrays, rows, batch, scalars),
+            (),
+            SYNTHETIC,
+            _digest(arrays, {"synthetic": _SEED}),
+            True,
         )
     path = Path(calib)
     if not path.exists():
         raise CalibrationError(
-            f"calibration data {str(path)!r} does not exist; pass a .npz, a directory of "
-            ".npy/.npz files or images, or 'synthetic'"
+            f"{purpose} {str(path)!r} does not exist; pass a .npz, a directory of "
+            ".npy/.npz files or images" + (", or 'synthetic'" if purpose == _CALIBRATION else "")
         )
     limit = (samples + holdout) * batch
     if path.is_dir():
-        raw, source = _read_directory(path, inputs, shapes, spec, limit)
+        raw, source = _read_directory(path, inputs, shapes, spec, limit, purpose)
     elif path.suffix.lower() == ".npz":
         raw, source = (
-            _stack_samples(_by_input(_read_npz(path), inputs, path.name), inputs, shapes),
+            _stack_samples(_by_input(_read_npz(path, purpose), inputs, path.name), inputs, shapes),
             path.name,
         )
     elif path.suffix.lower() == ".npy":
@@ -324,10 +343,11 @@ def load_calibration(
                 f"{path.name} holds one array but the model has {len(inputs)} inputs; use a .npz "
                 "with arrays named after the inputs"
             )
-        raw, source = _stack_samples({inputs[0].name: _read_npy(path)}, inputs, shapes), path.name
+        npy = _read_npy(path, purpose)
+        raw, source = _stack_samples({inputs[0].name: npy}, inputs, shapes), path.name
     else:
         raise CalibrationError(
-            f"calibration data {path.name} is neither .npz, .npy nor a directory; convert it to "
+            f"{purpose} {path.name} is neither .npz, .npy nor a directory; convert it to "
             ".npz with arrays named after the model's inputs (first axis = samples)"
         )
     arrays = _conform(raw, inputs, shapes, source)
@@ -350,8 +370,8 @@ def load_calibration(
     check_rows, calib_rows = order[: held * batch], order[held * batch : (held + samples) * batch]
     digest = _digest(arrays, {"preprocess": spec.to_json(), "order": [calib_rows, check_rows]})
     calibration = CalibrationSet(
-        _feeds(arrays, calib_rows, batch),
-        _feeds(arrays, check_rows, batch),
+        _feeds(arrays, calib_rows, batch, scalars),
+        _feeds(arrays, check_rows, batch, scalars),
         source,
         digest,
     )

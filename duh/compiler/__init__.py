@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from duh.compiler._build import BuildResult, build, default_output
-from duh.compiler._candidates import CandidateResult
+from duh.compiler._request import BuildRequest, Candidate, Selection
 from duh.compiler.ingest import SourceModel, ingest
 from duh.compiler.pipeline import PassManager, PassRecord
 
 __all__ = [
+    "BuildRequest",
     "BuildResult",
-    "CandidateResult",
+    "Candidate",
     "PassManager",
     "PassRecord",
+    "Selection",
     "SourceModel",
     "build",
     "default_output",

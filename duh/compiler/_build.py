@@ -8,23 +8,24 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import onnx
 
-import duh
+from duh._version import __version__
 from duh.calibration import CalibrationSet
-from duh.compiler._candidates import CandidateResult, build_candidates
+from duh.compiler._candidates import run_candidates
+from duh.compiler._feeds import check_feeds, quantized_ops
+from duh.compiler._request import BuildRequest, Candidate, Plan, Selection
 from duh.compiler.artifact import staging, write_manifest
 from duh.compiler.ingest import SourceModel, ingest
 from duh.compiler.pipeline import PassManager, parse_pass_list
 from duh.compiler.verify import Tolerance
 from duh.errors import CalibrationError
-from duh.host import HostInfo, host_info
-from duh.runtime import FORMAT_VERSION, Manifest
-from duh.runtime._manifest import hash_files
+from duh.host import host_info
+from duh.runtime import FORMAT_VERSION, Manifest, hash_files
 from duh.targets import (
     PassSpec,
     TargetSpec,
@@ -33,7 +34,7 @@ from duh.targets import (
     parse_target,
 )
 
-__all__ = ["BuildResult", "CandidateResult", "build", "default_output"]
+__all__ = ["BuildResult", "build", "default_output"]
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,12 @@ class BuildResult:
     output: Path | None
     requested: str
     chosen: TargetSpec | None
-    candidates: tuple[CandidateResult, ...]
+    candidates: tuple[Candidate, ...]
     source: SourceModel
     manifest: Manifest | None = None
     warnings: tuple[str, ...] = ()
     seconds: float = 0.0
     dry_run: bool = False
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 def default_output(model: Path, target: str) -> Path:
@@ -94,22 +94,25 @@ def _pipeline(
 
 def _needs_calibration(pipeline: PassManager, model: onnx.ModelProto) -> bool:
     """Whether a pass of ``pipeline`` (static quantization) needs calibration data on ``model``."""
-    return any(
-        getattr(p, "needs_calibration", None) and p.needs_calibration(model)  # type: ignore[attr-defined]
-        for p in pipeline.passes
-    )
+    return any(p.needs_calibration(model) for p in pipeline.passes)
 
 
-def _warnings(spec: TargetSpec, host: HostInfo, calibration: CalibrationSet | None) -> list[str]:
+def _warnings(request: BuildRequest, spec: TargetSpec) -> list[str]:
     out = []
-    if spec.precision == "bf16" and spec.device == "cpu" and not host.has("amx_bf16"):
+    if spec.precision == "bf16" and spec.device == "cpu" and not request.host.has("amx_bf16"):
         out.append(
             "this CPU has no AMX: bf16 runs on AVX-512 BF16 only and is likely slower than fp32"
         )
-    if calibration is not None and calibration.synthetic:
+    if request.calibration is not None and request.calibration.synthetic:
         out.append(
             "calibrated on SYNTHETIC data: INT8 ranges do not reflect real inputs and accuracy "
             "is likely poor; calibrate with real samples (--calib PATH)"
+        )
+    if request.verify and request.quantized_source and request.tolerance is None:
+        out.append(
+            "the source is already quantized ("
+            + ", ".join(request.quantized_source)
+            + "): verified by INT8 criteria (cosine, top-1 agreement), not fp32 tolerances"
         )
     return out
 
@@ -126,6 +129,7 @@ def build(
     shapes: Mapping[str, tuple[int, ...]] | None = None,
     verify: bool = True,
     check_samples: int = 8,
+    check_data: str | Path | None = None,
     tolerance: Tolerance | None = None,
     dry_run: bool = False,
     target_options: Mapping[str, str] | None = None,
@@ -135,106 +139,99 @@ def build(
     """Compile ``model`` for ``target`` into an artifact directory, verified against the source.
 
     A short target name builds every engine that offers it here, verifies each, measures them
-    interleaved, and keeps the fastest that passes. ``dry_run`` resolves everything and writes
-    nothing. ``pass_options`` (pass name -> field -> value) sets options of the passes that run,
-    e.g. ``{"quantize": {"calibrator": "entropy"}}``. Raises a ``DuhError`` subclass for anything
-    a user can fix.
+    interleaved, and keeps the fastest that passes; a candidate that fails is recorded with its
+    reason and the build fails only when none is left. ``check_data`` (the formats of ``calib``)
+    gives real inputs to verify on; without it, held-out calibration samples or synthetic inputs
+    that respect what the graph says of them (index ranges, masks). ``dry_run`` resolves
+    everything and writes nothing. ``pass_options`` (pass name -> field -> value) sets options of
+    the passes that run, e.g. ``{"quantize": {"calibrator": "entropy"}}``. Raises a ``DuhError``
+    subclass for anything a user can fix.
     """
     started = time.perf_counter()
     shapes = dict(shapes or {})
     log.info("reading %s", Path(model).name)
     source = ingest(model, shapes)
     host = host_info()
-    request = parse_target(target)
-    specs = candidates(request, host)
+    wanted = parse_target(target)
+    specs = candidates(wanted, host)
     if isinstance(passes, str):
         passes = parse_pass_list(passes)
-    if request.precision is None and calib is None:
+    if wanted.precision is None and calib is None:
         # auto: INT8 needs calibration data; without it, only float precisions are candidates.
         specs = [s for s in specs if s.precision != "int8"] or specs
-    pipelines = [_pipeline(s, passes, pass_options) for s in specs]
-    if calib is None and any(_needs_calibration(p, source.model) for p in pipelines):
+    plans = tuple(Plan(s, _pipeline(s, passes, pass_options)) for s in specs)
+    if calib is None and any(_needs_calibration(p.pipeline, source.model) for p in plans):
         raise CalibrationError(
             "an INT8 build needs calibration data (--calib PATH): INT8 scales are fitted to the "
             "ranges the calibration inputs produce, and random inputs give ranges unlike real "
             "data, which ruins accuracy; pass real samples, or --calib synthetic to accept that"
         )
-    plans = tuple(
-        CandidateResult(s, tuple(p.describe())) for s, p in zip(specs, pipelines, strict=True)
-    )
     out_path = Path(output) if output is not None else default_output(source.path, target)
     if dry_run:
         return BuildResult(
             None,
             target,
             specs[0] if len(specs) == 1 else None,
-            plans,
+            tuple(Candidate(p.spec, tuple(p.pipeline.describe())) for p in plans),
             source,
             dry_run=True,
             seconds=time.perf_counter() - started,
         )
     options = dict(calib_options or {})
     options.setdefault("shapes", shapes)
-    holdout = max(check_samples, 1) if verify else 0
+    holdout = max(check_samples, 1) if verify and check_data is None else 0
     calibration = _load_calibration(calib, source, calib_samples, holdout, options)
+    checks = check_feeds(
+        source, check_samples, shapes, calibration, check_data, options.get("preprocess")
+    )
+    request = BuildRequest(
+        source=source,
+        requested=target,
+        plans=plans,
+        host=host,
+        calibration=calibration,
+        shapes=shapes,
+        target_options=dict(target_options or {}),
+        verify=verify,
+        checks=checks,
+        tolerance=tolerance,
+        budget_s=select_budget_s,
+        quantized_source=quantized_ops(source.model),
+    )
     with (
         staging(out_path) as stage,
         tempfile.TemporaryDirectory(prefix=".duh-work-", dir=stage.parent) as work_name,
     ):
-        work = Path(work_name)
-        built = build_candidates(
-            specs,
-            pipelines,
-            source,
-            work,
-            host,
-            calibration,
-            shapes,
-            dict(target_options or {}),
-            verify,
-            check_samples,
-            tolerance,
-            select_budget_s,
-            target,
-        )
-        chosen, chosen_dir, compiled, results, method = built
-        for item in chosen_dir.iterdir():
+        selection = run_candidates(request, Path(work_name))
+        assert selection.chosen.out_dir is not None
+        for item in selection.chosen.out_dir.iterdir():
             os.replace(item, stage / item.name)
-        warnings = _warnings(chosen.spec, host, calibration)
+        warnings = _warnings(request, selection.chosen.spec)
         seconds = time.perf_counter() - started
-        manifest = _manifest(
-            stage,
-            source,
-            target,
-            chosen,
-            compiled,
-            results,
-            method,
-            host,
-            warnings,
-            calibration,
-            seconds,
-        )
+        manifest = _manifest(request, selection, stage, warnings, seconds)
         write_manifest(stage, manifest)
+    # The candidates' build directories are gone with the work directory.
+    tried = tuple(replace(c, out_dir=None) for c in selection.candidates)
     return BuildResult(
-        out_path, target, chosen.spec, tuple(results), source, manifest, tuple(warnings), seconds
+        out_path, target, selection.chosen.spec, tried, source, manifest, tuple(warnings), seconds
     )
 
 
 def _manifest(
+    request: BuildRequest,
+    selection: Selection,
     stage: Path,
-    source: SourceModel,
-    requested: str,
-    chosen: CandidateResult,
-    compiled: Any,
-    results: Sequence[CandidateResult],
-    method: str,
-    host: HostInfo,
     warnings: Sequence[str],
-    calibration: CalibrationSet | None,
     seconds: float,
 ) -> Manifest:
-    spec = chosen.spec
+    chosen, source, host, calibration = (
+        selection.chosen,
+        request.source,
+        request.host,
+        request.calibration,
+    )
+    spec, compiled = chosen.spec, chosen.compiled
+    assert compiled is not None
     calib_info: dict[str, Any] | None = None
     if calibration is not None:
         calib_info = {
@@ -246,11 +243,11 @@ def _manifest(
         }
     return Manifest(
         format_version=FORMAT_VERSION,
-        duh_version=duh.__version__,
+        duh_version=__version__,
         engine=spec.engine,
         engine_version=compiled.engine_version,
         target={
-            "requested": requested,
+            "requested": request.requested,
             "resolved": spec.name,
             "engine": spec.engine,
             "device": spec.device,
@@ -268,15 +265,16 @@ def _manifest(
             "ir_version": source.ir_version,
             "producer": f"{source.model.producer_name} {source.model.producer_version}".strip(),
             "external_data": list(source.external_data),
+            "quantized": list(request.quantized_source),
         },
         passes=tuple(r.to_json() for r in chosen.records),
         checks=chosen.report.to_json()
         if chosen.report is not None
         else {"passed": None, "skipped": True},
         selection={
-            "method": method,
+            "method": selection.method,
             "chosen": spec.name,
-            "candidates": [r.to_json() for r in results],
+            "candidates": [c.to_json() for c in selection.candidates],
         },
         build={
             "seconds": round(seconds, 3),

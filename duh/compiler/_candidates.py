@@ -1,35 +1,41 @@
-"""Building, verifying and measuring the candidate targets of one build."""
+"""The candidates of one build, in three steps: build each, verify each, select one.
+
+A candidate that fails (its pipeline, its engine's compile, its load, its check) is recorded
+with its reason and the others carry on; a build fails only when no candidate is left.
+"""
 
 from __future__ import annotations
 
 import logging
 import shutil
-import statistics
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 
-import duh
-from duh.calibration import CalibrationSet
+from duh._ort_errors import ort_errors
+from duh._version import __version__
+from duh.compiler._request import BuildRequest, Candidate, Plan, Selection
 from duh.compiler.artifact import write_manifest
 from duh.compiler.cache import cache_dir
-from duh.compiler.ingest import SourceModel, normalize_for_engine
-from duh.compiler.pipeline import PassManager, PassRecord
-from duh.compiler.verify import Tolerance, VerifyReport, compare, synthetic_feeds, tolerance_for
-from duh.errors import ModelError, TargetError
-from duh.host import HostInfo
+from duh.compiler.ingest import normalize_for_engine
+from duh.compiler.pipeline import PassManager
+from duh.compiler.verify import compare_outputs, tolerance_for
+from duh.errors import DuhError, ModelError, TargetError
 from duh.passes import PassContext
-from duh.runtime import FORMAT_VERSION, Manifest, Session, load
-from duh.runtime._manifest import hash_files
-from duh.targets import CompileContext, TargetSpec, get_target
-from duh.targets._util import save_onnx
+from duh.runtime import FORMAT_VERSION, Manifest, Session, hash_files, load, measure_interleaved
+from duh.targets import CompileContext, get_target, save_onnx
 
-__all__ = ["CandidateResult", "build_candidates", "lossy"]
+__all__ = [
+    "build_candidate",
+    "lossy",
+    "reference_outputs",
+    "run_candidates",
+    "select",
+    "verify_candidate",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,80 +43,62 @@ log = logging.getLogger(__name__)
 _ORT_MAX_OPSET = 26
 _ORT_MAX_IR = 13
 
-
-@dataclass(frozen=True, slots=True)
-class CandidateResult:
-    """One target tried by a build: its pipeline, and (unless a dry run) its checks and speed."""
-
-    spec: TargetSpec
-    passes: tuple[dict[str, Any], ...]
-    records: tuple[PassRecord, ...] = ()
-    report: VerifyReport | None = None
-    median_ms: float | None = None
-    error: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The form stored in the manifest's ``selection`` section."""
-        return {
-            "target": self.spec.name,
-            "median_ms": None if self.median_ms is None else round(self.median_ms, 4),
-            "verified": None if self.report is None else self.report.passed,
-            "error": self.error,
-        }
+Outputs = dict[str, np.ndarray]
 
 
 def lossy(pipeline: PassManager) -> bool:
     """Whether a pass of ``pipeline`` changes results on purpose (pruning): checked like INT8."""
-    return any(getattr(p, "lossy", False) for p in pipeline.passes)
+    return any(p.lossy for p in pipeline.passes)
 
 
-def _measure(
-    sessions: Sequence[Session], feed: Mapping[str, np.ndarray], budget_s: float
-) -> list[float]:
-    """Median latency (ms) of each session on ``feed``, measured in interleaved rounds."""
-    times: list[list[float]] = [[] for _ in sessions]
-    for session in sessions:
-        for _ in range(3):
-            session.run(feed)
-    deadline = time.perf_counter() + budget_s
-    rounds = 0
-    while rounds < 5 or (time.perf_counter() < deadline and rounds < 200):
-        for i, session in enumerate(sessions):
-            start = time.perf_counter()
-            session.run(feed)
-            times[i].append((time.perf_counter() - start) * 1000)
-        rounds += 1
-    return [statistics.median(t) for t in times]
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _check_feeds(
-    source: SourceModel,
-    calibration: CalibrationSet | None,
-    count: int,
-    shapes: Mapping[str, tuple[int, ...]],
-) -> tuple[list[dict[str, np.ndarray]], str]:
-    if calibration is not None and calibration.check and not calibration.synthetic:
-        return list(
-            calibration.check
-        ), f"{len(calibration.check)} held-out samples of {calibration.source}"
-    feeds = synthetic_feeds(source.inputs, count, shapes)
-    if any(s.is_dynamic for s in source.inputs):
-        # A second batch size proves the artifact kept its dynamic dimensions.
-        feeds += synthetic_feeds(source.inputs, 1, shapes, seed=1, batch=2)
-    return feeds, "seeded synthetic inputs"
+def reference_outputs(request: BuildRequest, work: Path) -> list[Outputs] | None:
+    """The source model's outputs on the check feeds, run on ONNX Runtime (None: no verify)."""
+    if not request.verify:
+        return None
+    source, checks = request.source, request.checks
+    ref_path = work / "source.onnx"
+    save_onnx(
+        normalize_for_engine(source.model, "onnxruntime", _ORT_MAX_OPSET, _ORT_MAX_IR), ref_path
+    )
+    try:
+        reference = load(ref_path)
+    except TargetError as exc:
+        raise ModelError(
+            f"ONNX Runtime, the reference duh verifies builds against, cannot run "
+            f"{source.path.name}: {str(exc).split(': ', 1)[-1]}; the model uses an operator "
+            "or type it lacks: build with --no-verify to skip the comparison"
+        ) from None
+    # ONNX Runtime's own errors: the reference engine does not wrap what a run raises.
+    failures: tuple[type[BaseException], ...] = (DuhError, *ort_errors())
+    try:
+        return [reference.run(feed) for feed in checks.feeds]
+    except failures as exc:
+        if checks.synthetic:
+            raise ModelError(
+                f"ONNX Runtime, the reference duh verifies builds against, fails on "
+                f"{source.path.name} with synthetic inputs ({_first_line(exc)}); the model needs "
+                "inputs that mean something (ids, lengths, rates): give sample inputs with "
+                "--check-data FILE (an .npz with one array per input, named after it), or "
+                "build with --no-verify"
+            ) from None
+        raise ModelError(
+            f"ONNX Runtime, the reference duh verifies builds against, fails on "
+            f"{source.path.name} with {checks.source} ({_first_line(exc)}); check that the data "
+            "fits the model's inputs"
+        ) from None
+    finally:
+        reference.close()
 
 
-def _build_candidate(
-    index: int,
-    spec: TargetSpec,
-    source: SourceModel,
-    pipeline: PassManager,
-    work: Path,
-    host: HostInfo,
-    calibration: CalibrationSet | None,
-    shapes: Mapping[str, tuple[int, ...]],
-    target_options: Mapping[str, str],
-) -> tuple[Path, list[PassRecord], Any]:
+def build_candidate(request: BuildRequest, index: int, plan: Plan, work: Path) -> Candidate:
+    """Run ``plan``'s pipeline on the source and compile it; a failure is the result's error."""
+    spec, pipeline = plan.spec, plan.pipeline
+    base = Candidate(spec, tuple(pipeline.describe()))
     plugin = get_target(spec.engine)
     passes_dir = work / f"passes-{index}"
     passes_dir.mkdir()
@@ -119,124 +107,170 @@ def _build_candidate(
         device=spec.device,
         precision=spec.precision,
         workdir=passes_dir,
-        calibration=calibration,
+        calibration=request.calibration,
         cache_dir=cache_dir("passes"),
-        shapes=dict(shapes),
+        shapes=dict(request.shapes),
     )
     model = onnx.ModelProto()
-    model.CopyFrom(source.model)
-    # Passes run ONNX Runtime (onnxsim, quantization): give them a model it reads.
-    model = normalize_for_engine(model, "onnxruntime", _ORT_MAX_OPSET, _ORT_MAX_IR)
-    model, records = pipeline.run(model, ctx)
-    model = normalize_for_engine(model, spec.engine, plugin.max_opset, plugin.max_ir_version)
+    model.CopyFrom(request.source.model)
     out_dir = work / f"candidate-{index}-{spec.engine}"
     out_dir.mkdir()
-    log.info("compiling for %s", spec.name)
-    compiled = plugin.compile(
-        model,
-        CompileContext(spec, host, cache_dir(spec.engine), dict(shapes), dict(target_options)),
-        out_dir,
-    )
-    shutil.rmtree(passes_dir, ignore_errors=True)
-    return out_dir, records, compiled
+    try:
+        # Passes run ONNX Runtime (onnxsim, quantization): give them a model it reads.
+        model = normalize_for_engine(model, "onnxruntime", _ORT_MAX_OPSET, _ORT_MAX_IR)
+        model, records = pipeline.run(model, ctx)
+        model = normalize_for_engine(model, spec.engine, plugin.max_opset, plugin.max_ir_version)
+        log.info("compiling for %s", spec.name)
+        compile_ctx = CompileContext(
+            spec, request.host, cache_dir(spec.engine), dict(request.shapes),
+            dict(request.target_options),
+        )  # fmt: skip
+        compiled = plugin.compile(model, compile_ctx, out_dir)
+    except DuhError as exc:
+        log.info("candidate %s failed: %s", spec.name, exc)
+        return replace(base, error=str(exc), failure=exc)
+    finally:
+        shutil.rmtree(passes_dir, ignore_errors=True)
+    return replace(base, records=tuple(records), compiled=compiled, out_dir=out_dir)
 
 
-def build_candidates(
-    specs: Sequence[TargetSpec],
-    pipelines: Sequence[PassManager],
-    source: SourceModel,
-    work: Path,
-    host: HostInfo,
-    calibration: CalibrationSet | None,
-    shapes: Mapping[str, tuple[int, ...]],
-    target_options: Mapping[str, str],
-    verify: bool,
-    check_samples: int,
-    tolerance: Tolerance | None,
-    budget: float,
-    requested: str,
-) -> tuple[CandidateResult, Path, Any, list[CandidateResult], str]:
-    reference: Session | None = None
-    feeds, feed_source = _check_feeds(source, calibration, check_samples, shapes)
-    if verify:
-        ref_path = work / "source.onnx"
-        save_onnx(
-            normalize_for_engine(source.model, "onnxruntime", _ORT_MAX_OPSET, _ORT_MAX_IR), ref_path
-        )
-        try:
-            reference = load(ref_path)
-        except TargetError as exc:
-            raise ModelError(
-                f"ONNX Runtime, the reference duh verifies builds against, cannot run "
-                f"{source.path.name}: {str(exc).split(': ', 1)[-1]}; the model uses an operator "
-                "or type it lacks: build with --no-verify to skip the comparison"
-            ) from None
-    results: list[CandidateResult] = []
-    built: list[tuple[int, Path, Any, Session]] = []
-    for i, (spec, pipeline) in enumerate(zip(specs, pipelines, strict=True)):
-        base = CandidateResult(spec, tuple(pipeline.describe()))
-        try:
-            out_dir, records, compiled = _build_candidate(
-                i, spec, source, pipeline, work, host, calibration, shapes, target_options
-            )
-            session = _load_candidate(out_dir, source, spec, compiled)
-        except TargetError as exc:
-            if len(specs) == 1:
-                raise
-            log.info("candidate %s failed: %s", spec.name, exc)
-            results.append(replace(base, error=str(exc)))
-            continue
-        report = None
-        if reference is not None:
-            log.info("verifying %s on %d inputs", spec.name, len(feeds))
-            tol = tolerance or tolerance_for(spec.precision, lossy=lossy(pipeline))
-            report = compare(reference, session, feeds, spec.precision, tol, feed_source)
-        results.append(replace(base, records=tuple(records), report=report))
-        if report is not None and not report.passed:
-            session.close()
-            continue
-        built.append((len(results) - 1, out_dir, compiled, session))
-    if not built and all(r.error for r in results):
-        raise TargetError(
-            f"no engine could build {requested!r}: "
-            + "; ".join(f"{r.spec.name}: {r.error}" for r in results)
-        )
-    if not built:
-        failed = [r for r in results if r.report is not None and not r.report.passed]
-        detail = "; ".join(
-            f"{r.spec.name}: {r.report.failure_text()}" for r in failed if r.report is not None
-        ) or "; ".join(f"{r.spec.name}: {r.error}" for r in results)
-        raise TargetError(
-            f"no candidate for {requested!r} passed verification against the source ({detail}); "
-            "check the model, loosen the tolerance, or build with --no-verify to skip the check"
-        )
-    method = "only candidate"
-    if len(built) > 1:
-        log.info("measuring %d candidates", len(built))
-        medians = _measure([b[3] for b in built], feeds[0], budget)
-        for (idx, *_rest), median in zip(built, medians, strict=True):
-            results[idx] = replace(results[idx], median_ms=median)
-        method = "measured: lowest median latency among verified candidates"
-    best = min(built, key=lambda b: results[b[0]].median_ms or 0.0)
-    for _idx, _dir, _compiled, session in built:
-        session.close()
-    return results[best[0]], best[1], best[2], results, method
-
-
-def _load_candidate(out_dir: Path, source: SourceModel, spec: TargetSpec, compiled: Any) -> Session:
+def _open(request: BuildRequest, candidate: Candidate) -> Session:
+    """Load a built candidate through the runtime, as its artifact will be loaded."""
+    assert candidate.out_dir is not None and candidate.compiled is not None
+    spec, compiled, out_dir = candidate.spec, candidate.compiled, candidate.out_dir
     manifest = Manifest(
         format_version=FORMAT_VERSION,
-        duh_version=duh.__version__,
+        duh_version=__version__,
         engine=spec.engine,
         engine_version=compiled.engine_version,
         target={"engine": spec.engine, "device": spec.device, "precision": spec.precision},
-        inputs=source.inputs,
-        outputs=source.outputs,
+        inputs=request.source.inputs,
+        outputs=request.source.outputs,
         files=hash_files(out_dir),
         engine_config=dict(compiled.engine_config),
         host_requirements=dict(compiled.host_requirements),
     )
     write_manifest(out_dir, manifest)
-    session = load(out_dir)
-    (out_dir / "manifest.json").unlink()
-    return session
+    try:
+        return load(out_dir)
+    finally:
+        (out_dir / "manifest.json").unlink()
+
+
+def _criteria(request: BuildRequest, candidate: Candidate, pipeline: PassManager) -> str:
+    if request.tolerance is not None or candidate.spec.precision == "int8":
+        return ""
+    if request.quantized_source:
+        return (
+            "INT8 criteria (cosine, top-1): the source is already quantized "
+            f"({', '.join(request.quantized_source)})"
+        )
+    if lossy(pipeline):
+        return "INT8 criteria (cosine, top-1): the pipeline changes results on purpose"
+    return ""
+
+
+def verify_candidate(
+    request: BuildRequest, candidate: Candidate, plan: Plan, expected: Sequence[Outputs] | None
+) -> tuple[Candidate, Session | None]:
+    """Load a built candidate and compare it with the source's ``expected`` outputs.
+
+    Returns the candidate with its report (or its error) and, when it may be kept, its open
+    session; a candidate that failed its check comes back without one.
+    """
+    if candidate.error is not None:
+        return candidate, None
+    spec = candidate.spec
+    try:
+        session = _open(request, candidate)
+    except DuhError as exc:
+        log.info("candidate %s does not load: %s", spec.name, exc)
+        return replace(candidate, error=str(exc), failure=exc), None
+    if expected is None:
+        return candidate, session
+    log.info("verifying %s on %d inputs", spec.name, len(expected))
+    criteria = _criteria(request, candidate, plan.pipeline)
+    tol = request.tolerance or tolerance_for(spec.precision, lossy=bool(criteria))
+    try:
+        report = compare_outputs(
+            expected, session, request.checks.feeds, spec.precision, tol,
+            request.checks.source, criteria,
+        )  # fmt: skip
+    except DuhError as exc:
+        session.close()
+        return replace(candidate, error=f"fails on the check inputs: {exc}", failure=exc), None
+    candidate = replace(candidate, report=report)
+    if not report.passed:
+        session.close()
+        return candidate, None
+    return candidate, session
+
+
+def _no_candidate(request: BuildRequest, candidates: Sequence[Candidate]) -> DuhError:
+    """The error of a build whose every candidate failed, naming each one's reason."""
+    if len(candidates) == 1 and candidates[0].failure is not None:
+        return candidates[0].failure
+    reasons = "; ".join(
+        f"{c.spec.name}: {c.error or (c.report.failure_text() if c.report else '?')}"
+        for c in candidates
+    )
+    if all(c.error for c in candidates):
+        return TargetError(f"no engine could build {request.requested!r}: {reasons}")
+    return TargetError(
+        f"no candidate for {request.requested!r} passed verification against the source "
+        f"({reasons}); check the model, loosen the tolerance, or build with --no-verify to skip "
+        "the check"
+    )
+
+
+def select(
+    request: BuildRequest, candidates: Sequence[Candidate], sessions: Mapping[int, Session]
+) -> Selection:
+    """Keep the fastest usable candidate (``sessions``: index -> open session of each usable one).
+
+    More than one is measured interleaved on the first check input; none is an error that names
+    every candidate's reason.
+    """
+    usable = [i for i, c in enumerate(candidates) if c.usable and i in sessions]
+    if not usable:
+        raise _no_candidate(request, candidates)
+    results = list(candidates)
+    method = "only candidate"
+    if len(usable) > 1:
+        log.info("measuring %d candidates", len(usable))
+        timings = measure_interleaved(
+            [sessions[i].run for i in usable],
+            request.checks.feeds[:1],
+            warmup=3,
+            rounds=5,
+            max_rounds=200,
+            budget_s=request.budget_s,
+        )
+        for i, median in zip(usable, timings.medians_ms, strict=True):
+            results[i] = replace(results[i], median_ms=median)
+        method = "measured: lowest median latency among verified candidates"
+    if len(usable) < len(candidates):
+        failed = len(candidates) - len(usable)
+        if len(usable) == 1:
+            method = "the only candidate that built and passed verification"
+        method += f" ({failed} of {len(candidates)} failed: see their errors)"
+    best = min(usable, key=lambda i: results[i].median_ms or 0.0)
+    return Selection(results[best], tuple(results), method)
+
+
+def run_candidates(request: BuildRequest, work: Path) -> Selection:
+    """Build, verify and select among the request's candidates, in ``work``."""
+    expected = reference_outputs(request, work)
+    candidates: list[Candidate] = []
+    sessions: dict[int, Session] = {}
+    try:
+        for index, plan in enumerate(request.plans):
+            built = build_candidate(request, index, plan, work)
+            checked, session = verify_candidate(request, built, plan, expected)
+            candidates.append(checked)
+            if session is not None:
+                sessions[index] = session
+        return select(request, candidates, sessions)
+    finally:
+        for session in sessions.values():
+            session.close()

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from duh.errors import ConfigError
-from duh.runtime._manifest import MANIFEST_NAME, Manifest
+from duh.runtime import MANIFEST_NAME, Manifest
 
 __all__ = ["staging", "write_manifest"]
 

@@ -12,7 +12,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from duh.errors import ModelError
-from duh.runtime._signature import Dim, TensorSpec
+from duh.runtime import Dim, TensorSpec
 
 __all__ = [
     "KNOWN_DOMAINS",
@@ -66,13 +66,38 @@ def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
     tensor = value.type.tensor_type
     dims: list[Dim] = []
     for d in tensor.shape.dim:
-        if d.HasField("dim_value"):
+        if d.HasField("dim_value") and d.dim_value > 0:
             dims.append(int(d.dim_value))
-        elif d.HasField("dim_param"):
+        elif d.HasField("dim_param") and _is_name(d.dim_param):
             dims.append(d.dim_param)
         else:
             dims.append(None)
     return TensorSpec(value.name, _dtype(tensor.elem_type), tuple(dims))
+
+
+def _is_name(dim_param: str) -> bool:
+    """Whether a dim_param names a dimension ("batch"), rather than marking it unknown ("?")."""
+    return any(c.isalnum() for c in dim_param)
+
+
+def _clear_unknown_dims(model: onnx.ModelProto) -> int:
+    """Make dims written as ``-1``/``0`` or named ``?`` plain unknowns; return how many.
+
+    Exporters (paddle2onnx) write a dynamic size as ``dim_value: -1`` and others as
+    ``dim_param: "?"``: the first reads as a fixed size of -1, the second as one name that every
+    such axis would have to share.
+    """
+    cleared = 0
+    graph = model.graph
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if not value.type.HasField("tensor_type"):
+            continue
+        for d in value.type.tensor_type.shape.dim:
+            value_unknown = d.HasField("dim_value") and d.dim_value <= 0
+            if value_unknown or (d.HasField("dim_param") and not _is_name(d.dim_param)):
+                d.Clear()
+                cleared += 1
+    return cleared
 
 
 def model_signature(
@@ -183,6 +208,12 @@ def ingest(path: str | Path, shapes: Mapping[str, tuple[int, ...]] | None = None
         )
     if opset and opset < _MIN_OPSET:
         model = _convert_opset(model, 13, path.name)
+    if model.ir_version < 4:
+        # IR 3 wants every initializer listed as a graph input; passes that turn weights into
+        # constants drop them from the inputs, which is valid from IR 4 on (same meaning else).
+        model.ir_version = 4
+    if _clear_unknown_dims(model):
+        log.info("%s: dimensions written as -1 or '?' are dynamic", path.name)
     if shapes:
         _fix_shapes(model, shapes)
     try:

@@ -10,7 +10,7 @@ import onnx
 
 from duh.compiler.ingest import default_opset, ingest
 from duh.errors import ArtifactError
-from duh.passes._graph import op_histogram
+from duh.passes import op_histogram
 from duh.runtime import read_manifest, verify_files
 
 __all__ = ["inspect_path", "model_summary"]

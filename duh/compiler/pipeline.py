@@ -13,8 +13,7 @@ from pathlib import Path
 import onnx
 
 from duh.errors import ConfigError, DuhError, PassError
-from duh.passes import Pass, PassContext, create_pass, pass_config
-from duh.passes._graph import node_count
+from duh.passes import Pass, PassContext, create_pass, node_count, pass_config
 from duh.targets import PassSpec
 
 __all__ = ["PassManager", "PassRecord", "load_recipe", "parse_pass_list", "recipe_text"]

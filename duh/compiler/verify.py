@@ -8,15 +8,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from duh.runtime import Session
-from duh.runtime._data import synthetic_feed
-from duh.runtime._signature import TensorSpec
+from duh.runtime import Session, TensorSpec, ValueRange, synthetic_feed
 
 __all__ = [
     "OutputCheck",
     "Tolerance",
     "VerifyReport",
     "compare",
+    "compare_outputs",
     "synthetic_feeds",
     "tolerance_for",
 ]
@@ -76,6 +75,7 @@ class VerifyReport:
     samples: int
     input_source: str
     outputs: tuple[OutputCheck, ...]
+    criteria: str = ""
 
     @property
     def passed(self) -> bool:
@@ -90,6 +90,7 @@ class VerifyReport:
             "tolerance": self.tolerance.to_json(),
             "samples": self.samples,
             "input_source": self.input_source,
+            "criteria": self.criteria or f"{self.precision} tolerances",
             "outputs": [asdict(o) for o in self.outputs],
         }
 
@@ -99,12 +100,26 @@ class VerifyReport:
         return "; ".join(f"{o.name}: {o.reason}" for o in bad)
 
 
+# A dynamic dimension that is not a batch axis (a sequence, an image side) gets this size in
+# synthetic feeds, twice it in the second feed: big enough for strided convolutions and pooling,
+# divisible by the 32 of feature pyramids.
+_DYNAMIC_SIZE = 32
+
+
 def _concrete(
-    spec: TensorSpec, shapes: Mapping[str, tuple[int, ...]], batch: int
+    spec: TensorSpec, shapes: Mapping[str, tuple[int, ...]], batch: int, named: dict[str, int]
 ) -> tuple[int, ...]:
     if spec.name in shapes:
         return tuple(shapes[spec.name])
-    return tuple(d if isinstance(d, int) else batch for d in spec.shape)
+    out = []
+    for axis, d in enumerate(spec.shape):
+        if isinstance(d, int):
+            out.append(d)
+            continue
+        size = batch if axis == 0 or "batch" in str(d).lower() else _DYNAMIC_SIZE * batch
+        # Inputs sharing a named dimension must agree on its size.
+        out.append(named.setdefault(d, size) if isinstance(d, str) else size)
+    return tuple(out)
 
 
 def synthetic_feeds(
@@ -113,11 +128,17 @@ def synthetic_feeds(
     shapes: Mapping[str, tuple[int, ...]] | None = None,
     seed: int = 0,
     batch: int = 1,
+    ranges: Mapping[str, ValueRange] | None = None,
 ) -> list[dict[str, np.ndarray]]:
-    """Seeded random feeds for ``inputs``; symbolic dimensions become ``batch`` unless given."""
+    """Seeded random feeds for ``inputs``, values within ``ranges`` where given.
+
+    A dynamic first axis (or one named like ``batch``) becomes ``batch``; other dynamic
+    dimensions ``32 x batch``; ``shapes`` fixes an input's whole shape.
+    """
     rng = np.random.default_rng(seed)
-    concrete = {s.name: _concrete(s, shapes or {}, batch) for s in inputs}
-    return [synthetic_feed(inputs, concrete, rng) for _ in range(count)]
+    named: dict[str, int] = {}
+    concrete = {s.name: _concrete(s, shapes or {}, batch, named) for s in inputs}
+    return [synthetic_feed(inputs, concrete, rng, ranges) for _ in range(count)]
 
 
 def _check_output(
@@ -182,6 +203,28 @@ def _check_output(
     )
 
 
+def compare_outputs(
+    expected: Sequence[Mapping[str, np.ndarray]],
+    artifact: Session,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    precision: str,
+    tolerance: Tolerance,
+    input_source: str,
+    criteria: str = "",
+) -> VerifyReport:
+    """Run ``artifact`` on ``feeds`` and check its outputs against the ``expected`` ones."""
+    names = list(expected[0]) if expected else [o.name for o in artifact.outputs]
+    refs: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    gots: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for want, feed in zip(expected, feeds, strict=True):
+        have = artifact.run(feed)
+        for name in names:
+            refs[name].append(np.asarray(want[name]))
+            gots[name].append(np.asarray(have[name]))
+    checks = tuple(_check_output(n, refs[n], gots[n], tolerance) for n in names)
+    return VerifyReport(precision, tolerance, len(feeds), input_source, checks, criteria)
+
+
 def compare(
     reference: Session,
     artifact: Session,
@@ -191,13 +234,6 @@ def compare(
     input_source: str,
 ) -> VerifyReport:
     """Run both sessions on ``feeds`` and check every output against ``tolerance``."""
-    refs: dict[str, list[np.ndarray]] = {o.name: [] for o in reference.outputs}
-    gots: dict[str, list[np.ndarray]] = {o.name: [] for o in reference.outputs}
-    for feed in feeds:
-        want = reference.run(feed)
-        have = artifact.run(feed)
-        for name in refs:
-            refs[name].append(np.asarray(want[name]))
-            gots[name].append(np.asarray(have[name]))
-    checks = tuple(_check_output(n, refs[n], gots[n], tolerance) for n in refs)
-    return VerifyReport(precision, tolerance, len(feeds), input_source, checks)
+    names = [o.name for o in reference.outputs]
+    expected = [{n: v for n, v in reference.run(f).items() if n in names} for f in feeds]
+    return compare_outputs(expected, artifact, feeds, precision, tolerance, input_source)

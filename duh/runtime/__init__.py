@@ -5,7 +5,7 @@ The runtime never imports the compiler: serving and benchmarking depend on this 
 
 from __future__ import annotations
 
-from duh.runtime._data import DATA_SUFFIXES, read_samples, synthetic_feed
+from duh.runtime._data import DATA_SUFFIXES, ValueRange, read_samples, synthetic_feed
 from duh.runtime._engine import Engine, EngineOptions, OpTiming
 from duh.runtime._manifest import (
     FORMAT_VERSION,
@@ -19,6 +19,7 @@ from duh.runtime._manifest import (
 )
 from duh.runtime._session import Session, load
 from duh.runtime._signature import Dim, TensorSpec, check_feed, dtype_name
+from duh.runtime._timing import Timings, measure_interleaved
 
 __all__ = [
     "DATA_SUFFIXES",
@@ -31,11 +32,14 @@ __all__ = [
     "OpTiming",
     "Session",
     "TensorSpec",
+    "Timings",
+    "ValueRange",
     "check_feed",
     "check_host",
     "dtype_name",
     "hash_files",
     "load",
+    "measure_interleaved",
     "read_manifest",
     "read_samples",
     "sha256_file",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ import numpy as np
 from duh.errors import ConfigError, InputError
 from duh.runtime._signature import TensorSpec
 
-__all__ = ["DATA_SUFFIXES", "read_samples", "synthetic_feed"]
+__all__ = ["DATA_SUFFIXES", "ValueRange", "read_samples", "synthetic_feed"]
 
 DATA_SUFFIXES = (".npz", ".npy")
 
@@ -127,16 +128,57 @@ def read_samples(
     return samples
 
 
+@dataclass(frozen=True, slots=True)
+class ValueRange:
+    """The values an input should take: ``[low, high)`` (integers for integer inputs).
+
+    ``reason`` says what in the model asks for it (``indexes a Gather table of 30``).
+    """
+
+    low: float
+    high: float
+    reason: str = ""
+
+
+def _checked_shape(spec: TensorSpec, shape: Sequence[object]) -> tuple[int, ...]:
+    sizes = tuple(d for d in shape if isinstance(d, int) and d >= 0)
+    if len(sizes) != len(shape) or len(shape) != len(spec.shape):
+        example = "x".join(str(d) if isinstance(d, int) and d > 0 else "1" for d in spec.shape)
+        raise ConfigError(
+            f"input {spec.name!r} {spec.shape_text()} has no usable size for synthetic data "
+            f"(got {list(shape)}); give every dynamic dimension a size, e.g. "
+            f"--shape {spec.name}={example}"
+        )
+    return sizes
+
+
 def synthetic_feed(
-    specs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]], rng: np.random.Generator
+    specs: Sequence[TensorSpec],
+    shapes: Mapping[str, tuple[int, ...]],
+    rng: np.random.Generator,
+    ranges: Mapping[str, ValueRange] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Seeded random values of each input's dtype and shape (small non-negative ints, 0/1 masks)."""
+    """Seeded random values of each input's dtype and shape.
+
+    ``ranges`` (input name -> ValueRange) bounds an input's values, e.g. token ids below the
+    vocabulary size; without one, floats are standard normal, integers small and non-negative,
+    and integer inputs named like a mask are ones. A shape with a negative or missing size is a
+    ``ConfigError``.
+    """
+    ranges = ranges or {}
     feed: dict[str, np.ndarray] = {}
     for spec in specs:
-        shape = shapes[spec.name]
+        shape = _checked_shape(spec, shapes[spec.name])
         kind = np.dtype(spec.dtype).kind if spec.dtype != "object" else "O"
+        bound = ranges.get(spec.name)
         if kind == "f":
-            feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+            if bound is None:
+                feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+            else:
+                feed[spec.name] = rng.uniform(bound.low, bound.high, shape).astype(spec.dtype)
+        elif kind in "iu" and bound is not None:
+            high = max(int(bound.high), int(bound.low) + 1)
+            feed[spec.name] = rng.integers(int(bound.low), high, size=shape).astype(spec.dtype)
         elif kind in "iu" and "mask" in spec.name.lower():
             # Attention masks are 0/1; other values break fused attention kernels' contract.
             feed[spec.name] = np.ones(shape, dtype=spec.dtype)

@@ -1,0 +1,233 @@
+"""What the graph tells about its inputs' values, and the feeds a build is verified on.
+
+Random inputs break models whose inputs carry meaning: a token id past the embedding table, a
+mask of 7s, a sample rate the model branches on. A small walk from each integer input through
+value-preserving ops (Cast, Unsqueeze, Reshape, ...) finds the ops that give it meaning:
+
+- the indices of a ``Gather`` (or ``OneHot``) on a table of N rows: values in ``[0, N)``;
+- a ``Where`` condition or a ``Mul``/``Sub``/logic op after a ``Cast`` (a mask): 0 or 1;
+- an ``Equal``/``Greater``/``Less`` against a constant (``sr == 16000``): that constant.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from duh.calibration import CalibrationSet, load_calibration
+from duh.compiler.ingest import SourceModel
+from duh.compiler.verify import synthetic_feeds
+from duh.errors import ConfigError
+from duh.runtime import TensorSpec, ValueRange
+
+__all__ = ["CheckFeeds", "check_feeds", "input_ranges", "quantized_ops"]
+
+log = logging.getLogger(__name__)
+
+# Ops whose output holds the input's values (reshaped, cast, gathered from).
+_PASS_THROUGH = frozenset(
+    {
+        "Cast", "Concat", "Expand", "Flatten", "Identity", "Reshape", "Slice", "Split",
+        "Squeeze", "Tile", "Transpose", "Unsqueeze",
+    }
+)  # fmt: skip
+_MASK_USERS = frozenset({"Mul", "Sub", "And", "Or", "Not", "Xor"})
+_COMPARE = frozenset({"Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual"})
+_QUANTIZED = frozenset(
+    {
+        "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
+        "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention",
+        "QGemm", "DynamicQuantizeLSTM",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class CheckFeeds:
+    """The inputs a build verifies its candidates on, and where they come from."""
+
+    feeds: tuple[dict[str, np.ndarray], ...]
+    source: str
+    synthetic: bool
+
+
+def quantized_ops(model: onnx.ModelProto) -> tuple[str, ...]:
+    """The quantization ops an already-quantized model holds (QDQ, QLinear*, *Integer), sorted."""
+    return tuple(
+        sorted(
+            {
+                n.op_type
+                for n in _nodes(model.graph)
+                if n.op_type in _QUANTIZED or n.op_type.startswith("QLinear")
+            }
+        )
+    )
+
+
+def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph`` and of its subgraphs (If branches, Loop and Scan bodies)."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _nodes(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from _nodes(sub)
+
+
+def _constants(model: onnx.ModelProto, nodes: Sequence[onnx.NodeProto]) -> dict[str, np.ndarray]:
+    out = {t.name: t for t in model.graph.initializer}
+    values: dict[str, np.ndarray] = {}
+    for name, tensor in out.items():
+        if int(np.prod(tensor.dims)) <= 16:
+            values[name] = numpy_helper.to_array(tensor)
+    for node in nodes:
+        if node.op_type == "Constant" and node.output:
+            for attr in node.attribute:
+                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+                    values[node.output[0]] = numpy_helper.to_array(attr.t)
+                elif attr.name in ("value_int", "value_float"):
+                    values[node.output[0]] = np.asarray(onnx.helper.get_attribute_value(attr))
+    return values
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
+    shapes: dict[str, tuple[int | None, ...]] = {
+        t.name: tuple(int(d) for d in t.dims) for t in model.graph.initializer
+    }
+    graph = model.graph
+    for value in (*graph.input, *graph.value_info, *graph.output):
+        if value.name in shapes or not value.type.tensor_type.HasField("shape"):
+            continue
+        shapes[value.name] = tuple(
+            int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in value.type.tensor_type.shape.dim
+        )
+    return shapes
+
+
+def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
+    for attr in node.attribute:
+        if attr.name == name:
+            return int(onnx.helper.get_attribute_value(attr))
+    return default
+
+
+def _scalar(values: Mapping[str, np.ndarray], name: str) -> float | None:
+    value = values.get(name)
+    if value is None or value.size != 1 or value.dtype.kind not in "iuf":
+        return None
+    return float(value.reshape(()))
+
+
+def _analyse(
+    name: str,
+    users: Mapping[str, list[tuple[onnx.NodeProto, int]]],
+    values: Mapping[str, np.ndarray],
+    shapes: Mapping[str, tuple[int | None, ...]],
+) -> ValueRange | None:
+    """The range one integer input must stay in, from the ops its values reach."""
+    low, high, reasons = 0.0, float("inf"), []
+    constant: ValueRange | None = None
+    seen, todo = {name}, [(name, False)]
+    while todo:
+        tensor, cast = todo.pop()
+        for node, index in users.get(tensor, []):
+            op = node.op_type
+            if op in _PASS_THROUGH and (index == 0 or op == "Concat"):
+                for out in node.output:
+                    if out and out not in seen:
+                        seen.add(out)
+                        todo.append((out, cast or op == "Cast"))
+            elif op == "Gather" and index == 1:
+                table = shapes.get(node.input[0], ())
+                axis = _attr(node, "axis", 0)
+                size = table[axis] if -len(table) <= axis < len(table) else None
+                if size:
+                    high = min(high, float(size))
+                    reasons.append(f"indexes a Gather table of {size}")
+            elif op == "OneHot" and index == 0:
+                depth = _scalar(values, node.input[1])
+                if depth:
+                    high = min(high, depth)
+                    reasons.append(f"OneHot depth {depth:g}")
+            elif (op == "Where" and index == 0 and cast) or (op in _MASK_USERS and cast):
+                high = min(high, 2.0)
+                reasons.append(f"a mask ({op} after Cast)")
+            elif op in _COMPARE and constant is None:
+                other = _scalar(values, node.input[1 - index]) if len(node.input) == 2 else None
+                if other is not None:
+                    constant = ValueRange(other, other + 1, f"compared ({op}) with {other:g}")
+    if constant is not None:
+        return constant
+    if reasons:
+        return ValueRange(low, high, "; ".join(reasons))
+    return None
+
+
+def input_ranges(model: onnx.ModelProto, inputs: Sequence[TensorSpec]) -> dict[str, ValueRange]:
+    """Integer inputs whose values the graph constrains, with the range each must keep."""
+    nodes = list(_nodes(model.graph))
+    users: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in nodes:
+        for index, name in enumerate(node.input):
+            if name:
+                users.setdefault(name, []).append((node, index))
+    values = _constants(model, nodes)
+    shapes = _shapes(model)
+    ranges = {}
+    for spec in inputs:
+        if spec.dtype == "object" or np.dtype(spec.dtype).kind not in "iu":
+            continue
+        found = _analyse(spec.name, users, values, shapes)
+        if found is not None:
+            log.info("synthetic %s in [%g, %g): %s", spec.name, found.low, found.high, found.reason)
+            ranges[spec.name] = found
+    return ranges
+
+
+def check_feeds(
+    source: SourceModel,
+    count: int,
+    shapes: Mapping[str, tuple[int, ...]],
+    calibration: CalibrationSet | None = None,
+    check_data: str | Path | None = None,
+    preprocess: Any = None,
+) -> CheckFeeds:
+    """The verification inputs: ``check_data``, else held-out calibration samples, else synthetic.
+
+    Synthetic inputs follow ``input_ranges``; a model with dynamic dimensions also gets a feed
+    of batch 2, which proves the artifact kept them.
+    """
+    if check_data is not None:
+        if str(check_data) == "synthetic":
+            raise ConfigError(
+                "--check-data needs real samples (a .npz, a directory of .npy/.npz files or of "
+                "images); leave it out to verify on synthetic inputs"
+            )
+        data = load_calibration(
+            check_data,
+            source.inputs,
+            samples=max(count, 1),
+            shapes=shapes,
+            preprocess=preprocess,
+            purpose="check data",
+        )
+        return CheckFeeds(data.feeds, f"{len(data.feeds)} samples of {data.source}", False)
+    if calibration is not None and calibration.check and not calibration.synthetic:
+        held = calibration.check
+        return CheckFeeds(held, f"{len(held)} held-out samples of {calibration.source}", False)
+    ranges = input_ranges(source.model, source.inputs)
+    feeds = synthetic_feeds(source.inputs, count, shapes, ranges=ranges)
+    if any(s.is_dynamic for s in source.inputs):
+        # A second batch size proves the artifact kept its dynamic dimensions.
+        feeds += synthetic_feeds(source.inputs, 1, shapes, seed=1, batch=2, ranges=ranges)
+    return CheckFeeds(tuple(feeds), "seeded synthetic inputs", True)

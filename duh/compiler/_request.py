@@ -1,0 +1,88 @@
+"""What travels through a build: the request, each candidate tried, and the selection."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from duh.calibration import CalibrationSet
+from duh.compiler._feeds import CheckFeeds
+from duh.compiler.ingest import SourceModel
+from duh.compiler.pipeline import PassManager, PassRecord
+from duh.compiler.verify import Tolerance, VerifyReport
+from duh.errors import DuhError
+from duh.host import HostInfo
+from duh.targets import CompileResult, TargetSpec
+
+__all__ = ["BuildRequest", "Candidate", "Plan", "Selection"]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One target a build tries, and the pass pipeline it runs for it."""
+
+    spec: TargetSpec
+    pipeline: PassManager
+
+
+@dataclass(frozen=True, slots=True)
+class BuildRequest:
+    """Everything a build resolved before it starts building: one value, handed to each step."""
+
+    source: SourceModel
+    requested: str
+    plans: tuple[Plan, ...]
+    host: HostInfo
+    calibration: CalibrationSet | None
+    shapes: Mapping[str, tuple[int, ...]]
+    target_options: Mapping[str, str]
+    verify: bool
+    checks: CheckFeeds
+    tolerance: Tolerance | None
+    budget_s: float
+    # The quantization ops of an already-quantized source: it is checked by INT8's criteria.
+    quantized_source: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One target tried by a build: its pipeline and, once built, what it did and how it fared.
+
+    ``error`` is why it failed (one line, as the DuhError said it); ``out_dir`` is where it was
+    built during the build (a temporary directory).
+    """
+
+    spec: TargetSpec
+    passes: tuple[dict[str, Any], ...]
+    records: tuple[PassRecord, ...] = ()
+    compiled: CompileResult | None = None
+    out_dir: Path | None = None
+    report: VerifyReport | None = None
+    median_ms: float | None = None
+    error: str | None = None
+    failure: DuhError | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def usable(self) -> bool:
+        """Built, loaded, and verified (or not checked): a candidate selection may keep."""
+        return self.error is None and (self.report is None or self.report.passed)
+
+    def to_json(self) -> dict[str, Any]:
+        """The form stored in the manifest's ``selection`` section."""
+        return {
+            "target": self.spec.name,
+            "median_ms": None if self.median_ms is None else round(self.median_ms, 4),
+            "verified": None if self.report is None else self.report.passed,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The candidate a build keeps, every candidate it tried, and how it chose."""
+
+    chosen: Candidate
+    candidates: tuple[Candidate, ...]
+    method: str
