@@ -1,0 +1,43 @@
+"""The zoo of real trained models (fixtures/zoo_data.py), built end to end and checked on real data.
+
+Each case is ``duh build`` through the CLI (with the model's check data where the CLI takes
+``--check-data``; ``--calib`` for INT8), then the artifact loaded with ``duh.load`` and run on
+the check data against ONNX Runtime running the source. ``cpu`` runs in the suite; the other
+CPU targets take several minutes and run with ``DUH_ZOO=all`` (or ``python -m benchmarks.zoo``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from benchmarks.zoo import run_case
+from fixtures.zoo_data import ZOO_MODELS
+
+# Models duh refuses on purpose, and the words its one-line reason must hold.
+REFUSED = {"logreg_iris": "ZipMap"}
+FULL = os.environ.get("DUH_ZOO") == "all"
+
+
+@pytest.mark.parametrize("name", list(ZOO_MODELS))
+def test_zoo_model_builds_for_cpu_and_matches_the_source(name: str, tmp_path: Path) -> None:
+    case = run_case(name, "cpu", tmp_path)
+    if name in REFUSED:
+        assert case.status == "refused", case
+        assert case.exit_code == 3 and REFUSED[name] in case.detail, case
+        assert not (tmp_path / f"{name}.cpu.duh").exists()
+    else:
+        assert case.status == "pass", f"{name}: {case.status}: {case.detail}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FULL, reason="the zoo on every CPU target runs with DUH_ZOO=all")
+@pytest.mark.parametrize("target", ["openvino:cpu-fp32", "cpu-bf16", "cpu-int8"])
+@pytest.mark.parametrize("name", [n for n in ZOO_MODELS if n not in REFUSED])
+def test_zoo_model_builds_for_target_and_matches_the_source(
+    name: str, target: str, tmp_path: Path
+) -> None:
+    case = run_case(name, target, tmp_path)
+    assert case.status == "pass", f"{name} {target}: {case.status}: {case.detail}"
