@@ -62,7 +62,27 @@ def _dtype(elem_type: int) -> str:
     return onnx.helper.tensor_dtype_to_np_dtype(elem_type).name
 
 
+def _kind(value_type: onnx.TypeProto) -> str:
+    """A value type as a user reads it: ``sequence<map<int64, tensor(float)>>``."""
+    which = value_type.WhichOneof("value")
+    if which == "sequence_type":
+        return f"sequence<{_kind(value_type.sequence_type.elem_type)}>"
+    if which == "map_type":
+        key = onnx.TensorProto.DataType.Name(value_type.map_type.key_type).lower()
+        return f"map<{key}, {_kind(value_type.map_type.value_type)}>"
+    if which == "tensor_type" and value_type.tensor_type.elem_type:
+        return f"tensor({onnx.TensorProto.DataType.Name(value_type.tensor_type.elem_type).lower()})"
+    return which.removesuffix("_type") if which else "untyped"
+
+
 def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    if not value.type.HasField("tensor_type") or not value.type.tensor_type.elem_type:
+        # e.g. ZipMap's sequence<map<...>>: the runtime and the artifact's signature are tensors
+        raise ModelError(
+            f"graph input/output {value.name!r} is a {_kind(value.type)}, not a typed tensor; duh "
+            "compiles models whose inputs and outputs are tensors: re-export without ZipMap "
+            "(skl2onnx: options={'zipmap': False}) or make that value a tensor"
+        )
     tensor = value.type.tensor_type
     dims: list[Dim] = []
     for d in tensor.shape.dim:
