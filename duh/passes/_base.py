@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import onnx
+from google.protobuf.message import Error as ProtobufError
+
+from duh._ort_errors import ort_errors
 
 if TYPE_CHECKING:
     from duh.calibration import CalibrationSet
@@ -22,8 +25,10 @@ __all__ = [
     "PassBase",
     "PassContext",
     "PassResult",
+    "one_line",
     "pass_config",
     "register_pass",
+    "tool_errors",
 ]
 
 
@@ -125,3 +130,31 @@ def pass_config(p: Pass) -> dict[str, Any]:
             value = sorted(value) if isinstance(value, frozenset) else list(value)
         out[f.name] = value
     return out
+
+
+def tool_errors() -> tuple[type[BaseException], ...]:
+    """What the tools passes drive (onnx, onnxsim, graphsurgeon, ORT's quantizer and optimizer)
+    raise on a model they cannot handle: their own classes and Python's for bad input and the
+    asserts and lookups of their pattern code. Not ``Exception``: ``DuhError``, ``OSError``,
+    ``ImportError`` and ``MemoryError`` still surface as what they are."""
+    return (
+        ArithmeticError,
+        AssertionError,
+        AttributeError,
+        LookupError,
+        RuntimeError,
+        TypeError,
+        ValueError,
+        onnx.checker.ValidationError,
+        onnx.shape_inference.InferenceError,
+        onnx.defs.SchemaError,
+        onnx.version_converter.ConvertError,
+        ProtobufError,
+        *ort_errors(),
+    )
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc`` as one line for a note or an error message: its type and first line."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

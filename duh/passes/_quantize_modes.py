@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from duh.errors import MissingDependencyError, PassError
-from duh.passes._base import PassResult
+from duh.passes._base import PassResult, one_line, tool_errors
 from duh.passes._graph import copy_model, initializer_map, name_nodes
 
 __all__ = [
@@ -93,9 +93,14 @@ def dynamic_int8(
     # BERT exports); onnx's own inference, which the fallback uses, is enough for the quantizer.
     except Exception as exc:  # noqa: BLE001
         log.info("symbolic shape inference failed (%s); using onnx shape inference", exc)
-        quant_pre_process(
-            str(source), str(prepared), skip_optimization=True, skip_symbolic_shape=True
-        )
+        try:
+            quant_pre_process(
+                str(source), str(prepared), skip_optimization=True, skip_symbolic_shape=True
+            )
+        except tool_errors() as again:
+            raise PassError(
+                f"onnxruntime's quantization pre-processing failed on this model: {one_line(again)}"
+            ) from again
     try:
         quantization.quantize_dynamic(
             str(prepared),
@@ -107,8 +112,11 @@ def dynamic_int8(
             nodes_to_exclude=exclude_nodes,
             extra_options={"MatMulConstBOnly": True},
         )
-    except (ValueError, RuntimeError, KeyError, AssertionError) as exc:
-        raise PassError(f"onnxruntime's dynamic quantizer failed on this model: {exc}") from exc
+    except tool_errors() as exc:
+        raise PassError(
+            f"onnxruntime's dynamic quantizer failed on this model: {one_line(exc)}; "
+            "keep the failing ops float (exclude_op_types)"
+        ) from exc
     out = onnx.load_model(str(target))
     for path in (source, prepared, target):
         path.unlink(missing_ok=True)
@@ -158,20 +166,22 @@ def int4_weight_only(
                 "elements; nothing quantized",
             ),
         )
-    quantizer = MatMulNBitsQuantizer(
-        work,
-        bits=4,
-        block_size=block_size,
-        is_symmetric=True,
-        accuracy_level=accuracy_level or None,
-        nodes_to_exclude=skipped,
-        op_types_to_quantize=("MatMul",),
-    )
     try:
+        quantizer = MatMulNBitsQuantizer(
+            work,
+            bits=4,
+            block_size=block_size,
+            is_symmetric=True,
+            accuracy_level=accuracy_level or None,
+            nodes_to_exclude=skipped,
+            op_types_to_quantize=("MatMul",),
+        )
         quantizer.process()
-    except (ValueError, RuntimeError, KeyError, AssertionError) as exc:
-        raise PassError(f"onnxruntime's int4 weight quantizer failed on this model: {exc}") from exc
-    quantizer.model.topological_sort()
+        quantizer.model.topological_sort()
+    except tool_errors() as exc:
+        raise PassError(
+            f"onnxruntime's int4 weight quantizer failed on this model: {one_line(exc)}"
+        ) from exc
     out: onnx.ModelProto = quantizer.model.model
     done = sum(1 for n in out.graph.node if n.op_type == "MatMulNBits")
     return PassResult(

@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from duh.passes._base import PassBase, PassContext, PassResult, register_pass
-from duh.passes._graph import copy_model, graph_fingerprint
+from duh.passes._base import PassBase, PassContext, PassResult, register_pass, tool_errors
+from duh.passes._graph import copy_model, graph_fingerprint, infer_shapes, used_names
 
 __all__ = ["FoldConstants", "constants_to_initializers"]
 
@@ -89,7 +89,10 @@ def _static_shape(model: onnx.ModelProto) -> dict[str, list[int]]:
     shapes = {}
     for value in (*model.graph.input, *model.graph.value_info, *model.graph.output):
         dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else []
-        if value.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+        # paddle2onnx writes dim_value -1 for a dynamic size: only positive sizes are known.
+        if value.type.tensor_type.HasField("shape") and all(
+            d.HasField("dim_value") and d.dim_value > 0 for d in dims
+        ):
             shapes[value.name] = [int(d.dim_value) for d in dims]
     for init in model.graph.initializer:
         shapes[init.name] = list(init.dims)
@@ -109,27 +112,30 @@ def _evaluate(
 ) -> list[np.ndarray] | None:
     from onnx.reference import ReferenceEvaluator
 
-    inputs = [
-        onnx.helper.make_tensor_value_info(
-            n, onnx.helper.np_dtype_to_tensor_dtype(values[n].dtype), None
-        )
-        for n in dict.fromkeys(node.input)
-        if n
-    ]
-    outputs = [
-        onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None)
-        for n in node.output
-        if n
-    ]
-    graph = onnx.helper.make_graph([node], "fold", inputs, outputs)
-    model = onnx.helper.make_model(graph, opset_imports=opsets)
+    # A node whose value would not fit in memory stays a node too.
+    failures: tuple[type[BaseException], ...] = (MemoryError, *tool_errors())
     try:
+        inputs = [
+            onnx.helper.make_tensor_value_info(
+                n, onnx.helper.np_dtype_to_tensor_dtype(values[n].dtype), None
+            )
+            for n in dict.fromkeys(node.input)
+            if n
+        ]
+        outputs = [
+            onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None)
+            for n in node.output
+            if n
+        ]
+        graph = onnx.helper.make_graph([node], "fold", inputs, outputs)
+        model = onnx.helper.make_model(graph, opset_imports=opsets)
         results = ReferenceEvaluator(model).run(
             None, {n: values[n] for n in dict.fromkeys(node.input) if n}
         )
-    # The reference evaluator raises whatever its op implementation raises (NotImplementedError,
-    # TypeError, ValueError, ...): a node it cannot evaluate simply stays in the graph.
-    except Exception as exc:  # noqa: BLE001
+    # The reference evaluator raises what its op implementation raises (NotImplementedError,
+    # TypeError, ValueError, ...), and a dtype onnx has no tensor type for raises KeyError: a
+    # node that cannot be evaluated simply stays in the graph.
+    except failures as exc:
         log.debug("fold-constants: cannot evaluate %s %r: %s", node.op_type, node.name, exc)
         return None
     return [np.asarray(r) for r in results]
@@ -179,12 +185,7 @@ def _fold_once(model: onnx.ModelProto, fold_shapes: bool, max_elements: int) -> 
 
 
 def _drop_unused(model: onnx.ModelProto) -> None:
-    used = {n for node in model.graph.node for n in node.input}
-    used |= {o.name for o in model.graph.output} | {i.name for i in model.graph.input}
-    for node in model.graph.node:
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                used |= {n for inner in sub.node for n in inner.input}
+    used = used_names(model) | {i.name for i in model.graph.input}
     for init in list(model.graph.initializer):
         if init.name not in used:
             model.graph.initializer.remove(init)
@@ -212,11 +213,7 @@ class FoldConstants(PassBase):
         moved = constants_to_initializers(out)
         folded = 0
         for _ in range(self.max_rounds):
-            if out.ByteSize() < 2**31 - 1:
-                try:
-                    out = onnx.shape_inference.infer_shapes(out, data_prop=True)
-                except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
-                    log.debug("fold-constants: shape inference failed: %s", exc)
+            out = infer_shapes(out, data_prop=True)
             done = _fold_once(out, self.fold_shapes, self.max_elements)
             folded += done
             if not done:

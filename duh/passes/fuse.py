@@ -15,9 +15,15 @@ from typing import Any, ClassVar
 
 import onnx
 
-from duh._ort_errors import ort_errors
 from duh.errors import MissingDependencyError
-from duh.passes._base import PassBase, PassContext, PassResult, register_pass
+from duh.passes._base import (
+    PassBase,
+    PassContext,
+    PassResult,
+    one_line,
+    register_pass,
+    tool_errors,
+)
 from duh.passes._graph import (
     convert_opset,
     copy_model,
@@ -57,11 +63,6 @@ def looks_like_transformer(model: onnx.ModelProto) -> bool:
     return False
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-
-
 def _transformer_fusions(
     model: onnx.ModelProto, heads: int, hidden: int
 ) -> tuple[onnx.ModelProto, dict[str, int]] | str:
@@ -82,11 +83,11 @@ def _transformer_fusions(
         )
         stats: dict[str, Any] = optimized.get_fused_operator_statistics()
     # The optimizer is Python pattern code run on graphs it was not written for: it raises
-    # whatever its fusions raise (KeyError, IndexError, AssertionError, ...). It is an
-    # optimisation, so any failure leaves the model unfused, with the reason in the report.
-    except Exception as exc:  # noqa: BLE001
-        log.warning("onnxruntime's transformer optimizer failed: %s", _first_line(exc))
-        return f"its optimizer failed ({_first_line(exc)})"
+    # what its fusions raise (KeyError, IndexError, AssertionError, ...). It is an
+    # optimisation, so a failure leaves the model unfused, with the reason in the report.
+    except tool_errors() as exc:
+        log.warning("onnxruntime's transformer optimizer failed: %s", one_line(exc))
+        return f"its optimizer failed ({one_line(exc)})"
     fused: onnx.ModelProto = optimized.model
     lacking = missing_ops(fused)
     if lacking:
@@ -101,8 +102,8 @@ def _transformer_fusions(
             ort.InferenceSession(
                 fused.SerializeToString(), options, providers=["CPUExecutionProvider"]
             )
-        except ort_errors() as exc:
-            return f"onnxruntime cannot load the fused model ({_first_line(exc)})"
+        except tool_errors() as exc:
+            return f"onnxruntime cannot load the fused model ({one_line(exc)})"
     return fused, {k: int(v) for k, v in stats.items() if v}
 
 

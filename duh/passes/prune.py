@@ -21,7 +21,7 @@ import onnx
 from onnx import numpy_helper
 
 from duh.passes._base import PassBase, PassContext, PassResult, register_pass
-from duh.passes._graph import consumers, copy_model, initializer_map, producers
+from duh.passes._graph import consumers, copy_model, infer_shapes, initializer_map, producers
 from duh.passes._rules import attr
 
 __all__ = ["Prune"]
@@ -54,10 +54,12 @@ _PER_CHANNEL = frozenset(
 )
 
 
-def _weight_axis(node: onnx.NodeProto) -> tuple[int, int] | None:
-    """(output-channel axis, input-channel axis) of a node's weight input, or None."""
+def _weight_axis(node: onnx.NodeProto, weight: np.ndarray) -> tuple[int, int] | None:
+    """(output-channel axis, input-channel axis) of a node's weight ``weight``, or None."""
     if node.op_type == "Conv":
-        return (0, 1) if attr(node, "group", 1) == 1 else None
+        return (0, 1) if attr(node, "group", 1) == 1 and weight.ndim >= 3 else None
+    if weight.ndim != 2:  # a batched or 1-D MatMul weight has no plain channel axes
+        return None
     if node.op_type == "Gemm":
         return (0, 1) if attr(node, "transB", 0) else (1, 0)
     if node.op_type == "MatMul":
@@ -128,10 +130,15 @@ def _chain(
         if node.input[0] != tensor:
             return f"{node.op_type} {node.name!r} reads the channels as a parameter"
         if node.op_type in ("Conv", "Gemm", "MatMul"):
-            axes = _weight_axis(node)
-            if axes is None or len(node.input) < 2 or node.input[1] not in values:
-                return f"{node.op_type} {node.name!r} is grouped or has no constant weight"
+            if len(node.input) < 2 or node.input[1] not in values:
+                return f"{node.op_type} {node.name!r} has no constant weight"
+            if _weight_axis(node, values[node.input[1]]) is None:
+                return f"{node.op_type} {node.name!r} is grouped or its weight is not plain"
             return path, node
+        if node.op_type == "BatchNormalization" and any(
+            n not in values for n in node.input[1:] if n
+        ):
+            return f"BatchNormalization {node.name!r} has statistics that are not constants"
         pooled = bool(path) and path[-1].op_type in ("GlobalAveragePool", "GlobalMaxPool")
         # After a global pool, Flatten maps channel c to feature c.
         if node.op_type not in _PER_CHANNEL and not (node.op_type == "Flatten" and pooled):
@@ -139,6 +146,23 @@ def _chain(
         path.append(node)
         tensor = node.output[0]
     return "the per-channel chain is too long"
+
+
+def _unprunable(
+    node: onnx.NodeProto, consumer: onnx.NodeProto, values: dict[str, np.ndarray], channels: int
+) -> str | None:
+    """Why removing output channels of ``node`` (and inputs of ``consumer``) is not safe."""
+    if len(node.input) > 2 and node.input[2]:
+        bias = values.get(node.input[2])
+        if bias is None:
+            return "its bias is not a constant"
+        if bias.size != 1 and (bias.size != channels or bias.shape[-1] != channels):
+            return f"its bias of shape {list(bias.shape)} is not one value per channel"
+    weight = values[consumer.input[1]]
+    axes = _weight_axis(consumer, weight)
+    if axes is None or weight.shape[axes[1]] != channels:
+        return f"{consumer.op_type} {consumer.name!r} does not read {channels} channels"
+    return None
 
 
 def _channels(
@@ -149,8 +173,8 @@ def _channels(
     pruned_layers, removed, kept_reasons = 0, 0, 0
     shared = {n for n, readers in consumers(model).items() if len(readers) > 1}
     for node, name in targets:
-        axes = _weight_axis(node)
-        found = _chain(model, node, values) if axes is not None else "grouped or depthwise"
+        axes = _weight_axis(node, values[name])
+        found = _chain(model, node, values) if axes is not None else "grouped or not plain"
         if isinstance(found, str):
             log.debug("prune: %s %r keeps its channels: %s", node.op_type, node.name, found)
             kept_reasons += 1
@@ -165,21 +189,23 @@ def _channels(
         out_axis = axes[0]
         weight = values[name]
         channels = weight.shape[out_axis]
+        reason = _unprunable(node, consumer, values, channels)
+        if reason is not None:
+            log.debug("prune: %s %r keeps its channels: %s", node.op_type, node.name, reason)
+            kept_reasons += 1
+            continue
         drop = min(round(sparsity * channels), channels - 1)
         if drop <= 0:
             continue
         norms = np.abs(np.moveaxis(weight, out_axis, 0)).reshape(channels, -1).sum(axis=1)
         keep = np.sort(np.argsort(norms, kind="stable")[drop:])
         weights.set(name, np.take(weight, keep, axis=out_axis))
-        bias_index = 2
-        if len(node.input) > bias_index and node.input[bias_index] in values:
-            bias = values[node.input[bias_index]]
-            if bias.ndim == 1 and bias.shape[0] == channels:
-                weights.set(node.input[bias_index], bias[keep])
+        if len(node.input) > 2 and node.input[2] and values[node.input[2]].size > 1:
+            weights.set(node.input[2], values[node.input[2]].reshape(-1)[keep])
         for p in params:
             if values[p].ndim >= 1 and values[p].shape[0] == channels:
                 weights.set(p, values[p][keep])
-        consumer_axes = _weight_axis(consumer)
+        consumer_axes = _weight_axis(consumer, values[consumer.input[1]])
         assert consumer_axes is not None
         weights.set(
             consumer.input[1], np.take(values[consumer.input[1]], keep, axis=consumer_axes[1])
@@ -253,7 +279,7 @@ class Prune(PassBase):
             notes = _unstructured(out, targets, self.sparsity, self.scope)
         else:
             notes = _channels(out, targets, self.sparsity)
-            out = onnx.shape_inference.infer_shapes(out)
+            out = infer_shapes(out)
         return PassResult(
             out, True, (*notes, "accuracy effect: see the build's checks (cosine, top-1)")
         )

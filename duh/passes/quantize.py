@@ -21,8 +21,24 @@ import onnx
 
 from duh.calibration import calibrate
 from duh.errors import CalibrationError, PassError
-from duh.passes._base import PassBase, PassContext, PassResult, register_pass
-from duh.passes._graph import consumers, copy_model, initializer_map, name_nodes, producers
+from duh.passes._base import (
+    PassBase,
+    PassContext,
+    PassResult,
+    one_line,
+    register_pass,
+    tool_errors,
+)
+from duh.passes._graph import (
+    consumers,
+    convert_opset,
+    copy_model,
+    default_opset,
+    infer_shapes,
+    initializer_map,
+    name_nodes,
+    producers,
+)
 from duh.passes._quantize_modes import (
     QUANTIZED_OPS,
     dynamic_int8,
@@ -198,12 +214,18 @@ class Quantize(PassBase):
         from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
         QuantType = quantization.QuantType
-        work = copy_model(model)
-        name_nodes(work, "q")
+        work, per_channel, converted = _per_channel_opset(model, self.per_channel)
         weight_type = QuantType.QInt8
         activation_type = QuantType.QInt8 if self.symmetric_activations else QuantType.QUInt8
-        work = update_opset_version(work, weight_type, activation_type)
-        work = onnx.shape_inference.infer_shapes(work)
+        try:
+            work = update_opset_version(work, weight_type, activation_type)
+        except tool_errors() as exc:
+            raise PassError(
+                f"onnxruntime's quantizer needs opset 10 or more and could not convert this "
+                f"model's opset {default_opset(work)}: {one_line(exc)}"
+            ) from exc
+        name_nodes(work, "q")
+        work = infer_shapes(work)
         cache = ctx.cache_dir / "calibration" if ctx.cache_dir is not None else None
         if cache is not None:
             cache.mkdir(parents=True, exist_ok=True)
@@ -226,23 +248,26 @@ class Quantize(PassBase):
         placement = self.resolved_placement(ctx.engine)
         if placement == "inputs":
             extra["OpTypesToExcludeOutputQuantization"] = op_types
-        quantizer = QDQQuantizer(
-            work,
-            self.per_channel,
-            self.reduce_range,
-            weight_type,
-            activation_type,
-            tensors,
-            [],
-            self._excluded(work),
-            op_types,
-            extra,
-        )
         try:
+            quantizer = QDQQuantizer(
+                work,
+                per_channel,
+                self.reduce_range,
+                weight_type,
+                activation_type,
+                tensors,
+                [],
+                self._excluded(work),
+                op_types,
+                extra,
+            )
             quantizer.quantize_model()
-        except (ValueError, RuntimeError, KeyError, AssertionError) as exc:
-            raise PassError(f"onnxruntime's static quantizer failed on this model: {exc}") from exc
-        quantizer.model.topological_sort()
+            quantizer.model.topological_sort()
+        except tool_errors() as exc:
+            raise PassError(
+                f"onnxruntime's static quantizer failed on this model: {one_line(exc)}; "
+                "try quantize mode=dynamic, or keep the failing ops float (exclude_op_types)"
+            ) from exc
         out: onnx.ModelProto = quantizer.model.model
         dropped = _float_outputs(out) if self.float_outputs else 0
         counts = quantized_op_counts(out)
@@ -252,8 +277,9 @@ class Quantize(PassBase):
         )
         reused = " (cached ranges reused)" if ranges.cached else ""
         notes = [
+            *converted,
             f"static INT8 QDQ: {weights} quantized weight/bias tensors "
-            f"({'per-channel' if self.per_channel else 'per-tensor'}), "
+            f"({'per-channel' if per_channel else 'per-tensor'}), "
             f"{'int8 symmetric' if self.symmetric_activations else 'uint8 asymmetric'} "
             "activations, "
             f"{counts.get('QuantizeLinear', 0)} activation Q/DQ pairs on op {placement}",
@@ -265,6 +291,28 @@ class Quantize(PassBase):
         if dropped:
             notes.append(f"{dropped} graph output(s) kept in float")
         return PassResult(out, True, tuple(notes))
+
+
+def _per_channel_opset(
+    model: onnx.ModelProto, per_channel: bool
+) -> tuple[onnx.ModelProto, bool, list[str]]:
+    """The model to quantize, whether weights go per channel, and a note on what was done:
+    Q/DQ take a channel axis from opset 13, so an older model is converted first where onnx
+    can, and quantized per tensor where it cannot."""
+    opset = default_opset(model)
+    if not per_channel or opset >= 13:
+        return copy_model(model), per_channel, []
+    converted = convert_opset(model, 13)
+    if isinstance(converted, str):
+        log.warning(
+            "opset %d kept, weights per tensor: conversion to 13 failed: %s", opset, converted
+        )
+        return (
+            copy_model(model),
+            False,
+            [f"per-tensor weights: opset {opset} has no per-channel Q/DQ ({converted})"],
+        )
+    return converted, True, [f"opset {opset} -> 13 (per-channel Q/DQ)"]
 
 
 def _float_outputs(model: onnx.ModelProto) -> int:

@@ -8,8 +8,15 @@ from typing import ClassVar
 
 import onnx
 
-from duh._ort_errors import ort_errors
-from duh.passes._base import PassBase, PassContext, PassResult, register_pass
+from duh.errors import MissingDependencyError
+from duh.passes._base import (
+    PassBase,
+    PassContext,
+    PassResult,
+    one_line,
+    register_pass,
+    tool_errors,
+)
 from duh.passes._graph import graph_fingerprint
 
 __all__ = ["Simplify"]
@@ -37,15 +44,11 @@ class Simplify(PassBase):
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         """Run onnxsim; where it cannot handle the model, return the input with a note."""
-        import onnxsim
-
+        try:
+            import onnxsim
+        except ImportError:
+            raise MissingDependencyError("onnxsim", "core", "the simplify pass") from None
         skipped = ["fuse_bn_into_conv"] if self.skip_fuse_bn else []
-        failures: tuple[type[BaseException], ...] = (
-            *ort_errors(),
-            ValueError,
-            TypeError,
-            onnx.checker.ValidationError,
-        )
         try:
             simplified, ok = onnxsim.simplify(
                 model,
@@ -54,10 +57,12 @@ class Simplify(PassBase):
                 skip_constant_folding=self.skip_constant_folding,
                 skipped_optimizers=skipped or None,
             )
-        # onnxsim raises bare RuntimeError/ValueError/onnx errors from its C++ core on models it
-        # cannot handle; the pass is an optimisation, so the build goes on with the input.
-        except failures as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # onnxsim raises what its C++ core and Python helpers raise on models they cannot
+        # handle (RuntimeError, ValueError, onnx's checker and inference errors, protobuf's
+        # EncodeError, ORT's classes, ...). The pass is an optimisation: the build goes on
+        # with the input, and the report says why.
+        except tool_errors() as exc:
+            message = one_line(exc)
             log.warning("onnxsim failed, keeping the model as it was: %s", message)
             return PassResult(model, False, (f"onnxsim failed, model kept as it was: {message}",))
         if not ok:
