@@ -86,7 +86,7 @@ def _stack_samples(
     inputs: Sequence[TensorSpec],
     shapes: Mapping[str, tuple[int, ...]],
 ) -> dict[str, np.ndarray]:
-    """Give every array a leading samples axis (a single sample may come without one)."""
+    """Give every array one leading samples axis (a single sample may come without one)."""
     out = {}
     for spec in inputs:
         array = arrays[spec.name]
@@ -94,6 +94,9 @@ def _stack_samples(
         # A scalar input (rank 0) has no batch axis: a 0-d array is its one sample.
         if array.ndim == rank - 1 or (rank == 0 and array.ndim == 0):
             array = array[None]
+        elif array.ndim == rank + 1 and rank > 0:
+            # Whole feeds along the first axis (as benchmarks read them): their batches in a row.
+            array = array.reshape(-1, *array.shape[2:])
         out[spec.name] = array
     return out
 

@@ -103,3 +103,27 @@ def test_bad_paths(tmp_path: Path) -> None:
         load_calibration(tmp_path / "data.csv", TWO)
     with pytest.raises(CalibrationError, match="holds no .npy/.npz files and no images"):
         load_calibration(tmp_path, TWO)
+
+
+def test_scalar_inputs_keep_rank_zero_and_minus_one_dims_are_dynamic(tmp_path: Path) -> None:
+    inputs = (TensorSpec("x", "float32", (-1, 4)), TensorSpec("sr", "int64", ()))
+    synthetic = load_calibration("synthetic", inputs, samples=3)
+    assert [f["x"].shape for f in synthetic.feeds] == [(1, 4)] * 3
+    assert [f["sr"].shape for f in synthetic.feeds] == [()] * 3
+    np.savez(tmp_path / "s.npz", x=np.ones((5, 4), np.float32), sr=np.full(5, 16000))
+    real = load_calibration(tmp_path / "s.npz", inputs, samples=3, holdout=2)
+    assert real.check[0]["sr"].shape == () and int(real.check[0]["sr"]) == 16000
+    assert real.feeds[0]["x"].shape == (1, 4)
+
+
+def test_whole_feeds_along_the_first_axis_are_read_as_samples(tmp_path: Path) -> None:
+    x = np.arange(5 * 3 * 8 * 8, dtype=np.float32).reshape(5, 1, 3, 8, 8)
+    np.save(tmp_path / "feeds.npy", x)
+    calib = load_calibration(tmp_path / "feeds.npy", IMAGE, samples=5)
+    assert len(calib.feeds) == 5 and calib.feeds[0]["x"].shape == (1, 3, 8, 8)
+
+
+def test_check_data_errors_name_check_data(tmp_path: Path) -> None:
+    with pytest.raises(CalibrationError, match=r"^check data '.*nope.npz' does not exist") as caught:
+        load_calibration(tmp_path / "nope.npz", IMAGE, purpose="check data")
+    assert "synthetic" not in str(caught.value)

@@ -1,0 +1,184 @@
+"""Classes of failure seen on models from the wild, each on a small model that shows it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from typer.testing import CliRunner
+
+import duh
+from duh.cli import app
+from duh.compiler import build, ingest
+from duh.compiler._feeds import input_ranges, quantized_ops
+from duh.compiler.verify import Tolerance, synthetic_feeds
+from duh.errors import ConfigError, ModelError, TargetError
+from duh.runtime import TensorSpec, read_manifest
+from tests.compiler import _wild
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+ORT = "onnxruntime:cpu-fp32"
+
+
+# -- class 1: dimensions declared as -1 -------------------------------------------------------
+
+
+def test_minus_one_and_question_mark_dims_are_dynamic(tmp_path: Path) -> None:
+    model = _wild.minus_one_batch(tmp_path / "paddle.onnx")
+    assert ingest(model).inputs[0].shape == (None, 3, None, None)
+    fixed = ingest(model, {"x": (1, 3, 48, 192)})
+    assert fixed.inputs[0].shape == (1, 3, 48, 192)
+
+
+def test_a_minus_one_batch_builds_with_and_without_shape(tmp_path: Path) -> None:
+    model = _wild.minus_one_batch(tmp_path / "paddle.onnx")
+    runner = CliRunner()
+    free, pinned = tmp_path / "free.duh", tmp_path / "pinned.duh"
+    first = runner.invoke(app, ["build", str(model), "-t", ORT, "-o", str(free)])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(
+        app, ["build", str(model), "-t", ORT, "-o", str(pinned), "--shape", "x=1x3x48x192"]
+    )
+    assert second.exit_code == 0, second.output
+    signature = json.loads((free / "manifest.json").read_text())["signature"]["inputs"]
+    assert signature[0]["shape"] == [None, 3, None, None]
+    assert read_manifest(pinned).inputs[0].shape == (1, 3, 48, 192)
+    with duh.load(free) as session:
+        x = np.random.default_rng(0).standard_normal((3, 3, 40, 56)).astype(np.float32)
+        assert session.run({"x": x})["y"].shape == (3, 4)
+
+
+def test_no_synthetic_input_has_a_negative_size() -> None:
+    spec = TensorSpec("x", "float32", (-1, 3))
+    with pytest.raises(ConfigError, match=r"no usable size .*--shape x=1x3"):
+        synthetic_feeds([spec], 1)
+
+
+# -- class 3: one failing candidate does not sink a short-name build -----------------------
+
+
+def _det_model(path: Path) -> Path:
+    """Det, which ONNX Runtime runs and OpenVINO has no conversion rule for."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"])
+    return _wild.save(path, [helper.make_node("Det", ["x"], ["y"])], [x], [y])
+
+
+def test_a_failing_engine_leaves_the_others_to_build(tmp_path: Path) -> None:
+    model = _det_model(tmp_path / "det.onnx")
+    result = build(model, "cpu", tmp_path / "det.duh")
+    assert result.chosen is not None and result.chosen.engine == "onnxruntime"
+    errors = {c.spec.engine: c.error for c in result.candidates}
+    assert errors["onnxruntime"] is None
+    assert errors["openvino"] is not None and "Det" in errors["openvino"]
+    selection = read_manifest(tmp_path / "det.duh").selection
+    assert "1 of 2 failed" in selection["method"]
+    assert [c["error"] is not None for c in selection["candidates"]] == [False, True]
+    report = CliRunner().invoke(app, ["build", str(model), "-o", str(tmp_path / "cli.duh")])
+    assert report.exit_code == 0 and "Det" in report.output
+    with pytest.raises(TargetError, match="openvino cannot convert the model"):
+        build(model, "openvino:cpu-fp32", tmp_path / "ov.duh")
+
+
+def test_the_build_fails_when_no_candidate_is_left_naming_each(tmp_path: Path) -> None:
+    model = _det_model(tmp_path / "det.onnx")
+    impossible = Tolerance(atol=0.0, rtol=0.0, min_cosine=1.5)
+    with pytest.raises(TargetError) as caught:
+        build(model, "cpu", tmp_path / "none.duh", tolerance=impossible)
+    text = str(caught.value)
+    assert "onnxruntime:cpu-fp32: " in text and "cosine" in text
+    assert "openvino:cpu-fp32: " in text and "Det" in text
+    assert not (tmp_path / "none.duh").exists()
+
+
+# -- class 4: inputs that carry meaning --------------------------------------------------------
+
+
+def test_synthetic_ids_stay_inside_the_gather_table_and_masks_are_0_or_1(tmp_path: Path) -> None:
+    model = _wild.token_model(tmp_path / "tokens.onnx", vocab=3)
+    source = ingest(model)
+    ranges = input_ranges(source.model, source.inputs)
+    assert (ranges["ids"].low, ranges["ids"].high) == (0, 3)
+    assert (ranges["keep"].low, ranges["keep"].high) == (0, 2)
+    feeds = synthetic_feeds(source.inputs, 4, ranges=ranges)
+    ids = np.concatenate([f["ids"].ravel() for f in feeds])
+    keep = np.concatenate([f["keep"].ravel() for f in feeds])
+    assert ids.min() >= 0 and ids.max() <= 2 and set(keep.tolist()) == {0, 1}
+    # Ids of 0..9 (the generic default) would run past the table: the build proves they do not.
+    result = build(model, ORT, tmp_path / "tokens.duh")
+    assert result.manifest is not None and result.manifest.checks["passed"] is True
+
+
+def test_a_scalar_compared_with_a_constant_takes_that_constant(tmp_path: Path) -> None:
+    model = _wild.sample_rate_model(tmp_path / "vad.onnx")
+    source = ingest(model)
+    assert [s.shape for s in source.inputs] == [(1, "n"), ()]
+    [feed] = synthetic_feeds(source.inputs, 1, ranges=input_ranges(source.model, source.inputs))
+    assert feed["sr"].shape == () and int(feed["sr"]) == 16000
+    # Any other rate takes the branch that cannot run: the build verifies on 16000.
+    result = build(model, ORT, tmp_path / "vad.duh")
+    assert result.manifest is not None and result.manifest.checks["passed"] is True
+
+
+def test_a_reference_failing_on_synthetic_inputs_asks_for_check_data(tmp_path: Path) -> None:
+    model = _wild.shifted_index_model(tmp_path / "shifted.onnx")
+    with pytest.raises(ModelError, match=r"synthetic inputs .*--check-data FILE"):
+        build(model, ORT, tmp_path / "a.duh")
+    data = tmp_path / "idx.npz"
+    np.savez(data, idx=np.random.default_rng(0).integers(0, 3, (5, 1, 4)))
+    result = build(model, ORT, tmp_path / "b.duh", check_data=data)
+    assert result.manifest is not None
+    checks = result.manifest.checks
+    assert checks["passed"] is True and "idx.npz" in checks["input_source"]
+
+
+def test_check_data_verifies_on_real_inputs(tmp_path: Path) -> None:
+    result = build(
+        FIXTURES / "digits_cnn.onnx",
+        "openvino:cpu-bf16",
+        tmp_path / "d.duh",
+        check_data=FIXTURES / "digits_test.npz",
+        check_samples=4,
+    )
+    assert result.manifest is not None
+    checks = result.manifest.checks
+    assert checks["passed"] is True and checks["samples"] == 4
+    assert checks["input_source"].startswith("4 samples of digits_test.npz")
+
+
+def test_check_data_refuses_synthetic_and_data_that_does_not_fit(tmp_path: Path) -> None:
+    model = FIXTURES / "digits_cnn.onnx"
+    with pytest.raises(ConfigError, match="--check-data needs real samples"):
+        build(model, ORT, tmp_path / "a.duh", check_data="synthetic")
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, pixels=np.zeros((3, 1, 8, 8), np.float32), other=np.zeros(3))
+    with pytest.raises(duh.DuhError, match=r"check data|input"):
+        build(model, ORT, tmp_path / "b.duh", check_data=wrong)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wrong.npz"]
+
+
+# -- class 5: an already-quantized source is checked by INT8's criteria -------------------
+
+
+def test_a_quantized_source_is_verified_by_int8_criteria(tmp_path: Path) -> None:
+    model = _wild.quantized_model(tmp_path / "qdq.onnx")
+    assert quantized_ops(onnx.load(str(model))) == ("DequantizeLinear", "QuantizeLinear")
+    result = build(model, ORT, tmp_path / "q.duh")
+    assert result.manifest is not None
+    checks = result.manifest.checks
+    assert checks["precision"] == "fp32" and checks["passed"] is True
+    assert checks["tolerance"]["min_top1"] == 0.95 and checks["tolerance"]["elementwise"] is False
+    assert "already quantized (DequantizeLinear, QuantizeLinear)" in checks["criteria"]
+    assert any("already quantized" in w for w in result.warnings)
+    assert result.manifest.source["quantized"] == ["DequantizeLinear", "QuantizeLinear"]
+
+
+def test_a_float_source_keeps_fp32_tolerances(tmp_path: Path) -> None:
+    result = build(FIXTURES / "multi_io.onnx", ORT, tmp_path / "f.duh")
+    assert result.manifest is not None
+    assert result.manifest.checks["criteria"] == "fp32 tolerances"
+    assert result.manifest.checks["tolerance"]["atol"] == 1e-4
