@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from duh.errors import ConfigError, InputError
-from duh.runtime import TensorSpec
-from duh.runtime._data import synthetic_feed
+from duh.runtime import TensorSpec, synthetic_feed
 
 __all__ = [
     "ShapeSet",

@@ -7,6 +7,7 @@ during a window (as ``timeit`` does) so that a collection does not land inside o
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import itertools
@@ -16,7 +17,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "Warmup",
     "Window",
     "closed_loop",
+    "gc_paused",
     "poisson_loop",
     "streams_loop",
     "warm_up",
@@ -103,6 +105,19 @@ class Warmup:
         return f"{self.runs} runs"
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The garbage collector off for a timed window (as ``timeit`` does), and back on after if
+    it was on before."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def warm_up(run: Runner, payloads: Sequence[Any], warmup: Warmup, streams: int = 1) -> int:
     """Run until the warm-up's count and duration are both reached; returns the runs made.
 
@@ -154,13 +169,8 @@ def _timed_runs(
 
 def closed_loop(run: Runner, payloads: Sequence[Any], seconds: float, min_runs: int) -> Window:
     """One request after another for ``seconds`` (and at least ``min_runs`` requests)."""
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         start, end, times, rejected = _timed_runs(run, payloads, 0, seconds, min_runs)
-    finally:
-        if paused:
-            gc.enable()
     return Window(np.asarray(times, dtype=np.int64), (end - start) / 1e9, rejected)
 
 
@@ -183,16 +193,11 @@ def streams_loop(
             results[index] = exc
 
     threads = [threading.Thread(target=stream, args=(i,), daemon=True) for i in range(streams)]
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-    finally:
-        if paused:
-            gc.enable()
     failures = [r for r in results if isinstance(r, BaseException)]
     # A broken barrier only follows another stream's failure: raise the original one.
     real = [f for f in failures if not isinstance(f, threading.BrokenBarrierError)]
@@ -285,9 +290,7 @@ def poisson_loop(
             mine.append(ends[index] - scheduled)
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(workers)]
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         for t in threads:
             t.start()
         ready.wait()  # every worker is up before the clock starts
@@ -295,9 +298,6 @@ def poisson_loop(
         go.set()
         for t in threads:
             t.join()
-    finally:
-        if paused:
-            gc.enable()
     if errors:
         raise errors[0]
     start = origin[0]

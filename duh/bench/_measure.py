@@ -21,8 +21,8 @@ from duh.bench._loop import Runner, Window, poisson_loop, streams_loop, warm_up
 from duh.bench._report import Measurement, PeakResult
 from duh.bench._settings import BenchSettings
 from duh.bench._stats import percentile, relative_spread, summarize, window_stable
-from duh.bench._subjects import Subject, first_line
-from duh.errors import DuhError, InputError
+from duh.bench._subjects import LocalSubject, Subject, first_line
+from duh.errors import InputError, TargetError
 
 __all__ = ["Progress", "find_peak", "measure", "server_delta"]
 
@@ -37,11 +37,13 @@ _PEAK_MIN_REQUESTS = 300
 
 
 def _check_runs(subject: Subject, run: Runner, payloads: Sequence[Any], workload: Workload) -> None:
+    """Run the first payload once: an input the engine refuses fails here, before any timing,
+    naming the subject and the workload."""
     try:
         run(payloads[0])
-    except DuhError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - engines raise untyped errors for inputs they reject
+    except TargetError as exc:  # what an engine raises for a feed it cannot run
+        if not isinstance(subject, LocalSubject):
+            raise  # a server's answer already says what failed
         shapes = workload.shape_text()
         raise InputError(
             f"{subject.name} failed on {workload.label}"

@@ -24,7 +24,7 @@ from duh.bench._report import (
 from duh.bench._settings import BenchSettings
 from duh.bench._subjects import LocalSubject, Subject
 from duh.host import host_info
-from duh.runtime._data import read_samples
+from duh.runtime import read_samples
 
 __all__ = ["run_subjects"]
 

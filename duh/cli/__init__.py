@@ -9,7 +9,7 @@ from duh.cli import build as _build
 from duh.cli import inspect as _inspect
 from duh.cli import serve as _serve
 from duh.cli import targets as _targets
-from duh.cli._common import setup_logging
+from duh.cli._common import Quiet, Verbose, setup_logging
 
 __all__ = ["app", "main"]
 
@@ -23,12 +23,7 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root(
-    verbose: int = typer.Option(
-        0, "--verbose", "-v", count=True, help="more logging; -vv for debug, tracebacks on errors"
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="only errors"),
-) -> None:
+def _root(verbose: Verbose = 0, quiet: Quiet = False) -> None:
     setup_logging(verbose, quiet)
 
 

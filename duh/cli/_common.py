@@ -1,4 +1,8 @@
-"""What every command shares: the consoles, error rendering, logging and option parsers."""
+"""What every command shares: the consoles, error rendering, logging, options and their parsers.
+
+Options that several commands take are declared here once, as ``Annotated`` aliases (the way
+fastapi-cli declares its options), so that their flags and help read the same everywhere.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,9 +24,16 @@ from rich.status import Status
 from duh.errors import ConfigError, DuhError
 
 __all__ = [
+    "EngineOptions",
+    "JsonFlag",
+    "Quiet",
+    "Shapes",
+    "Threads",
+    "Verbose",
     "console",
     "err_console",
     "handle_errors",
+    "parse_key_values",
     "parse_shapes",
     "print_json",
     "progress",
@@ -37,6 +48,40 @@ _state = {"verbose": 0}
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+# -- options several commands take -----------------------------------------------------------
+
+Verbose = Annotated[
+    int,
+    typer.Option(
+        "--verbose", "-v", count=True, help="more logging; -vv for debug, tracebacks on errors"
+    ),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="only errors")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
+EngineOptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--option", "--engine-option", help="engine option KEY=VALUE (repeatable)"
+    ),
+]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        "-j",
+        help="engine intra-op threads (serve: per instance, default cores / instances; "
+        "otherwise the engine's default)",
+    ),
+]
+Shapes = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--shape",
+        help="input shape NAME=1x3x224x224 (repeatable); build also takes TensorRT's range "
+        "NAME=MIN:OPT:MAX, bench a name repeated for a mix of shapes",
+    ),
+]
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
@@ -119,6 +164,17 @@ def print_json(data: Any) -> None:
     """Print ``data`` as JSON on stdout (for --json), untouched by rich's markup."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+def parse_key_values(values: Sequence[str] | None, option: str) -> dict[str, str]:
+    """Parse repeated ``KEY=VALUE`` options; ``option`` names the flag in the error."""
+    out: dict[str, str] = {}
+    for value in values or []:
+        key, sep, val = value.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option} {value!r} is not KEY=VALUE")
+        out[key.strip()] = val.strip()
+    return out
 
 
 def parse_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:

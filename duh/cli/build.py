@@ -9,32 +9,30 @@ import typer
 from rich.table import Table
 
 from duh.cli._common import (
+    EngineOptions,
+    JsonFlag,
+    Shapes,
     console,
     err_console,
     handle_errors,
+    parse_key_values,
     parse_shapes,
     print_json,
     progress,
     shape_profile_options,
 )
-from duh.compiler.pipeline import recipe_text
 from duh.errors import ConfigError
 
-__all__ = ["build", "render_result"]
+__all__ = ["build", "render_result", "result_json"]
 
-
-def _options(values: list[str] | None) -> dict[str, str]:
-    out = {}
-    for value in values or []:
-        key, sep, val = value.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--option {value!r} is not KEY=VALUE")
-        out[key.strip()] = val.strip()
-    return out
+# The compiler is imported inside the functions that use it: `duh serve` and `duh bench` load
+# this module too (every command is registered on one app) and must not pay for the compiler.
 
 
 def result_json(result: Any) -> dict[str, Any]:
     """The --json form of a build result."""
+    from duh.compiler.pipeline import recipe_text
+
     return {
         "output": None if result.output is None else str(result.output),
         "requested": result.requested,
@@ -166,28 +164,27 @@ def build(
         "--keep-io-types/--no-keep-io-types",
         help="fp16/bf16: keep graph inputs and outputs float32 (default: keep)",
     ),
-    shape: list[str] | None = typer.Option(
-        None,
-        "--shape",
-        help="fix an input's shape: NAME=1x3x224x224, or give TensorRT its range: "
-        "NAME=MIN:OPT:MAX (repeatable)",
-    ),
+    shape: Shapes = None,
     tune_trials: int = typer.Option(
         0,
         "--tune-trials",
         help="tvm: MetaSchedule tuning trials (records cached per model, target, TVM version)",
     ),
-    option: list[str] | None = typer.Option(
-        None, "--option", help="engine option KEY=VALUE passed to the target (repeatable)"
-    ),
+    option: EngineOptions = None,
     no_verify: bool = typer.Option(
         False, "--no-verify", help="skip comparing the artifact with the source"
+    ),
+    check_data: Path | None = typer.Option(
+        None,
+        "--check-data",
+        help="real inputs to verify on, in --calib's formats: .npz, a directory of .npy/.npz, "
+        "or of images (preprocessed as --calib-preprocess/--calib-config say)",
     ),
     check_samples: int = typer.Option(8, "--check-samples", help="inputs to verify on"),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="print the resolved engines and pipelines; write nothing"
     ),
-    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    as_json: JsonFlag = False,
 ) -> None:
     """Compile MODEL for a target into a verified artifact directory."""
     from duh.compiler import build as build_model
@@ -220,10 +217,11 @@ def build(
             calib_options=calib_options,
             shapes=parse_shapes(shape),
             verify=not no_verify,
+            check_data=check_data,
             check_samples=check_samples,
             dry_run=dry_run,
             target_options={
-                **_options(option),
+                **parse_key_values(option, "--option"),
                 **shape_profile_options(shape),
                 **({"tune_trials": str(tune_trials)} if tune_trials else {}),
             },

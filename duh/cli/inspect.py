@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from duh.cli._common import console, handle_errors, print_json
+from duh.cli._common import JsonFlag, console, handle_errors, print_json
 
 __all__ = ["inspect"]
 
@@ -20,7 +20,7 @@ def _shape(spec: dict[str, Any]) -> str:
 @handle_errors
 def inspect(
     path: Path = typer.Argument(..., help="an .onnx model or a .duh artifact directory"),
-    as_json: bool = typer.Option(False, "--json", help="print everything as JSON"),
+    as_json: JsonFlag = False,
 ) -> None:
     """Show inputs/outputs, opset, op histogram and parameters; for an artifact, its manifest."""
     from duh.compiler.inspect import inspect_path

@@ -2,27 +2,44 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
-from duh.cli._common import console, handle_errors
+from duh.cli._common import EngineOptions, Threads, console, handle_errors, parse_key_values
 from duh.errors import ConfigError, MissingDependencyError
+from duh.serve import BatchConfig
 
 __all__ = ["serve"]
 
+# Batching options take their defaults and help from BatchConfig, where they are stated once.
+_BATCH = {f.name: f for f in dataclasses.fields(BatchConfig)}
 
-def _kv(values: list[str] | None, option: str) -> dict[str, str]:
-    out = {}
-    for value in values or []:
-        key, sep, val = value.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{option} {value!r} is not KEY=VALUE")
-        out[key.strip()] = val.strip()
-    return out
+
+def _batch_option(name: str) -> Any:
+    """A typer option ``--NAME`` (dashes for underscores) described by BatchConfig's field."""
+    return typer.Option(f"--{name.replace('_', '-')}", help=_BATCH[name].metadata["help"])
+
+
+def _batch_default(name: str) -> Any:
+    return _BATCH[name].default
+
+
+MaxBatchSize = Annotated[int, _batch_option("max_batch_size")]
+MaxQueueDelayMs = Annotated[float, _batch_option("max_queue_delay_ms")]
+PreferredBatchSizes = Annotated[
+    str | None,
+    typer.Option(
+        "--preferred-batch-sizes",
+        help=f"{_BATCH['preferred_batch_sizes'].metadata['help']}, e.g. 8,16,32",
+    ),
+]
+MaxQueueSize = Annotated[int, _batch_option("max_queue_size")]
+Instances = Annotated[int, _batch_option("instances")]
 
 
 def _sizes(text: str | None) -> tuple[int, ...]:
@@ -57,45 +74,25 @@ def serve(
         None, "--repository", "-r",
         help="model repository DIR/<model>/<version>/ (highest version is the default)",
     ),
-    host: str = typer.Option(
-        "127.0.0.1", "--host", help="address to listen on"
-    ),
-    port: int = typer.Option(
-        8000, "--port", help="HTTP port (0: any free port)"
-    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
+    port: int = typer.Option(8000, "--port", help="HTTP port (0: any free port)"),
     grpc_port: int | None = typer.Option(
         None, "--grpc-port", help="also serve gRPC (inference.GRPCInferenceService) on this port"
     ),
-    max_batch_size: int = typer.Option(
-        32, "--max-batch-size", help="rows per engine call (0: no batching)"
-    ),
-    max_queue_delay_ms: float = typer.Option(
-        0.0, "--max-queue-delay-ms", help="how long a request may wait for a fuller batch"
-    ),
-    preferred_batch_sizes: str | None = typer.Option(
-        None, "--preferred-batch-sizes", help="batch sizes to aim for, e.g. 8,16,32"
-    ),
-    max_queue_size: int = typer.Option(
-        256, "--max-queue-size", help="queued requests per model version; beyond: 503 at once"
-    ),
-    instances: int = typer.Option(
-        1, "--instances", help="engine instances per model version"
-    ),
-    threads: int | None = typer.Option(
-        None, "--threads", help="engine threads per instance (default: cores / instances)"
-    ),
-    engine_option: list[str] | None = typer.Option(
-        None, "--option", "--engine-option", help="engine setting KEY=VALUE (repeatable)"
-    ),
+    max_batch_size: MaxBatchSize = _batch_default("max_batch_size"),
+    max_queue_delay_ms: MaxQueueDelayMs = _batch_default("max_queue_delay_ms"),
+    preferred_batch_sizes: PreferredBatchSizes = None,
+    max_queue_size: MaxQueueSize = _batch_default("max_queue_size"),
+    instances: Instances = _batch_default("instances"),
+    threads: Threads = None,
+    engine_option: EngineOptions = None,
     split: list[str] | None = typer.Option(
         None, "--split", help="weighted traffic split, e.g. m:1=90,2=10 (repeatable)"
     ),
     shadow: list[str] | None = typer.Option(
         None, "--shadow", help="mirror requests to a version, e.g. m:2 (answers discarded)"
     ),
-    max_body_mb: float = typer.Option(
-        64.0, "--max-body-mb", help="largest request body in MiB"
-    ),
+    max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="largest request body in MiB"),
     drain_timeout: float = typer.Option(
         30.0, "--drain-timeout", help="seconds shutdown may take to finish accepted requests"
     ),
@@ -106,6 +103,8 @@ def serve(
     """Serve artifacts with dynamic batching over the Open Inference Protocol (as Triton does)."""
     try:
         from duh import serve as duh_serve
+
+        serve_forever = duh_serve.serve
     except ImportError as exc:
         raise MissingDependencyError(exc.name or "aiohttp", "serve", "duh serve") from None
 
@@ -117,7 +116,7 @@ def serve(
     for name in set(splits) | set(shadows):
         routing[name] = duh_serve.Routing(splits.get(name, ()), shadows.get(name))
     options = duh_serve.LoadOptions(
-        batch=duh_serve.BatchConfig(
+        batch=BatchConfig(
             max_batch_size=max_batch_size,
             max_queue_delay_ms=max_queue_delay_ms,
             preferred_batch_sizes=_sizes(preferred_batch_sizes),
@@ -125,7 +124,7 @@ def serve(
             instances=instances,
         ),
         threads=threads,
-        engine_options=_kv(engine_option, "--engine-option"),
+        engine_options=parse_key_values(engine_option, "--option/--engine-option"),
     )
     config = duh_serve.ServeConfig(
         host=host, port=port, grpc_port=grpc_port, max_body_bytes=int(max_body_mb * (1 << 20)),
@@ -141,8 +140,8 @@ def serve(
         sys.stdout.flush()
 
     sources = [duh_serve.parse_artifact(a) for a in artifacts or []]
-    clean = duh_serve.serve(sources, repository=repository, options=options, config=config,
-                            routing=routing, on_ready=ready)
+    clean = serve_forever(sources, repository=repository, options=options, config=config,
+                          routing=routing, on_ready=ready)
     if not clean:
         raise typer.Exit(1)
     console.print("stopped: every accepted request was answered")

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import typer
 from rich.table import Table
 
-from duh.cli._common import console, handle_errors, print_json
+from duh.cli._common import JsonFlag, console, handle_errors, print_json
 
 __all__ = ["targets"]
 
 
 @handle_errors
-def targets(
-    as_json: bool = typer.Option(False, "--json", help="print the list as JSON"),
-) -> None:
+def targets(as_json: JsonFlag = False) -> None:
     """List every target with 'available' or the reason it is not."""
     from duh._cuda import cuda_info
     from duh.host import host_info

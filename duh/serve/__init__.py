@@ -2,14 +2,28 @@
 
 The stock ``tritonclient`` (HTTP with JSON or binary tensors, and gRPC) works against it. It loads
 artifacts with ``duh.load`` and never imports the compiler.
+
+``BatchConfig`` is imported eagerly (the CLI reads its defaults and help to declare its options);
+everything else loads on first use, because it needs the ``serve`` extra (aiohttp, prometheus).
 """
 
 from __future__ import annotations
 
-from duh.serve._batcher import BatchConfig
-from duh.serve._model import LoadOptions, ModelSource
-from duh.serve._repository import Routing, discover, parse_artifact, parse_shadow, parse_split
-from duh.serve._server import Addresses, ServeConfig, run, serve
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from duh.serve._batching import BatchConfig
+
+if TYPE_CHECKING:
+    from duh.serve._model import LoadOptions, ModelSource
+    from duh.serve._repository import (
+        Routing,
+        discover,
+        parse_artifact,
+        parse_shadow,
+        parse_split,
+    )
+    from duh.serve._server import Addresses, ServeConfig, run, serve
 
 __all__ = [
     "Addresses",
@@ -25,3 +39,24 @@ __all__ = [
     "run",
     "serve",
 ]
+
+_LAZY = {
+    "LoadOptions": "_model",
+    "ModelSource": "_model",
+    "Routing": "_repository",
+    "discover": "_repository",
+    "parse_artifact": "_repository",
+    "parse_shadow": "_repository",
+    "parse_split": "_repository",
+    "Addresses": "_server",
+    "ServeConfig": "_server",
+    "run": "_server",
+    "serve": "_server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'duh.serve' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"duh.serve.{module}"), name)

@@ -1,11 +1,10 @@
 """Dynamic batching: requests queue per model version; engine threads take them in batches.
 
 Each engine instance owns one worker thread. A worker sleeps on a condition until a request
-arrives, waits at most ``max_queue_delay_ms`` past the oldest request for more to come (not at
-all by default: while one batch computes, the next one gathers by itself), then takes the oldest
-request and every later one with the same non-batch shapes, in arrival order, up to
-``max_batch_size`` rows. The engine call runs off the event loop and releases the GIL; its
-results go back to the loop in one callback per batch, each request getting exactly its rows.
+arrives or the batching policy's wait ends, and takes the batch ``select_batch`` names (the
+policy and its rules are in ``_batching``). The engine call runs off the event loop and releases
+the GIL; its results go back to the loop in one callback per batch, each request getting exactly
+its rows.
 """
 
 from __future__ import annotations
@@ -17,11 +16,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from duh.errors import DuhError
+from duh.serve._batching import BatchConfig, select_batch
 from duh.serve._errors import InternalServeError, ServeError, UnavailableError
 
 __all__ = ["BatchConfig", "Batcher", "Pending"]
@@ -30,25 +29,6 @@ log = logging.getLogger(__name__)
 
 # Runs one feed on one engine instance: (instance index, feed) -> outputs.
 RunFn = Callable[[int, dict[str, np.ndarray]], dict[str, np.ndarray]]
-
-
-@dataclass(frozen=True, slots=True)
-class BatchConfig:
-    """How one model version batches and queues requests."""
-
-    max_batch_size: int = field(
-        default=32, metadata={"help": "rows per engine call; 0: no batching"}
-    )
-    max_queue_delay_ms: float = field(
-        default=0.0, metadata={"help": "how long the oldest request may wait for a fuller batch"}
-    )
-    preferred_batch_sizes: tuple[int, ...] = field(
-        default=(), metadata={"help": "batch sizes to aim for while the queue delay allows"}
-    )
-    max_queue_size: int = field(
-        default=256, metadata={"help": "requests waiting at most; beyond it: 503 at once"}
-    )
-    instances: int = field(default=1, metadata={"help": "engine instances (worker threads)"})
 
 
 class Pending:
@@ -96,8 +76,6 @@ class Batcher:
         self._queue: deque[Pending] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._closing = False
-        self._delay_s = config.max_queue_delay_ms / 1000.0
-        self._preferred = sorted(set(config.preferred_batch_sizes))
         self._threads = [
             threading.Thread(target=self._work, args=(i,), name=f"duh-{name}-{i}", daemon=True)
             for i in range(max(1, config.instances))
@@ -137,70 +115,27 @@ class Batcher:
 
     # -- worker side ---------------------------------------------------------------------------
 
-    def _ready_rows(self) -> int:
-        """Rows queued that could share a batch with the oldest request (lock held)."""
-        head = self._queue[0].key
-        return sum(p.rows for p in self._queue if p.key == head)
-
-    def _take(self) -> list[Pending]:
-        """The oldest request and later ones of its shape key, up to the batch limit (lock held)."""
-        limit = self.config.max_batch_size
-        first = self._queue.popleft()
-        batch = [first]
-        if limit <= 0 or first.rows >= limit:
-            return batch
-        rows, skipped = first.rows, []
-        while self._queue and rows < limit:
-            item = self._queue.popleft()
-            if item.key == first.key and rows + item.rows > limit:
-                skipped.append(item)  # it opens the next batch: a later one may not pass it
-                break
-            if item.key != first.key:
-                skipped.append(item)
-                if len(skipped) > 64:  # do not scan a long queue of other shapes
-                    break
-                continue
-            batch.append(item)
-            rows += item.rows
-        self._queue.extendleft(reversed(skipped))
-        if self._preferred and rows not in self._preferred:
-            fits = [s for s in self._preferred if s <= rows]
-            if fits:  # hand back the tail beyond the largest preferred size the batch can fill
-                target, total = fits[-1], 0
-                for cut, item in enumerate(batch):
-                    total += item.rows
-                    if total == target:
-                        self._queue.extendleft(reversed(batch[cut + 1 :]))
-                        batch = batch[: cut + 1]
-                        break
-        return batch
-
-    def _wait_for_batch(self) -> bool:
-        """Wait (lock held) for work; with a queue delay, for a full batch or the deadline."""
-        while not self._queue:
-            if self._closing:
-                return False
-            self._cond.wait()
-        if self._delay_s <= 0 or self.config.max_batch_size <= 0:
-            return True
-        deadline = self._queue[0].enqueued + self._delay_s
-        target = self._preferred[-1] if self._preferred else self.config.max_batch_size
-        while not self._closing:
-            rows = self._ready_rows()
-            if rows >= target or rows in self._preferred:
-                break
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                break
-            self._cond.wait(remaining)
-        return True
+    def _next_batch(self) -> list[Pending] | None:
+        """Wait (lock held) until a batch is due and take it; None once closed and empty."""
+        while True:
+            if self._closing and not self._queue:
+                return None
+            choice = select_batch(
+                self._queue, self.config, time.perf_counter(), flush=self._closing
+            )
+            if choice.take:
+                batch = [self._queue[i] for i in choice.take]
+                for i in reversed(choice.take):  # indices near the head: cheap deque deletes
+                    del self._queue[i]
+                return batch
+            self._cond.wait(choice.wait_s)
 
     def _work(self, instance: int) -> None:
         while True:
             with self._cond:
-                if not self._wait_for_batch():
-                    return
-                batch = self._take()
+                batch = self._next_batch()
+            if batch is None:
+                return
             self._execute(instance, batch)
 
     def _execute(self, instance: int, batch: list[Pending]) -> None:

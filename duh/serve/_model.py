@@ -180,6 +180,14 @@ class ModelVersion:
         return dims[1:] if drop_batch else dims
 
     @property
+    def instance_kind(self) -> str:
+        """Triton's instance kind: ``KIND_GPU`` for an artifact built for a CUDA target (its
+        manifest's target device), else ``KIND_CPU`` (also for a plain .onnx, run on the CPU)."""
+        manifest = self.sessions[0].manifest
+        device = manifest.target.get("device") if manifest is not None else None
+        return "KIND_GPU" if device == "cuda" else "KIND_CPU"
+
+    @property
     def platform(self) -> str:
         """The platform name the protocol reports (``onnxruntime_onnx``, ...)."""
         return _PLATFORMS.get(self.engine, self.engine)
@@ -216,7 +224,7 @@ class ModelVersion:
             "input": [tensor(s) for s in self.inputs],
             "output": [tensor(s) for s in self.outputs],
             "instance_group": [
-                {"name": self.name, "kind": "KIND_CPU", "count": len(self.sessions)}
+                {"name": self.name, "kind": self.instance_kind, "count": len(self.sessions)}
             ],
         }
         if self.batchable:

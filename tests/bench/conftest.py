@@ -230,6 +230,7 @@ def duh_serve(digits_ort: Path) -> Iterator[str]:
     assert proc.stdout is not None
     found: list[str] = []
     lines: list[str] = []
+    done = threading.Event()  # the ready line was read, or the output ended (the server exited)
 
     def read() -> None:
         assert proc.stdout is not None
@@ -238,12 +239,12 @@ def duh_serve(digits_ort: Path) -> Iterator[str]:
             match = _READY.search(line)
             if match and not found:
                 found.append(match.group(1))
+                done.set()
+        done.set()
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    deadline = time.monotonic() + 60
-    while not found and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    done.wait(60)
     try:
         if not found:
             raise RuntimeError("duh serve did not start:\n" + "".join(lines))

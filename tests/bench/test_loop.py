@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import numpy as np
 import pytest
 
 from duh.bench import Warmup
-from duh.bench._loop import Rejected, closed_loop, poisson_loop, streams_loop, warm_up
+from duh.bench._loop import (
+    Rejected,
+    closed_loop,
+    gc_paused,
+    poisson_loop,
+    streams_loop,
+    warm_up,
+)
 from duh.errors import ConfigError
 
 
@@ -96,3 +104,19 @@ def test_poisson_latency_includes_queueing_behind_a_busy_worker() -> None:
 def test_poisson_rejects_a_non_positive_rate() -> None:
     with pytest.raises(ConfigError, match="--qps must be positive"):
         poisson_loop(lambda _: None, [None], qps=0, seconds=1, workers=1)
+
+
+def test_the_collector_is_off_inside_a_window_and_as_it_was_after() -> None:
+    seen: list[bool] = []
+    closed_loop(lambda _: seen.append(gc.isenabled()), [None], seconds=0.0, min_runs=3)
+    assert seen == [False] * 3 and gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused():
+        raise RuntimeError("a runner failed")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # it was off before: it stays off
+    finally:
+        gc.enable()

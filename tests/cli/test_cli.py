@@ -173,3 +173,18 @@ def test_a_recipe_spells_out_the_pipeline(tmp_path: Path) -> None:
                            "-o", str(tmp_path / "bad.duh"))
     assert code == 2 and "has no option 'turbo'" in stderr
     assert not (tmp_path / "bad.duh").exists()
+
+
+def test_check_data_verifies_on_real_inputs(tmp_path: Path) -> None:
+    out = tmp_path / "c.duh"
+    code, stdout, stderr = _run("build", str(FIXTURES / "digits_cnn.onnx"), "-t",
+                                "onnxruntime:cpu-fp32", "--check-data",
+                                str(FIXTURES / "digits_test.npz"), "-o", str(out), "--json")
+    assert code == 0, stderr
+    checks = json.loads(stdout)["manifest"]["checks"]
+    assert checks["passed"] is True and checks["samples"] == 8
+    assert "digits_test.npz" in checks["input_source"]
+    code, _, stderr = _run("build", str(FIXTURES / "digits_cnn.onnx"), "--check-data",
+                           str(tmp_path / "nope.npz"), "-o", str(tmp_path / "n.duh"))
+    assert code == 6 and stderr.startswith("error: check data") and "nope.npz" in stderr
+    assert not (tmp_path / "n.duh").exists()

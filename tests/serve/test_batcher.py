@@ -23,8 +23,10 @@ class Recorder:
         self.session = duh.load(model)
         self.shapes: list[tuple[int, ...]] = []
         self.gate = gate
+        self.entered = threading.Event()  # set when the first engine call has begun
 
     def __call__(self, instance: int, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.entered.set()
         if self.gate is not None:
             assert self.gate.wait(10)
         self.shapes.append(feed["x"].shape)
@@ -50,19 +52,22 @@ def _run(test: Callable[[asyncio.AbstractEventLoop], object]) -> None:
 def test_equal_shapes_share_batches_and_each_caller_gets_its_rows(
     serve_models: dict[str, Path],
 ) -> None:
-    recorder = Recorder(serve_models["scale"])
+    # The engine is held at a gate until every request is queued: the batches that follow are
+    # made from a full queue, however the threads are scheduled.
+    gate = threading.Event()
+    recorder = Recorder(serve_models["scale"], gate)
     rng = np.random.default_rng(1)
     inputs = [rng.standard_normal((int(rng.integers(1, 4)), int(rng.choice([3, 5]))))
               .astype(np.float32) for _ in range(60)]
 
     async def test(loop: asyncio.AbstractEventLoop) -> None:
-        batcher = Batcher("scale", recorder, BatchConfig(max_batch_size=8, max_queue_delay_ms=20),
-                          loop)
+        batcher = Batcher("scale", recorder, BatchConfig(max_batch_size=8), loop)
         done: list[int] = []
         items = [_pending(loop, x) for x in inputs]
         for i, item in enumerate(items):
             item.future.add_done_callback(functools.partial(_note, done, i))
             batcher.submit(item)
+        gate.set()
         results = await asyncio.gather(*(p.future for p in items))
         for x, result in zip(inputs, results, strict=True):
             np.testing.assert_array_equal(result["y"], 2 * x)
@@ -107,8 +112,8 @@ def test_full_queue_refuses_at_once_and_accepted_requests_still_finish(
                           loop)
         first = _pending(loop, x)
         batcher.submit(first)
-        while batcher.depth:  # the worker has taken the first one and waits at the gate
-            await asyncio.sleep(0.01)
+        # the worker has taken the first one and waits at the gate
+        assert await asyncio.to_thread(recorder.entered.wait, 10)
         queued = [_pending(loop, x), _pending(loop, x)]
         for item in queued:
             batcher.submit(item)
@@ -178,14 +183,19 @@ def test_preferred_batch_sizes_shape_the_batches(serve_models: dict[str, Path]) 
     x = np.ones((1, 3), dtype=np.float32)
 
     async def test(loop: asyncio.AbstractEventLoop) -> None:
-        config = BatchConfig(max_batch_size=8, preferred_batch_sizes=(4,), max_queue_delay_ms=100)
+        # A delay far longer than the test: the first batch goes because it reaches the
+        # preferred size, and the 2-row tail waits for it until close() flushes the queue.
+        config = BatchConfig(max_batch_size=8, preferred_batch_sizes=(4,),
+                             max_queue_delay_ms=600_000)
         batcher = Batcher("scale", recorder, config, loop)
         items = [_pending(loop, x) for _ in range(6)]
         for item in items:
             batcher.submit(item)
         gate.set()
-        await asyncio.gather(*(p.future for p in items))
-        batcher.close(5)
+        await asyncio.gather(*(p.future for p in items[:4]))
+        assert batcher.depth == 2
+        assert await asyncio.to_thread(batcher.close, 10)
+        await asyncio.gather(*(p.future for p in items[4:]))
 
     _run(test)
     assert [rows for rows, _ in recorder.shapes] == [4, 2]

@@ -38,6 +38,7 @@ def test_config_has_what_perf_analyzer_reads(client: httpclient.InferenceServerC
     assert config["max_batch_size"] == 32
     assert config["input"] == [{"name": "x", "data_type": "TYPE_FP32", "dims": [256]}]
     assert config["output"] == [{"name": "y", "data_type": "TYPE_FP32", "dims": [10]}]
+    assert config["instance_group"] == [{"name": "light", "kind": "KIND_CPU", "count": 1}]
     fixed = client.get_model_config("fixed")
     assert fixed["max_batch_size"] == 0 and fixed["input"][0]["dims"] == [2, 3]
 

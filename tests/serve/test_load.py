@@ -74,10 +74,12 @@ def test_sigterm_under_load_answers_every_accepted_request(start_server,
     url = f"{server.url}/v2/models/heavy/infer"
     outcomes: list[tuple[float, float, str, bool]] = []  # (sent, done, outcome, right)
     signalled: list[float] = []
+    answered = [0]
 
-    async def caller(session: aiohttp.ClientSession, first: int, stop_at: float) -> None:
+    async def caller(session: aiohttp.ClientSession, first: int, warm: asyncio.Event,
+                     gone: asyncio.Event) -> None:
         i = first
-        while time.monotonic() < stop_at:
+        while not gone.is_set():
             sent = time.monotonic()
             try:
                 async with session.post(url, data=_body(i)) as response:
@@ -86,18 +88,23 @@ def test_sigterm_under_load_answers_every_accepted_request(start_server,
                     right = response.status != 200 or _right(i, body)
             except aiohttp.ClientConnectionError:
                 outcome, right = "connection", True
-                await asyncio.sleep(0.01)
+                if signalled:  # the server has closed its doors: this caller is done
+                    gone.set()
             outcomes.append((sent, time.monotonic(), outcome, right))
+            answered[0] += outcome == "200"
+            if answered[0] >= 64:
+                warm.set()
             i += 32
 
     async def main() -> None:
-        stop_at = time.monotonic() + 3.0
+        warm, gone = asyncio.Event(), asyncio.Event()
         async with aiohttp.ClientSession() as session:
-            tasks = [asyncio.create_task(caller(session, k, stop_at)) for k in range(32)]
-            await asyncio.sleep(1.0)
+            tasks = [asyncio.create_task(caller(session, k, warm, gone)) for k in range(32)]
+            # signal once the server has answered 64 requests, with 32 callers still sending
+            await asyncio.wait_for(warm.wait(), 60)
             signalled.append(time.monotonic())
             server.proc.send_signal(signal.SIGTERM)
-            await asyncio.gather(*tasks)
+            await asyncio.wait_for(asyncio.gather(*tasks), 60)
 
     asyncio.run(main())
     assert server.proc.wait(30) == 0, server.log()

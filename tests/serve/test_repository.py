@@ -6,6 +6,7 @@ import http.client
 import json
 import re
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -77,12 +78,19 @@ def test_versions_index_and_load_unload_under_traffic(start_server, repo_dir: Pa
             _check(*future.result(), i)
 
     # unload while callers send: accepted requests finish (200), later ones get 404
+    refused = threading.Event()  # set by the first caller answered 404
+
+    def infer(i: int) -> tuple[int, dict]:
+        status, body = _infer(server, "/v2/models/light/infer", i)
+        if status == 404:
+            refused.set()
+        return status, body
+
     pool = ThreadPoolExecutor(8)
-    futures = [pool.submit(_infer, server, "/v2/models/light/infer", i) for i in range(3000)]
-    while not futures[20].done():
-        time.sleep(0.01)
+    futures = [pool.submit(infer, i) for i in range(3000)]
+    futures[20].result(timeout=60)
     assert server.post_json("/v2/repository/models/light/unload", {})[0] == 200
-    time.sleep(0.1)
+    assert refused.wait(60), "no request was refused after the unload"
     pool.shutdown(cancel_futures=True)
     statuses = []
     for i, future in enumerate(futures):
