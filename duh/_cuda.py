@@ -16,15 +16,17 @@ import functools
 import importlib.metadata
 import importlib.util
 import logging
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from duh.host import CudaDevice, cuda_devices
-
 __all__ = [
     "TENSORRT_DISTRIBUTIONS",
+    "CudaDevice",
     "CudaInfo",
+    "cuda_devices",
     "cuda_info",
     "decode_cuda_version",
     "parse_driver_version",
@@ -47,6 +49,17 @@ _CUDART_NAMES = ("libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudar
 _ATTR_CC_MAJOR = 75
 _ATTR_CC_MINOR = 76
 _CUDA_ERROR_NO_DEVICE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class CudaDevice:
+    """One NVIDIA GPU as the driver reports it."""
+
+    index: int
+    name: str
+    compute_capability: str
+    driver_version: str
+    memory_mib: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +178,35 @@ def _query_driver() -> tuple[list[CudaDevice], str | None, str | None]:
             )
         )
     return devices, api, None if devices else "the NVIDIA driver reports no CUDA device"
+
+
+@functools.cache
+def cuda_devices() -> tuple[CudaDevice, ...]:
+    """The CUDA devices the NVIDIA driver reports; empty when there is no driver or device."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return ()
+    query = "index,name,compute_cap,driver_version,memory.total"
+    try:
+        out = subprocess.run(
+            [smi, f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    devices = []
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 5:
+            continue
+        try:
+            devices.append(CudaDevice(int(parts[0]), parts[1], parts[2], parts[3], int(parts[4])))
+        except ValueError:
+            continue
+    return tuple(devices)
 
 
 def _cudart_candidates() -> list[str]:

@@ -9,11 +9,18 @@ from __future__ import annotations
 import functools
 import os
 import platform
-import shutil
-import subprocess
 from dataclasses import dataclass
 
-__all__ = ["CudaDevice", "HostInfo", "cpu_flags", "cuda_devices", "host_info"]
+from duh._cuda import CudaDevice, cuda_devices, cuda_info
+
+__all__ = [
+    "NOTABLE_CPU_FLAGS",
+    "CudaDevice",
+    "HostInfo",
+    "cpu_flags",
+    "cuda_devices",
+    "host_info",
+]
 
 # The instruction sets duh cares about, with the /proc/cpuinfo flag that names each.
 NOTABLE_CPU_FLAGS = (
@@ -32,17 +39,6 @@ NOTABLE_CPU_FLAGS = (
     "amx_int8",
     "amx_bf16",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class CudaDevice:
-    """One NVIDIA GPU as the driver reports it."""
-
-    index: int
-    name: str
-    compute_capability: str
-    driver_version: str
-    memory_mib: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,44 +83,13 @@ def cpu_flags() -> frozenset[str]:
     return _cpuinfo()[1]
 
 
-@functools.cache
-def cuda_devices() -> tuple[CudaDevice, ...]:
-    """The CUDA devices the NVIDIA driver reports; empty when there is no driver or device."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return ()
-    query = "index,name,compute_cap,driver_version,memory.total"
-    try:
-        out = subprocess.run(
-            [smi, f"--query-gpu={query}", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    devices = []
-    for line in out.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) != 5:
-            continue
-        try:
-            devices.append(CudaDevice(int(parts[0]), parts[1], parts[2], parts[3], int(parts[4])))
-        except ValueError:
-            continue
-    return tuple(devices)
-
-
 def host_info() -> HostInfo:
     """Describe this host."""
-    from duh._cuda import cuda_info  # the driver's own device list; nvidia-smi's without one
-
     model, flags = _cpuinfo()
     return HostInfo(
         machine=platform.machine(),
         cpu_model=model,
         cores=os.cpu_count() or 1,
         cpu_flags=flags,
-        cuda=cuda_info().devices,
+        cuda=cuda_info().devices,  # the driver's own device list; nvidia-smi's without one
     )

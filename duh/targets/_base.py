@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -10,14 +11,13 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from duh.errors import ConfigError
+from duh.errors import ConfigError, TargetError
 from duh.host import HostInfo
 
 if TYPE_CHECKING:
     import onnx
 
-    from duh.runtime._engine import Engine, EngineOptions
-    from duh.runtime._manifest import Manifest
+    from duh.runtime.contract import Engine, EngineOptions, Manifest
 
 __all__ = [
     "DEVICES",
@@ -91,7 +91,13 @@ class CompileResult:
 
 
 class TargetPlugin(Protocol):
-    """An engine plugin. Heavy engine imports happen inside the methods, never at module import."""
+    """An engine plugin. Heavy engine imports happen inside the methods, never at module import.
+
+    Every field below is declared by every plugin, built-in or third-party (an entry point in
+    the ``duh.targets`` group): ``register_target`` refuses a class that lacks one, naming it.
+    ``short_name_candidate`` says whether the short names (``cpu``, ``cuda-int8``, ``auto``) may
+    resolve to this engine; an engine that is only ever pinned (``tvm:cpu``) sets it False.
+    """
 
     name: str
     pip_extra: str
@@ -99,6 +105,7 @@ class TargetPlugin(Protocol):
     precisions: tuple[str, ...]
     max_ir_version: int
     max_opset: int
+    short_name_candidate: bool
 
     def unavailable_reason(self, device: str, precision: str, host: HostInfo) -> str | None:
         """Why this engine cannot build/run (device, precision) here, or None when it can."""
@@ -122,9 +129,25 @@ _loaded = False
 T = TypeVar("T")
 
 
+def _protocol_members() -> tuple[str, ...]:
+    """The fields and methods ``TargetPlugin`` declares, in declaration order."""
+    methods = [n for n, v in vars(TargetPlugin).items() if inspect.isfunction(v) and n[0] != "_"]
+    return (*TargetPlugin.__annotations__, *methods)
+
+
 def register_target(cls: type[T]) -> type[T]:
-    """Class decorator: register an engine plugin (instantiated once) under its ``name``."""
+    """Class decorator: register an engine plugin (instantiated once) under its ``name``.
+
+    Raises ``TargetError`` naming the ``TargetPlugin`` fields the class does not declare.
+    """
     plugin: Any = cls()
+    missing = [m for m in _protocol_members() if not hasattr(plugin, m)]
+    if missing:
+        raise TargetError(
+            f"target plugin {cls.__module__}.{cls.__qualname__} lacks the TargetPlugin "
+            f"field(s) {', '.join(missing)}; declare them on the class (see "
+            "duh.targets.TargetPlugin), or update or uninstall the package that provides it"
+        )
     name = plugin.name
     if name in _TARGETS:
         raise ValueError(f"target engine {name!r} is registered twice")

@@ -101,7 +101,7 @@ def _offered(request: TargetRequest) -> list[TargetSpec]:
     for plugin in target_plugins():
         if request.engine and plugin.name != request.engine:
             continue
-        if not request.engine and not getattr(plugin, "short_name_candidate", True):
+        if not request.engine and not plugin.short_name_candidate:
             continue
         for device in devices:
             for precision in precisions:

@@ -6,7 +6,6 @@ import importlib
 import importlib.metadata
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import onnx
 
@@ -49,7 +48,3 @@ def save_onnx(model: onnx.ModelProto, path: Path) -> list[Path]:
     )
     return [path, data]
 
-
-def ensure_dict(value: Any) -> dict[str, Any]:
-    """``value`` as a dict (manifest sections are dicts or absent)."""
-    return dict(value) if isinstance(value, dict) else {}

@@ -11,14 +11,14 @@ import numpy as np
 
 from duh.errors import TargetError
 from duh.host import HostInfo
-from duh.runtime._engine import EngineOptions, OpTiming
+from duh.runtime.contract import EngineOptions, OpTiming
 from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec, register_target
 from duh.targets._util import import_engine, package_version, save_onnx
 
 if TYPE_CHECKING:
     import onnx
 
-    from duh.runtime._manifest import Manifest
+    from duh.runtime.contract import Manifest
 
 __all__ = ["OpenVinoEngine", "OpenVinoTarget"]
 

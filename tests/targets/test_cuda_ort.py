@@ -20,7 +20,7 @@ from duh.compiler.ingest import ingest
 from duh.errors import ConfigError
 from duh.host import CudaDevice, host_info
 from duh.targets import TargetSpec, get_target
-from duh.targets._gpu._profiles import input_profiles, parse_range, trt_ep_profile_options
+from duh.targets._gpu import input_profiles, parse_shape_range, trt_ep_profile_options
 from duh.targets.onnxruntime._cuda import (
     CUDA_EP,
     TRT_EP,
@@ -70,7 +70,8 @@ def test_tensorrts_provider_is_preferred_when_present() -> None:
 
 def test_provider_options_carry_precision_workspace_and_profile() -> None:
     model = ingest(FIXTURES / "digits_cnn.onnx").model
-    profiles = input_profiles(model, {"input": parse_range("input", "1x1x8x8:2x1x8x8:8x1x8x8")}, 32)
+    ranges = {"input": parse_shape_range("1x1x8x8:2x1x8x8:8x1x8x8", "input")}
+    profiles = input_profiles(model, ranges, 32)
     opts = provider_options("tensorrt", "int8", 1, 1024, trt_ep_profile_options(profiles))
     assert opts["device_id"] == "1"
     assert opts["trt_int8_enable"] == "True" and opts["trt_fp16_enable"] == "False"

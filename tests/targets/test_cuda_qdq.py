@@ -13,8 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from duh.compiler.ingest import ingest
 from duh.errors import TargetError
 from duh.passes import PassContext, create_pass
-from duh.targets._gpu._qdq import check_qdq, fold_bias_dequantize
-from duh.targets.tensorrt import int8_quantize_config, prepare_int8
+from duh.targets._gpu import check_qdq, fold_bias_dequantize, int8_quantize_config, prepare_int8
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 

@@ -28,18 +28,18 @@ from duh.compiler.ingest import ingest
 from duh.errors import ArtifactError, ConfigError, MissingDependencyError, TargetError
 from duh.host import CudaDevice, host_info
 from duh.passes import create_pass
-from duh.runtime import FORMAT_VERSION, Manifest, TensorSpec
-from duh.runtime._manifest import hash_files
+from duh.runtime import FORMAT_VERSION, Manifest, TensorSpec, hash_files
 from duh.targets import TargetSpec, candidates, get_target, parse_target
-from duh.targets._gpu._profiles import (
+from duh.targets._gpu import (
     ShapeRange,
     input_profiles,
-    parse_range,
+    int8_quantize_config,
+    parse_shape_range,
     profile_ranges,
+    settings_from_options,
     trt_ep_profile_options,
 )
-from duh.targets.tensorrt import check_engine_compat, int8_quantize_config
-from duh.targets.tensorrt._build import settings_from_options
+from duh.targets.tensorrt import check_engine_compat
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 INFO = cuda_info()
@@ -154,7 +154,7 @@ def test_shape_ranges_from_the_command_line_become_the_profile() -> None:
 )
 def test_malformed_ranges_are_config_errors(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        parse_range("x", text)
+        parse_shape_range(text, "x")
 
 
 def test_the_cli_rejects_malformed_ranges_before_building() -> None:
@@ -170,18 +170,18 @@ def test_the_cli_rejects_malformed_ranges_before_building() -> None:
 def test_profiles_must_fit_their_inputs() -> None:
     model = _io_model(["N", 3, 16])
     with pytest.raises(ConfigError, match="rank 2"):
-        input_profiles(model, {"x": parse_range("x", "1x3:2x3:4x3")}, 32)
+        input_profiles(model, {"x": parse_shape_range("1x3:2x3:4x3", "x")}, 32)
     with pytest.raises(ConfigError, match="fixed at 3"):
-        input_profiles(model, {"x": parse_range("x", "1x4x16:2x4x16:4x4x16")}, 32)
+        input_profiles(model, {"x": parse_shape_range("1x4x16:2x4x16:4x4x16", "x")}, 32)
     with pytest.raises(ConfigError, match="model's inputs are x"):
-        input_profiles(model, {"nope": parse_range("nope", "1x3x16")}, 32)
+        input_profiles(model, {"nope": parse_shape_range("1x3x16", "nope")}, 32)
 
 
 def test_dynamic_dimensions_besides_the_batch_need_a_range() -> None:
     model = _io_model(["N", "seq"])
     with pytest.raises(ConfigError, match=r"--shape x=MIN:OPT:MAX"):
         input_profiles(model, {}, 32)
-    (profile,) = input_profiles(model, {"x": parse_range("x", "1x8:2x64:4x128")}, 32)
+    (profile,) = input_profiles(model, {"x": parse_shape_range("1x8:2x64:4x128", "x")}, 32)
     assert profile.range.max == (4, 128)
 
 
@@ -192,7 +192,10 @@ def test_inputs_sharing_a_dimension_need_the_same_range() -> None:
     with pytest.raises(ConfigError, match="need the same range"):
         input_profiles(
             model,
-            {"x": parse_range("x", "1x8:2x8:4x8"), "z": parse_range("z", "1x4:2x4:8x4")},
+            {
+                "x": parse_shape_range("1x8:2x8:4x8", "x"),
+                "z": parse_shape_range("1x4:2x4:8x4", "z"),
+            },
             8,
         )
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import onnx
 
 from duh.errors import ConfigError
-from duh.runtime._signature import Dim
+from duh.runtime.contract import Dim
 
 __all__ = [
     "PROFILE_PREFIX",
@@ -22,7 +22,7 @@ __all__ = [
     "ShapeRange",
     "dynamic_inputs",
     "input_profiles",
-    "parse_range",
+    "parse_shape_range",
     "profile_ranges",
     "trt_ep_profile_options",
 ]
@@ -74,8 +74,8 @@ def _dims(text: str, what: str) -> tuple[int, ...]:
     return dims
 
 
-def parse_range(name: str, text: str) -> ShapeRange:
-    """Parse ``MIN:OPT:MAX`` (or one shape for all three) for input ``name``."""
+def parse_shape_range(text: str, name: str) -> ShapeRange:
+    """Parse ``MIN:OPT:MAX`` (or one shape for all three), the range of input ``name``."""
     what = f"--shape {name}={text}"
     parts = text.split(":")
     if len(parts) == 1:
@@ -99,7 +99,7 @@ def parse_range(name: str, text: str) -> ShapeRange:
 def profile_ranges(options: Mapping[str, str]) -> dict[str, ShapeRange]:
     """The ``profile.NAME`` target options, parsed."""
     return {
-        key[len(PROFILE_PREFIX) :]: parse_range(key[len(PROFILE_PREFIX) :], value)
+        key[len(PROFILE_PREFIX) :]: parse_shape_range(value, key[len(PROFILE_PREFIX) :])
         for key, value in options.items()
         if key.startswith(PROFILE_PREFIX)
     }

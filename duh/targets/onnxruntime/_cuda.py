@@ -22,23 +22,24 @@ from duh._cuda import cuda_info
 from duh._ort_errors import ort_errors
 from duh.errors import ConfigError, TargetError
 from duh.host import HostInfo
-from duh.runtime._engine import EngineOptions
+from duh.runtime.contract import EngineOptions
 from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec
-from duh.targets._gpu._profiles import (
+from duh.targets._gpu import (
     InputProfile,
+    gpu_default_passes,
     input_profiles,
+    prepare_int8,
     profile_ranges,
+    settings_from_options,
     trt_ep_profile_options,
 )
 from duh.targets._util import import_engine, package_version, save_onnx
-from duh.targets.tensorrt import float_passes, int8_quantize_config, prepare_int8
-from duh.targets.tensorrt._build import settings_from_options
+from duh.targets.onnxruntime._engine import OnnxRuntimeEngine
 
 if TYPE_CHECKING:
     import onnx
 
-    from duh.runtime._manifest import Manifest
-    from duh.targets.onnxruntime import OnnxRuntimeEngine
+    from duh.runtime.contract import Manifest
 
 __all__ = [
     "CUDA_EP",
@@ -86,12 +87,7 @@ def unavailable_reason(
 
 def default_passes(spec: TargetSpec) -> list[PassSpec]:
     """Clean-up; then fp16 conversion or symmetric Q/DQ (what ORT's TensorRT provider needs)."""
-    passes = float_passes()
-    if spec.precision == "fp16":
-        passes.append(PassSpec("fp16"))
-    elif spec.precision == "int8":
-        passes.append(PassSpec("quantize", int8_quantize_config()))
-    return passes
+    return gpu_default_passes(spec)
 
 
 def choose_provider(options: Mapping[str, str], providers: Sequence[str]) -> str:
@@ -209,8 +205,6 @@ def load_cuda(
     artifact: Path, manifest: Manifest, options: EngineOptions
 ) -> OnnxRuntimeEngine:
     """Open an onnxruntime cuda artifact: an ORT session on the TensorRT or CUDA provider."""
-    from duh.targets.onnxruntime import OnnxRuntimeEngine
-
     config = manifest.engine_config
     model = artifact / str(config.get("model", MODEL_FILE))
     engine = OnnxRuntimeEngine(model, options, _providers(config), " on the GPU")

@@ -25,26 +25,23 @@ from duh._cuda import CudaInfo, cuda_info
 from duh.errors import ArtifactError, MissingDependencyError, TargetError
 from duh.host import HostInfo
 from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec, register_target
-from duh.targets._gpu._profiles import input_profiles, profile_ranges
-from duh.targets._gpu._qdq import check_qdq, fold_bias_dequantize, qdq_counts
+from duh.targets._gpu import (
+    gpu_default_passes,
+    input_profiles,
+    prepare_int8,
+    profile_ranges,
+    settings_from_options,
+)
 from duh.targets._util import import_engine, save_onnx
-from duh.targets.tensorrt._build import build_engine, settings_from_options
+from duh.targets.tensorrt._build import build_engine
 
 if TYPE_CHECKING:
     import onnx
 
-    from duh.runtime._engine import EngineOptions
-    from duh.runtime._manifest import Manifest
+    from duh.runtime.contract import EngineOptions, Manifest
     from duh.targets.tensorrt._runtime import TensorRtEngine
 
-__all__ = [
-    "MIN_COMPUTE_CAPABILITY",
-    "TensorRtTarget",
-    "check_engine_compat",
-    "float_passes",
-    "int8_quantize_config",
-    "prepare_int8",
-]
+__all__ = ["MIN_COMPUTE_CAPABILITY", "TensorRtTarget", "check_engine_compat"]
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +50,6 @@ ENGINE_FILE = "model.engine"
 MIN_COMPUTE_CAPABILITY = (7, 5)
 # Hardware-compatible (AMPERE_PLUS) engines run from compute capability 8.0 on.
 _AMPERE = (8, 0)
-
-
-def int8_quantize_config() -> dict[str, Any]:
-    """The ``quantize`` pass config TensorRT needs: static, symmetric int8, per-channel weights."""
-    return {"mode": "static", "symmetric_activations": True, "per_channel": True}
-
-
-def float_passes() -> list[PassSpec]:
-    """Graph clean-up before TensorRT; its own builder does the fusions (no ``fuse`` pass, whose
-    onnxruntime-specific operators TensorRT's parser does not know)."""
-    return [PassSpec("simplify"), PassSpec("fold-constants"), PassSpec("cleanup")]
 
 
 def _cc(text: str) -> tuple[int, int]:
@@ -121,36 +107,6 @@ def check_engine_compat(req: Mapping[str, Any], info: CudaInfo, device: int = 0)
             )
 
 
-def prepare_int8(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
-    """Make a Q/DQ model TensorRT-ready (int32 biases back to float) and check TensorRT's rules.
-
-    Raises ``TargetError`` listing the violations, or when the model has no Q/DQ nodes at all.
-    """
-    counts = qdq_counts(model)
-    if not counts["QuantizeLinear"] and not counts["DequantizeLinear"]:
-        raise TargetError(
-            "an int8 TensorRT build needs a model with explicit Q/DQ nodes and this one has none; "
-            "keep the quantize pass in the pipeline (the default for cuda-int8) and give --calib"
-        )
-    model, folded = fold_bias_dequantize(model)
-    notes = []
-    if folded:
-        notes.append(f"{folded} int32 bias DequantizeLinear node(s) folded to float biases")
-    problems = check_qdq(model)
-    if problems:
-        shown = "; ".join(str(p) for p in problems[:3])
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise TargetError(
-            f"the Q/DQ model breaks TensorRT's quantization rules: {shown}{more}; quantize with "
-            "symmetric int8 activations and per-channel weights (the default cuda-int8 pipeline)"
-        )
-    notes.append(
-        f"explicit Q/DQ meets TensorRT's rules: {counts['QuantizeLinear']} Q, "
-        f"{counts['DequantizeLinear'] - folded} DQ"
-    )
-    return model, notes
-
-
 def _cuda_python_missing() -> bool:
     return importlib.util.find_spec("cuda") is None
 
@@ -187,12 +143,7 @@ class TensorRtTarget:
 
     def default_passes(self, spec: TargetSpec) -> list[PassSpec]:
         """Clean-up passes; then fp16 conversion (fp16) or symmetric Q/DQ quantization (int8)."""
-        passes = float_passes()
-        if spec.precision == "fp16":
-            passes.append(PassSpec("fp16"))
-        elif spec.precision == "int8":
-            passes.append(PassSpec("quantize", int8_quantize_config()))
-        return passes
+        return gpu_default_passes(spec)
 
     def compile(self, model: onnx.ModelProto, ctx: CompileContext, out_dir: Path) -> CompileResult:
         """Build and serialize the engine on this host's GPU."""

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from duh.errors import ArtifactError, InputError, MissingDependencyError, TargetError
-from duh.runtime._engine import EngineOptions, OpTiming
+from duh.runtime.contract import EngineOptions, OpTiming
 from duh.targets._util import import_engine
 from duh.targets.tensorrt._build import make_logger
 

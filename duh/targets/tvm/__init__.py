@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from duh.errors import ArtifactError, ConfigError, TargetError
 from duh.host import HostInfo
-from duh.runtime._signature import Dim
+from duh.runtime.contract import Dim
 from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec, register_target
 from duh.targets._util import package_version
 from duh.targets.tvm._engine import TVM_ERRORS, TvmEngine, first_line, tvm_module
@@ -31,8 +31,7 @@ from duh.targets.tvm._host import LlvmTarget, host_llvm_target, physical_cores
 if TYPE_CHECKING:
     import onnx
 
-    from duh.runtime._engine import EngineOptions
-    from duh.runtime._manifest import Manifest
+    from duh.runtime.contract import EngineOptions, Manifest
 
 __all__ = ["TvmTarget"]
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from duh.errors import TargetError
-from duh.runtime._engine import EngineOptions, OpTiming
+from duh.runtime.contract import EngineOptions, OpTiming
 from duh.targets._util import import_engine
 
 __all__ = ["TVM_ERRORS", "TvmEngine", "tvm_module"]
