@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +22,7 @@ from onnx import TensorProto, helper
 
 from duh.bench import BenchSettings, Warmup
 from duh.bench._http import OIP_DATATYPES
+from tests.serve.conftest import ServerProcess
 
 _TO_OIP = {v: k for k, v in OIP_DATATYPES.items()}
 
@@ -214,48 +212,15 @@ def oip_server(digits_ort: Path) -> Iterator[OipServer]:
     server.stop()
 
 
-_READY = re.compile(r"serving .* on (http://127\.0\.0\.1:\d+)")
-
-
 @pytest.fixture
 def duh_serve(digits_ort: Path) -> Iterator[str]:
     """``duh serve`` on a free 127.0.0.1 port serving the digits artifact; yields its URL."""
+    pytest.importorskip("aiohttp", reason="aiohttp is not installed")
+    server = ServerProcess([f"digits={digits_ort}", "--host", "127.0.0.1"])
     try:
-        import duh.serve  # noqa: F401
-    except ImportError:
-        pytest.skip("duh serve is not available in this tree")
-    cmd = [sys.executable, "-c", "from duh.cli import main; main()", "serve",
-           f"digits={digits_ort}", "--host", "127.0.0.1", "--port", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    found: list[str] = []
-    lines: list[str] = []
-    done = threading.Event()  # the ready line was read, or the output ended (the server exited)
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            match = _READY.search(line)
-            if match and not found:
-                found.append(match.group(1))
-                done.set()
-        done.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    done.wait(60)
-    try:
-        if not found:
-            raise RuntimeError("duh serve did not start:\n" + "".join(lines))
-        yield found[0]
+        yield server.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
 
 
 def load_json(path: Path) -> Any:
