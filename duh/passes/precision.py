@@ -232,8 +232,11 @@ def _visit(
 
 
 def _to_float(low_name: str, name: str) -> onnx.NodeProto:
+    """The Cast that gives ``name`` back as float32 (a graph output, a tensor a subgraph reads).
+
+    Named apart from ``_Converter.cast``'s ``{name}__to_fp32``, which may exist beside it."""
     return onnx.helper.make_node(
-        "Cast", [low_name], [name], name=f"{name}__to_fp32", to=TensorProto.FLOAT
+        "Cast", [low_name], [name], name=f"{name}__to_fp32_kept", to=TensorProto.FLOAT
     )
 
 

@@ -54,16 +54,15 @@ _PER_CHANNEL = frozenset(
 )
 
 
-def _weight_axis(node: onnx.NodeProto, weight: np.ndarray) -> tuple[int, int] | None:
-    """(output-channel axis, input-channel axis) of a node's weight ``weight``, or None."""
+def _weight_axis(node: onnx.NodeProto, weight: np.ndarray) -> tuple[int | None, int] | None:
+    """(output-channel axis, input-channel axis) of a node's weight ``weight``, or None; a
+    vector MatMul weight has an input axis only."""
     if node.op_type == "Conv":
         return (0, 1) if attr(node, "group", 1) == 1 and weight.ndim >= 3 else None
-    if weight.ndim != 2:  # a batched or 1-D MatMul weight has no plain channel axes
-        return None
-    if node.op_type == "Gemm":
+    if node.op_type == "Gemm" and weight.ndim == 2:
         return (0, 1) if attr(node, "transB", 0) else (1, 0)
     if node.op_type == "MatMul":
-        return (1, 0)
+        return (-1, -2) if weight.ndim >= 2 else (None, 0)
     return None
 
 
@@ -174,7 +173,8 @@ def _channels(
     shared = {n for n, readers in consumers(model).items() if len(readers) > 1}
     for node, name in targets:
         axes = _weight_axis(node, values[name])
-        found = _chain(model, node, values) if axes is not None else "grouped or not plain"
+        plain = axes is not None and axes[0] is not None
+        found = _chain(model, node, values) if plain else "grouped, or no output channels"
         if isinstance(found, str):
             log.debug("prune: %s %r keeps its channels: %s", node.op_type, node.name, found)
             kept_reasons += 1
@@ -185,7 +185,7 @@ def _channels(
             log.debug("prune: %s %r shares weights with another node", node.op_type, node.name)
             kept_reasons += 1
             continue
-        assert axes is not None
+        assert axes is not None and axes[0] is not None
         out_axis = axes[0]
         weight = values[name]
         channels = weight.shape[out_axis]

@@ -225,6 +225,7 @@ class Quantize(PassBase):
                 f"model's opset {default_opset(work)}: {one_line(exc)}"
             ) from exc
         name_nodes(work, "q")
+        _flat_gemm_biases(work)
         work = infer_shapes(work)
         cache = ctx.cache_dir / "calibration" if ctx.cache_dir is not None else None
         if cache is not None:
@@ -244,6 +245,9 @@ class Quantize(PassBase):
         extra: dict[str, Any] = {
             "ActivationSymmetric": self.symmetric_activations,
             "WeightSymmetric": True,
+            # ORT drops a Relu/Clip whose output it quantizes (the range clips); where
+            # float_outputs then drops that Q/DQ pair at a graph output, the clip would be lost.
+            "QDQKeepRemovableActivations": self.float_outputs and _clipped_outputs(work),
         }
         placement = self.resolved_placement(ctx.engine)
         if placement == "inputs":
@@ -313,6 +317,38 @@ def _per_channel_opset(
             [f"per-tensor weights: opset {opset} has no per-channel Q/DQ ({converted})"],
         )
     return converted, True, [f"opset {opset} -> 13 (per-channel Q/DQ)"]
+
+
+def _clipped_outputs(model: onnx.ModelProto) -> bool:
+    """Whether a graph output comes straight from a Relu or Clip."""
+    made = producers(model)
+    return any(
+        (node := made.get(o.name)) is not None and node.op_type in ("Relu", "Clip")
+        for o in model.graph.output
+    )
+
+
+def _flat_gemm_biases(model: onnx.ModelProto) -> int:
+    """Gemm(A, B, C[1, N]) -> Gemm(A, B, C[N]): the same sum, and the bias shape onnxruntime's
+    quantizer needs (it indexes a per-channel bias by channel and fails on a [1, N] one)."""
+    graph = model.graph
+    weights = initializer_map(model)
+    readers = consumers(model)
+    listed = {v.name for v in (*graph.input, *graph.value_info)}
+    flattened = 0
+    for node in graph.node:
+        if node.op_type != "Gemm" or len(node.input) < 3:
+            continue
+        bias = weights.get(node.input[2])
+        if bias is None or len(bias.dims) != 2 or bias.dims[0] != 1 or bias.name in listed:
+            continue
+        if len(readers[bias.name]) != 1:  # shared with another reader that may need the rank
+            continue
+        width = bias.dims[1]
+        del bias.dims[:]
+        bias.dims.append(width)
+        flattened += 1
+    return flattened
 
 
 def _float_outputs(model: onnx.ModelProto) -> int:
