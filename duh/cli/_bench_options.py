@@ -71,16 +71,12 @@ Feeds = Annotated[
 ]
 WarmupOpt = Annotated[
     str,
-    typer.Option(
-        "--warmup", help="warm-up per configuration: runs (20) or time (2s, 500ms)"
-    ),
+    typer.Option("--warmup", help="warm-up per configuration: runs (20) or time (2s, 500ms)"),
 ]
 Window = Annotated[float, typer.Option("--window", help="measurement window in seconds")]
 MinWindows = Annotated[
     int,
-    typer.Option(
-        "--min-windows", help="windows that must agree (their samples make the figures)"
-    ),
+    typer.Option("--min-windows", help="windows that must agree (their samples make the figures)"),
 ]
 MaxWindows = Annotated[
     int, typer.Option("--max-windows", help="stop after this many windows even if not stable")
@@ -98,9 +94,7 @@ Top = Annotated[int, typer.Option("--top", help="operators shown per profile")]
 ProfileRuns = Annotated[int, typer.Option("--profile-runs", help="inferences to profile")]
 NoMemory = Annotated[
     bool,
-    typer.Option(
-        "--no-memory", help="skip peak memory (measured in a fresh process per subject)"
-    ),
+    typer.Option("--no-memory", help="skip peak memory (measured in a fresh process per subject)"),
 ]
 Url = Annotated[
     str | None,
@@ -115,9 +109,7 @@ ModelVersion = Annotated[
 ]
 WireProtocol = Annotated[
     str,
-    typer.Option(
-        "--protocol", help="with --url: binary (Triton's tensor extension) or json"
-    ),
+    typer.Option("--protocol", help="with --url: binary (Triton's tensor extension) or json"),
 ]
 JsonFile = Annotated[
     Path | None,

@@ -139,9 +139,11 @@ def serve(
         console.print(f"serving {models} on {addresses.http}{grpc}", soft_wrap=True)
         sys.stdout.flush()
 
-    sources = [duh_serve.parse_artifact(a) for a in artifacts or []]
-    clean = serve_forever(sources, repository=repository, options=options, config=config,
-                          routing=routing, on_ready=ready)
+    request = duh_serve.ServeRequest(
+        sources=tuple(duh_serve.parse_artifact(a) for a in artifacts or []),
+        repository=repository, options=options, config=config, routing=routing,
+    )
+    clean = serve_forever(request, on_ready=ready)
     if not clean:
         raise typer.Exit(1)
     console.print("stopped: every accepted request was answered")

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
         parse_shadow,
         parse_split,
     )
-    from duh.serve._server import Addresses, ServeConfig, run, serve
+    from duh.serve._server import Addresses, ServeConfig, ServeRequest, run, serve
 
 __all__ = [
     "Addresses",
@@ -32,6 +32,7 @@ __all__ = [
     "ModelSource",
     "Routing",
     "ServeConfig",
+    "ServeRequest",
     "discover",
     "parse_artifact",
     "parse_shadow",
@@ -50,6 +51,7 @@ _LAZY = {
     "parse_split": "_repository",
     "Addresses": "_server",
     "ServeConfig": "_server",
+    "ServeRequest": "_server",
     "run": "_server",
     "serve": "_server",
 }

@@ -24,7 +24,7 @@ from duh.serve._metrics import Metrics
 from duh.serve._model import LoadOptions, ModelSource
 from duh.serve._repository import Repository, Routing
 
-__all__ = ["Addresses", "ServeConfig", "run", "serve"]
+__all__ = ["Addresses", "ServeConfig", "ServeRequest", "run", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +52,28 @@ class Addresses:
     models: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class ServeRequest:
+    """What to serve and how: named artifacts and/or a repository, loading, listening, routing."""
+
+    sources: Sequence[ModelSource] = ()
+    repository: Path | None = None
+    options: LoadOptions = field(default_factory=LoadOptions)
+    config: ServeConfig = field(default_factory=ServeConfig)
+    routing: Mapping[str, Routing] = field(default_factory=dict)
+
+
 async def run(
-    sources: Sequence[ModelSource],
+    request: ServeRequest,
     *,
-    repository: Path | None = None,
-    options: LoadOptions | None = None,
-    config: ServeConfig | None = None,
-    routing: Mapping[str, Routing] | None = None,
     on_ready: Callable[[Addresses], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> bool:
     """Serve until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is None); True if drained."""
-    config = config or ServeConfig()
+    config = request.config
     metrics = Metrics()
-    repo = Repository(sources, repository, options or LoadOptions(), metrics, routing)
+    repo = Repository(request.sources, request.repository, request.options, metrics,
+                      request.routing)
     await repo.start()
     frontend = Frontend(repo)
     app = build_app(frontend, metrics, config.max_body_bytes)
@@ -127,20 +135,13 @@ async def _shutdown(
 
 
 def serve(
-    sources: Sequence[ModelSource],
-    *,
-    repository: Path | None = None,
-    options: LoadOptions | None = None,
-    config: ServeConfig | None = None,
-    routing: Mapping[str, Routing] | None = None,
-    on_ready: Callable[[Addresses], None] | None = None,
+    request: ServeRequest, *, on_ready: Callable[[Addresses], None] | None = None
 ) -> bool:
     """Serve artifacts (or a repository) until SIGTERM/SIGINT; True when the drain was clean.
 
     Runs on uvloop when it is installed (it roughly halves the event loop's cost per request).
     """
-    main = run(sources, repository=repository, options=options, config=config, routing=routing,
-               on_ready=on_ready)
+    main = run(request, on_ready=on_ready)
     try:
         import uvloop
     except ImportError:

@@ -38,8 +38,9 @@ def test_serve_and_bench_do_not_load_the_compiler(command: str) -> None:
                         if m.split(".")[:2] in (["duh", "compiler"], ["duh", "passes"]))
         print(" ".join(loaded))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "", f"duh {command} loaded {proc.stdout.strip()}"
 
@@ -54,8 +55,9 @@ def test_build_loads_the_compiler_when_it_runs() -> None:
         assert result.exit_code == 3, result.output
         print("duh.compiler" in sys.modules)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "True"
 
@@ -79,10 +81,12 @@ def test_shared_options_read_the_same_in_every_command() -> None:
         param = next(p for p in _command(command).params if flag in p.opts)
         return tuple(param.opts), getattr(param, "help", None)
 
-    for flag, commands in (("--option", ("build", "bench", "serve")),
-                           ("--threads", ("bench", "serve")),
-                           ("--shape", ("build", "bench")),
-                           ("--json", ("build", "inspect", "targets"))):
+    for flag, commands in (
+        ("--option", ("build", "bench", "serve")),
+        ("--threads", ("bench", "serve")),
+        ("--shape", ("build", "bench")),
+        ("--json", ("build", "inspect", "targets")),
+    ):
         assert len({option(c, flag) for c in commands}) == 1, flag
 
 

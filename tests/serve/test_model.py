@@ -22,8 +22,13 @@ def _instance_kind(path: Path, device: str | None) -> str:
         session.manifest = dataclasses.replace(session.manifest, target=target)
 
     async def main() -> str:
-        version = ModelVersion(ModelSource("m", "1", path), [session], BatchConfig(),
-                               asyncio.get_running_loop(), Metrics().version("m", "1"))
+        version = ModelVersion(
+            ModelSource("m", "1", path),
+            [session],
+            BatchConfig(),
+            asyncio.get_running_loop(),
+            Metrics().version("m", "1"),
+        )
         try:
             return str(version.config_json()["instance_group"][0]["kind"])
         finally:
