@@ -73,3 +73,62 @@ def test_a_non_tensor_output_is_refused_in_one_line(tmp_path: Path) -> None:
     assert "'probabilities' is a sequence<map<int64, tensor(float)>>" in lines[0]
     assert "zipmap" in lines[0].lower()
     assert not out.exists()
+
+
+def _dense(path: Path, bias_shape: list[int], activation: str) -> Path:
+    """Gemm(X, W, C) then ``activation``; tf2onnx writes a Dense layer's bias as C[1, N]."""
+    rng = np.random.default_rng(0)
+    weights = helper.make_tensor("W", TensorProto.FLOAT, [16, 8], rng.normal(0, 1, 128).tolist())
+    bias = helper.make_tensor("C", TensorProto.FLOAT, bias_shape, rng.normal(0, 0.5, 8).tolist())
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["X", "W", "C"], ["H"]),
+            helper.make_node(activation, ["H"], ["Y"]),
+        ],
+        "dense",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 8])],
+        [weights, bias],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, path)
+    return path
+
+
+def _int8(model: Path, tmp_path: Path, *extra: str) -> tuple[np.ndarray, np.ndarray]:
+    """Build ``model`` for onnxruntime:cpu-int8; its outputs and the source's on new inputs."""
+    import duh
+
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "calib.npz", X=rng.normal(0, 1, (64, 16)).astype(np.float32))
+    out = tmp_path / "dense.duh"
+    calib = str(tmp_path / "calib.npz")
+    args = ["build", str(model), "-t", "onnxruntime:cpu-int8", "--calib", calib, "-o", str(out)]
+    result = CliRunner().invoke(app, [*args, *extra])
+    assert result.exit_code == 0, result.output
+    x = rng.normal(0, 1, (32, 16)).astype(np.float32)
+    (want,) = ort.InferenceSession(str(model)).run(None, {"X": x})
+    return want, duh.load(out).run({"X": x})["Y"]
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a.ravel(), b.ravel()) / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_int8_quantizes_a_gemm_whose_bias_is_a_row(tmp_path: Path) -> None:
+    # onnxruntime's quantizer indexed the [1, N] bias per channel and failed ("truth value of
+    # an array ... is ambiguous"): magika's Dense layers
+    model = _dense(tmp_path / "dense.onnx", [1, 8], "Softmax")
+    want, got = _int8(model, tmp_path, "--quantize-mode", "static")
+    assert _cosine(want, got) > 0.99
+    assert np.mean(want.argmax(-1) == got.argmax(-1)) >= 0.9
+
+
+def test_int8_keeps_the_relu_before_a_float_output(tmp_path: Path) -> None:
+    # The quantizer drops a Relu whose output it quantizes; with the output's Q/DQ removed
+    # (float outputs) nothing clipped: negative outputs, cosine 0.70 to the source
+    model = _dense(tmp_path / "dense.onnx", [8], "Relu")
+    want, got = _int8(model, tmp_path, "--quantize-mode", "static", "--no-verify")
+    assert got.min() >= 0.0
+    assert _cosine(want, got) > 0.99
