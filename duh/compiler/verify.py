@@ -100,9 +100,10 @@ class VerifyReport:
         return "; ".join(f"{o.name}: {o.reason}" for o in bad)
 
 
-# A dynamic dimension that is not a batch axis (a sequence, an image side) gets this size in
-# synthetic feeds, twice it in the second feed: big enough for strided convolutions and pooling,
-# divisible by the 32 of feature pyramids.
+# The first dynamic dimension of an input is taken as its batch axis (axis 0 of an image or a
+# token batch, axis 1 of an RNN state [directions, batch, hidden]); any other dynamic dimension
+# (a sequence, an image side) gets this size times the batch: big enough for strided
+# convolutions and pooling, divisible by the 32 of feature pyramids.
 _DYNAMIC_SIZE = 32
 
 
@@ -112,11 +113,12 @@ def _concrete(
     if spec.name in shapes:
         return tuple(shapes[spec.name])
     out = []
+    batch_axis = next((i for i, d in enumerate(spec.shape) if not isinstance(d, int)), None)
     for axis, d in enumerate(spec.shape):
         if isinstance(d, int):
             out.append(d)
             continue
-        size = batch if axis == 0 or "batch" in str(d).lower() else _DYNAMIC_SIZE * batch
+        size = batch if axis == batch_axis or "batch" in str(d).lower() else _DYNAMIC_SIZE * batch
         # Inputs sharing a named dimension must agree on its size.
         out.append(named.setdefault(d, size) if isinstance(d, str) else size)
     return tuple(out)
@@ -132,8 +134,8 @@ def synthetic_feeds(
 ) -> list[dict[str, np.ndarray]]:
     """Seeded random feeds for ``inputs``, values within ``ranges`` where given.
 
-    A dynamic first axis (or one named like ``batch``) becomes ``batch``; other dynamic
-    dimensions ``32 x batch``; ``shapes`` fixes an input's whole shape.
+    An input's first dynamic dimension (or one named like ``batch``) becomes ``batch``, other
+    dynamic dimensions ``32 x batch``; ``shapes`` fixes an input's whole shape.
     """
     rng = np.random.default_rng(seed)
     named: dict[str, int] = {}

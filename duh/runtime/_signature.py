@@ -114,5 +114,6 @@ def check_feed(specs: Sequence[TensorSpec], feed: Mapping[str, Any]) -> dict[str
         if spec.dtype == "object" and array.dtype.kind in "SO":
             # Engines take str elements; ORT would silently turn bytes into "b'...'".
             array = _texts(spec.name, array)
-        arrays[spec.name] = np.ascontiguousarray(array)
+        # np.require keeps a scalar's rank 0; np.ascontiguousarray would make it rank 1.
+        arrays[spec.name] = np.require(array, requirements="C")
     return arrays

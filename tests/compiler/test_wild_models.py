@@ -182,3 +182,13 @@ def test_a_float_source_keeps_fp32_tolerances(tmp_path: Path) -> None:
     assert result.manifest is not None
     assert result.manifest.checks["criteria"] == "fp32 tolerances"
     assert result.manifest.checks["tolerance"]["atol"] == 1e-4
+
+
+def test_a_scalar_input_reaches_the_engine_with_rank_zero(tmp_path: Path) -> None:
+    model = _wild.sample_rate_model(tmp_path / "vad.onnx")
+    build(model, ORT, tmp_path / "vad.duh")
+    with duh.load(tmp_path / "vad.duh") as session:
+        x = np.ones((1, 8), np.float32)
+        assert session.run({"x": x, "sr": np.array(16000)})["y"].shape == (1, 8)
+        with pytest.raises(duh.DuhError, match=r"sr\[\]"):  # the other branch, shown as rank 0
+            session.run({"x": x, "sr": np.array(8000)})
