@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 EXTRAS ?= all,dev
 OUT    ?= out
 
-.PHONY: setup demo test test-fast lint fixtures models bench bench-quick clean
+.PHONY: setup demo test test-fast lint fixtures models bench bench-quick conformance clean
 
 $(BIN)/duh: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ bench: setup ## every benchmark, full length (long; run on a quiet machine)
 
 bench-quick: setup ## every benchmark, short runs
 	$(BIN)/python -m benchmarks.run --quick
+
+conformance: models ## every ONNX backend test model on every CPU target (long; JSON in bench-out/)
+	$(BIN)/python -m benchmarks.conformance --json bench-out/conformance.json
 
 clean:
 	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -14,10 +14,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+# Not timing benchmarks: ``conformance`` checks the ONNX backend test corpus (``make conformance``).
+NOT_BENCHMARKS = frozenset({"run", "conformance"})
+
+
 def names() -> list[str]:
     """The benchmark modules here."""
     stems = (p.stem for p in HERE.glob("*.py"))
-    return sorted(s for s in stems if s != "run" and not s.startswith("_"))
+    return sorted(s for s in stems if s not in NOT_BENCHMARKS and not s.startswith("_"))
 
 
 def main() -> int:

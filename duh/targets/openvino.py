@@ -33,6 +33,16 @@ _PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 def _reason(exc: BaseException) -> str:
     """The informative line of an OpenVINO error (its first line is a source location)."""
     lines = [line.strip(" -") for line in str(exc).splitlines() if line.strip()]
+    summary = next((ln for ln in lines if ln.startswith("Conversion is failed for")), None)
+    if summary is not None:
+        # A frontend report: which operators failed (summary) and the first operator's message.
+        noise = ("Check '", "While validating", "FrontEnd API failed", "Exception from", "Summary")
+        details = [
+            ln
+            for ln in lines
+            if ln != summary and not ln.startswith(noise) and not ln.endswith(("message:", "log:"))
+        ]
+        return summary + (f" ({details[0]})" if details else "")
     for line in lines:
         if "operations:" in line or "not supported" in line.lower():
             return line
