@@ -36,7 +36,7 @@ def _reason(exc: BaseException) -> str:
     summary = next((ln for ln in lines if ln.startswith("Conversion is failed for")), None)
     if summary is not None:
         # A frontend report: which operators failed (summary) and the first operator's message.
-        noise = ("Check '", "While validating", "FrontEnd API failed", "Exception from", "Summary")
+        noise = ("Check", "While validating", "FrontEnd API", "Exception from", "Summary", "[ONNX")
         details = [
             ln
             for ln in lines

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
@@ -132,3 +133,20 @@ def test_int8_keeps_the_relu_before_a_float_output(tmp_path: Path) -> None:
     want, got = _int8(model, tmp_path, "--quantize-mode", "static", "--no-verify")
     assert got.min() >= 0.0
     assert _cosine(want, got) > 0.99
+
+
+def test_openvino_refusal_names_the_operators_and_why(tmp_path: Path) -> None:
+    # silero-vad's If branches hold tensors of unknown rank: OpenVINO's frontend reports each
+    # failed operator over many lines; the one line used to end at "OpConversionFailure:"
+    pytest.importorskip("openvino")
+    from fixtures.zoo_data import data_path, zoo_model_path
+
+    model, check = zoo_model_path("silero_vad"), data_path("silero_vad", "check")
+    out = tmp_path / "vad.duh"
+    args = ["build", str(model), "-t", "openvino:cpu-fp32", "--check-data", str(check)]
+    result = CliRunner().invoke(app, [*args, "-o", str(out)])
+    assert result.exit_code == 5, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert "Conversion is failed for: Conv-16, ReduceMean-16" in line
+    assert "rank has to be known" in line
+    assert not out.exists()
