@@ -19,7 +19,7 @@ import numpy as np
 from duh.calibration._data import CalibrationSet
 from duh.calibration._images import IMAGE_SUFFIXES, PreprocessSpec, load_image, preprocess_spec
 from duh.errors import CalibrationError
-from duh.runtime import TensorSpec
+from duh.runtime import TensorSpec, synthetic_shapes
 
 __all__ = ["load_calibration"]
 
@@ -239,9 +239,11 @@ def _synthetic(
     inputs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]], count: int
 ) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(_SEED)
+    # The sizes verification's synthetic inputs take, so that INT8 ranges fit what is checked.
+    full = synthetic_shapes(inputs, 1, shapes)
     out = {}
     for spec in inputs:
-        shape = tuple(1 if d is None else d for d in _sample_shape(spec, shapes))
+        shape = full[spec.name][1:]
         kind = np.dtype(spec.dtype).kind if spec.dtype not in ("object", "bfloat16") else "O"
         if kind == "f":
             out[spec.name] = rng.standard_normal((count, *shape)).astype(spec.dtype)

@@ -19,7 +19,7 @@ from duh._version import __version__
 from duh.compiler._request import BuildRequest, Candidate, Plan, Selection
 from duh.compiler.artifact import write_manifest
 from duh.compiler.cache import cache_dir
-from duh.compiler.ingest import normalize_for_engine
+from duh.compiler.ingest import _first_line, normalize_for_engine
 from duh.compiler.pipeline import PassManager
 from duh.compiler.verify import compare_outputs, tolerance_for
 from duh.errors import DuhError, ModelError, TargetError
@@ -48,11 +48,6 @@ Outputs = dict[str, np.ndarray]
 def lossy(pipeline: PassManager) -> bool:
     """Whether a pass of ``pipeline`` changes results on purpose (pruning): checked like INT8."""
     return any(p.lossy for p in pipeline.passes)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def reference_outputs(request: BuildRequest, work: Path) -> list[Outputs] | None:

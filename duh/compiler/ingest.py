@@ -100,6 +100,23 @@ def _is_name(dim_param: str) -> bool:
     return any(c.isalnum() for c in dim_param)
 
 
+def _dedupe_opsets(model: onnx.ModelProto) -> int:
+    """Drop opset imports that repeat an earlier (domain, version); return how many."""
+    seen: set[tuple[str, int]] = set()
+    keep = []
+    for entry in model.opset_import:
+        key = ("" if entry.domain == "ai.onnx" else entry.domain, int(entry.version))
+        if key not in seen:
+            seen.add(key)
+            keep.append(entry)
+    dropped = len(model.opset_import) - len(keep)
+    if dropped:
+        kept = [onnx.helper.make_opsetid(e.domain, e.version) for e in keep]
+        del model.opset_import[:]
+        model.opset_import.extend(kept)
+    return dropped
+
+
 def _clear_unknown_dims(model: onnx.ModelProto) -> int:
     """Make dims written as ``-1``/``0`` or named ``?`` plain unknowns; return how many.
 
@@ -196,6 +213,9 @@ def ingest(path: str | Path, shapes: Mapping[str, tuple[int, ...]] | None = None
         )
     if not model.opset_import:
         raise ModelError(f"{path.name} imports no opset; it is not a valid ONNX model")
+    if _dedupe_opsets(model):
+        # skl2onnx writes the default domain twice; onnxruntime's quantizer refuses that
+        log.info("%s: opset imports listed twice are listed once", path.name)
     external = _external_files(model)
     for location in external:
         if not (path.parent / location).is_file():

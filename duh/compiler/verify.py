@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from duh.runtime import Session, TensorSpec, ValueRange, synthetic_feed
+from duh.runtime import Session, TensorSpec, ValueRange, synthetic_feed, synthetic_shapes
 
 __all__ = [
     "OutputCheck",
@@ -100,30 +100,6 @@ class VerifyReport:
         return "; ".join(f"{o.name}: {o.reason}" for o in bad)
 
 
-# The first dynamic dimension of an input is taken as its batch axis (axis 0 of an image or a
-# token batch, axis 1 of an RNN state [directions, batch, hidden]); any other dynamic dimension
-# (a sequence, an image side) gets this size times the batch: big enough for strided
-# convolutions and pooling, divisible by the 32 of feature pyramids.
-_DYNAMIC_SIZE = 32
-
-
-def _concrete(
-    spec: TensorSpec, shapes: Mapping[str, tuple[int, ...]], batch: int, named: dict[str, int]
-) -> tuple[int, ...]:
-    if spec.name in shapes:
-        return tuple(shapes[spec.name])
-    out = []
-    batch_axis = next((i for i, d in enumerate(spec.shape) if not isinstance(d, int)), None)
-    for axis, d in enumerate(spec.shape):
-        if isinstance(d, int):
-            out.append(d)
-            continue
-        size = batch if axis == batch_axis or "batch" in str(d).lower() else _DYNAMIC_SIZE * batch
-        # Inputs sharing a named dimension must agree on its size.
-        out.append(named.setdefault(d, size) if isinstance(d, str) else size)
-    return tuple(out)
-
-
 def synthetic_feeds(
     inputs: Sequence[TensorSpec],
     count: int,
@@ -134,12 +110,11 @@ def synthetic_feeds(
 ) -> list[dict[str, np.ndarray]]:
     """Seeded random feeds for ``inputs``, values within ``ranges`` where given.
 
-    An input's first dynamic dimension (or one named like ``batch``) becomes ``batch``, other
-    dynamic dimensions ``32 x batch``; ``shapes`` fixes an input's whole shape.
+    Dynamic dimensions take the sizes ``synthetic_shapes`` gives them; ``shapes`` fixes an
+    input's whole shape.
     """
     rng = np.random.default_rng(seed)
-    named: dict[str, int] = {}
-    concrete = {s.name: _concrete(s, shapes or {}, batch, named) for s in inputs}
+    concrete = synthetic_shapes(inputs, batch, shapes)
     return [synthetic_feed(inputs, concrete, rng, ranges) for _ in range(count)]
 
 
@@ -172,7 +147,14 @@ def _check_output(
         )
     ref = np.concatenate([r.astype(np.float64).ravel() for r in refs])
     got = np.concatenate([g.astype(np.float64).ravel() for g in gots])
-    if not np.all(np.isfinite(got)) and np.all(np.isfinite(ref)):
+    # NaN and Inf must sit where the source has them (sqrt of a negative input is NaN on every
+    # engine); the numbers are compared where the source's are finite.
+    finite = np.isfinite(ref)
+    if not np.array_equal(finite, np.isfinite(got)) or not np.array_equal(
+        ref[~finite], got[~finite], equal_nan=True
+    ):
+        where = "artifact" if np.any(finite & ~np.isfinite(got)) else "source"
+        other = "source" if where == "artifact" else "artifact"
         return OutputCheck(
             name,
             float("inf"),
@@ -180,8 +162,9 @@ def _check_output(
             0.0,
             None,
             False,
-            "artifact produced NaN or Inf where the source did not",
+            f"{where} produced NaN or Inf where the {other} did not",
         )
+    ref, got = ref[finite], got[finite]
     diff = np.abs(ref - got)
     scale = float(np.max(np.abs(ref))) if ref.size else 0.0
     max_abs = float(np.max(diff)) if diff.size else 0.0

@@ -5,7 +5,13 @@ The runtime never imports the compiler: serving and benchmarking depend on this 
 
 from __future__ import annotations
 
-from duh.runtime._data import DATA_SUFFIXES, ValueRange, read_samples, synthetic_feed
+from duh.runtime._data import (
+    DATA_SUFFIXES,
+    ValueRange,
+    read_samples,
+    synthetic_feed,
+    synthetic_shapes,
+)
 from duh.runtime._engine import Engine, EngineOptions, OpTiming
 from duh.runtime._manifest import (
     FORMAT_VERSION,
@@ -44,5 +50,6 @@ __all__ = [
     "read_samples",
     "sha256_file",
     "synthetic_feed",
+    "synthetic_shapes",
     "verify_files",
 ]

@@ -25,7 +25,7 @@ import numpy as np
 from duh.errors import ConfigError, InputError
 from duh.runtime._signature import TensorSpec
 
-__all__ = ["DATA_SUFFIXES", "ValueRange", "read_samples", "synthetic_feed"]
+__all__ = ["DATA_SUFFIXES", "ValueRange", "read_samples", "synthetic_feed", "synthetic_shapes"]
 
 DATA_SUFFIXES = (".npz", ".npy")
 
@@ -126,6 +126,43 @@ def read_samples(
     if not samples:
         raise InputError(f"{path} holds no samples (the arrays' first axes are empty)")
     return samples
+
+
+# Any dynamic dimension but the batch axis (a sequence, an image side) gets this size times the
+# batch: big enough for strided convolutions and pooling, divisible by feature pyramids' 32.
+_DYNAMIC_SIZE = 32
+
+
+def synthetic_shapes(
+    specs: Sequence[TensorSpec],
+    batch: int = 1,
+    fixed: Mapping[str, tuple[int, ...]] | None = None,
+) -> dict[str, tuple[int, ...]]:
+    """Concrete shapes for synthetic inputs; ``fixed`` gives an input's whole shape.
+
+    An input's first dynamic dimension (or one named like ``batch``) is its batch axis and
+    becomes ``batch`` (axis 0 of an image batch, axis 1 of an RNN state [directions, batch,
+    hidden]); any other dynamic dimension becomes ``32 x batch``. Inputs that share a named
+    dimension get one size for it.
+    """
+    fixed = fixed or {}
+    named: dict[str, int] = {}
+    out: dict[str, tuple[int, ...]] = {}
+    for spec in specs:
+        if spec.name in fixed:
+            out[spec.name] = tuple(fixed[spec.name])
+            continue
+        dynamic = [i for i, d in enumerate(spec.shape) if not isinstance(d, int) or d <= 0]
+        sizes = []
+        for axis, d in enumerate(spec.shape):
+            if isinstance(d, int) and d > 0:
+                sizes.append(d)
+                continue
+            is_batch = axis == dynamic[0] or "batch" in str(d).lower()
+            size = batch if is_batch else _DYNAMIC_SIZE * batch
+            sizes.append(named.setdefault(d, size) if isinstance(d, str) else size)
+        out[spec.name] = tuple(sizes)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from duh.compiler import build, ingest
 from duh.compiler._feeds import input_ranges, quantized_ops
 from duh.compiler.verify import Tolerance, synthetic_feeds
 from duh.errors import ConfigError, ModelError, TargetError
-from duh.runtime import TensorSpec, read_manifest
+from duh.runtime import TensorSpec, read_manifest, synthetic_feed
 from tests.compiler import _wild
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -53,9 +53,11 @@ def test_a_minus_one_batch_builds_with_and_without_shape(tmp_path: Path) -> None
 
 
 def test_no_synthetic_input_has_a_negative_size() -> None:
-    spec = TensorSpec("x", "float32", (-1, 3))
-    with pytest.raises(ConfigError, match=r"no usable size .*--shape x=1x3"):
-        synthetic_feeds([spec], 1)
+    spec = TensorSpec("x", "float32", (-1, 3, None))
+    [feed] = synthetic_feeds([spec], 1)
+    assert feed["x"].shape == (1, 3, 32)
+    with pytest.raises(ConfigError, match=r"no usable size .*--shape x=1x3x1"):
+        synthetic_feed([spec], {"x": (-1, 3, 4)}, np.random.default_rng(0))
 
 
 # -- class 3: one failing candidate does not sink a short-name build -----------------------
