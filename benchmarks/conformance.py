@@ -183,6 +183,32 @@ def print_report(summary: Mapping[str, Any], cases: Mapping[str, Mapping[str, An
                 print(f"  {rec['status']:<9}{key}: {shown}")
 
 
+def write_json(
+    path: Path,
+    suites: Sequence[str],
+    filter_text: str,
+    cases: Mapping[str, Mapping[str, Any]],
+    targets: Sequence[str],
+) -> None:
+    """Every record and the summary, written atomically to ``path``."""
+    import onnx
+
+    import duh
+
+    report = {
+        "duh": duh.__version__,
+        "onnx": onnx.__version__,
+        "suites": list(suites),
+        "filter": filter_text,
+        "summary": summarize(cases, targets),
+        "cases": cases,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(path.name + ".part")
+    staged.write_text(json.dumps(report, indent=1) + "\n")
+    staged.replace(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the corpus, print the table, write the JSON."""
     parser = argparse.ArgumentParser(
@@ -194,7 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every record and the summary here")
     parser.add_argument("--jobs", type=int, default=1, help="cases run at once (default 1)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per case and target")
+    parser.add_argument("--report", type=Path, help="print the table of a JSON written before")
     args = parser.parse_args(argv)
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        print_report(summarize(saved["cases"], list(saved["summary"]["targets"])), saved["cases"])
+        return 0
     suites = [s for s in args.suites.split(",") if s]
     unknown = sorted(set(suites) - set(SUITES))
     if unknown:
@@ -209,33 +240,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     started = time.perf_counter()
     cases: dict[str, dict[str, Any]] = {}
+    lock = threading.Lock()
 
     def one(case: Case) -> None:
-        cases[case.key] = run_case(case, [CEILING, *targets], args.timeout)
-        states = " ".join(f"{t}={cases[case.key][t]['status']}" for t in [CEILING, *targets])
+        records = run_case(case, [CEILING, *targets], args.timeout)
+        states = " ".join(f"{t}={records[t]['status']}" for t in [CEILING, *targets])
         print(f"  {case.key}: {states}", flush=True)
+        with lock:
+            cases[case.key] = records
+            if args.json:  # after every case, so that an interrupted run keeps what it did
+                write_json(args.json, suites, args.filter, dict(sorted(cases.items())), targets)
 
+    # The light CNNs take minutes each: run them last, after the quick suites.
+    order = sorted(selected, key=lambda c: c.suite == "light")
     with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
-        list(pool.map(one, selected))
+        list(pool.map(one, order))
     cases = dict(sorted(cases.items()))
     summary = summarize(cases, targets)
     print(f"\nran in {time.perf_counter() - started:.0f} s\n")
     print_report(summary, cases)
-    if args.json:
-        import onnx
-
-        import duh
-
-        report = {
-            "duh": duh.__version__,
-            "onnx": onnx.__version__,
-            "suites": suites,
-            "filter": args.filter,
-            "summary": summary,
-            "cases": cases,
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
     broken = sum(summary["targets"][t]["crash"] + summary["targets"][t]["timeout"] for t in targets)
     return 1 if broken else 0
 

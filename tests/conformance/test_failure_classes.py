@@ -95,3 +95,22 @@ def test_openvino_conversion_that_changes_inputs_is_refused(tmp_path: Path) -> N
     duh.build(case.model, "onnxruntime:cpu", out, verify=False)
     got = duh.load(out).run(data.inputs)["out"]
     np.testing.assert_allclose(got, data.outputs[0], rtol=1e-5)
+
+
+def test_nan_where_the_source_has_nan_passes_verification(tmp_path: Path) -> None:
+    """Class: Sqrt of the synthetic (partly negative) inputs is NaN on every engine; verification
+    compared NaN with NaN and refused every candidate (cosine 0)."""
+    graph = helper.make_graph(
+        [helper.make_node("Sqrt", ["x"], ["y"])],
+        "sqrt",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    source = _save(model, tmp_path / "sqrt.onnx")
+    result = duh.build(source, "onnxruntime:cpu", tmp_path / "sqrt.duh", check_samples=2)
+    assert result.manifest is not None
+    x = np.array([[4.0, -1.0, 9.0, 0.0] * 2] * 4, np.float32)
+    got = duh.load(tmp_path / "sqrt.duh").run({"x": x})["y"]
+    np.testing.assert_array_equal(np.isnan(got), x < 0)
