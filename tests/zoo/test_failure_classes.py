@@ -150,3 +150,14 @@ def test_openvino_refusal_names_the_operators_and_why(tmp_path: Path) -> None:
     assert "Conversion is failed for: Conv-16, ReduceMean-16" in line
     assert "rank has to be known" in line
     assert not out.exists()
+
+
+def test_int8_builds_a_model_that_imports_its_opset_twice(tmp_path: Path) -> None:
+    # skl2onnx 1.20 writes opset_import ("", 17) twice; onnxruntime's quantizer then raised
+    # "Failed to find proper ai.onnx domain" and cpu-int8 failed on every engine
+    model = _dense(tmp_path / "dense.onnx", [8], "Softmax")
+    proto = onnx.load(str(model))
+    proto.opset_import.append(helper.make_opsetid("", 17))
+    onnx.save(proto, model)
+    want, got = _int8(model, tmp_path, "--quantize-mode", "static")
+    assert _cosine(want, got) > 0.99
