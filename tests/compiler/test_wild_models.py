@@ -194,3 +194,24 @@ def test_a_scalar_input_reaches_the_engine_with_rank_zero(tmp_path: Path) -> Non
         assert session.run({"x": x, "sr": np.array(16000)})["y"].shape == (1, 8)
         with pytest.raises(duh.DuhError, match=r"sr\[\]"):  # the other branch, shown as rank 0
             session.run({"x": x, "sr": np.array(8000)})
+
+
+def test_check_data_reads_images_with_the_calibration_preprocessing(tmp_path: Path) -> None:
+    image = pytest.importorskip("PIL.Image")
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        pixels = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+        image.fromarray(pixels).save(images / f"{i}.png")
+    result = build(
+        FIXTURES / "digits_cnn.onnx",
+        ORT,
+        tmp_path / "img.duh",
+        check_data=images,
+        calib_options={"preprocess": {"config": None, "spec": "resize=8,order=gray"}},
+    )
+    assert result.manifest is not None
+    checks = result.manifest.checks
+    assert checks["passed"] is True and checks["samples"] == 3
+    assert "images in images/" in checks["input_source"]
