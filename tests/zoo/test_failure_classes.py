@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,24 @@ def test_int8_builds_a_model_that_imports_its_opset_twice(tmp_path: Path) -> Non
     onnx.save(proto, model)
     want, got = _int8(model, tmp_path, "--quantize-mode", "static")
     assert _cosine(want, got) > 0.99
+
+
+def test_int8_top1_is_not_asked_of_an_embedding(tmp_path: Path) -> None:
+    # openWakeWord's speech embedding ([N, 1, 1, 96]) passed INT8's cosine but was refused for a
+    # "top-1 agreement" over its 96 features, as detection maps (nudenet) were over anchors
+    from fixtures.zoo_data import data_path, zoo_model_path
+
+    model = zoo_model_path("oww_embedding")
+    out = tmp_path / "embedding.duh"
+    calib, check = data_path("oww_embedding", "calib"), data_path("oww_embedding", "check")
+    args = ["build", str(model), "-t", "onnxruntime:cpu-int8", "--calib", str(calib)]
+    result = CliRunner().invoke(app, [*args, "--check-data", str(check), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    checks = json.loads((out / "manifest.json").read_text())["checks"]
+    assert checks["passed"] is True and checks["outputs"][0]["top1"] is None
+    import duh
+    from fixtures.zoo_data import feeds
+
+    feed = feeds("oww_embedding", "check")[0]
+    (want,) = ort.InferenceSession(str(model)).run(None, feed)
+    assert _cosine(want, duh.load(out).run(feed)["conv2d_19"]) > 0.98
