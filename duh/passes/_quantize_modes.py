@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +88,14 @@ def dynamic_int8(
     name_nodes(work, "q")
     source, prepared, target = (workdir / f"quantize-{n}.onnx" for n in ("in", "pre", "out"))
     save_model(work, source)
+    started = time.time() - 1.0  # file times are coarser than the clock on some filesystems
     try:
         quant_pre_process(str(source), str(prepared), skip_optimization=True)
     # The symbolic shape inference raises bare Exceptions on models it cannot follow (seen on
     # BERT exports); onnx's own inference, which the fallback uses, is enough for the quantizer.
     except Exception as exc:  # noqa: BLE001
         log.info("symbolic shape inference failed (%s); using onnx shape inference", exc)
+        _remove_symbolic_leftovers(started)
         try:
             quant_pre_process(
                 str(source), str(prepared), skip_optimization=True, skip_symbolic_shape=True
@@ -130,6 +133,26 @@ def dynamic_int8(
     return PassResult(
         out, True, (f"dynamic INT8 (int8 weights, activations at run time): {summary}",)
     )
+
+
+def _remove_symbolic_leftovers(since: float) -> None:
+    """Delete what ORT's failing symbolic shape inference saved in the working directory since
+    ``since`` (``sym_shape_infer_temp.onnx`` and its external data): a build must not litter it."""
+    leftover = Path("sym_shape_infer_temp.onnx")
+    if not leftover.is_file() or leftover.stat().st_mtime < since:
+        return
+    unreadable: tuple[type[BaseException], ...] = (OSError, *tool_errors())
+    try:
+        saved = onnx.load_model(str(leftover), load_external_data=False)
+    except unreadable:
+        return  # not the file ORT writes: leave it
+    locations = {
+        e.value for t in saved.graph.initializer for e in t.external_data if e.key == "location"
+    }
+    for name in locations:
+        if Path(name).name == name:  # only files next to it, as ORT writes them
+            Path(name).unlink(missing_ok=True)
+    leftover.unlink(missing_ok=True)
 
 
 def int4_weight_only(

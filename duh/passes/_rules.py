@@ -28,6 +28,8 @@ __all__ = ["GraphView", "Match", "Replacement", "Rule", "RuleStats", "apply_rule
 
 log = logging.getLogger(__name__)
 
+_ONNX_DOMAINS = ("", "ai.onnx")
+
 
 @dataclass(frozen=True, slots=True)
 class Match:
@@ -138,7 +140,9 @@ class GraphView:
         """The node writing ``name`` if its op type is ``op_type`` (or one of them)."""
         node = self.producers.get(name)
         types = (op_type,) if isinstance(op_type, str) else tuple(op_type)
-        return node if node is not None and node.op_type in types else None
+        if node is None or node.op_type not in types or node.domain not in _ONNX_DOMAINS:
+            return None  # a contrib op of the same name is not the ONNX op
+        return node
 
     def only_feeds(self, name: str, count: int = 1) -> bool:
         """Whether ``name`` is read by exactly ``count`` nodes and is not a graph output."""
@@ -216,7 +220,7 @@ def apply_rules(
             plans: list[tuple[Match, Replacement]] = []
             claimed: set[str] = set()
             for node in model.graph.node:
-                if node.op_type != rule.anchor:
+                if node.op_type != rule.anchor or node.domain not in _ONNX_DOMAINS:
                     continue
                 found = rule.match(view, node)
                 if isinstance(found, str):

@@ -166,7 +166,7 @@ class LayerNorm:
             return "epsilon is not a constant"
         rank = view.rank(str(match.values["x"]))
         axes_mean, axes_var = _axes(view, mean), _axes(view, var)
-        if rank is None or axes_mean is None:
+        if rank is None or rank < 1 or axes_mean is None:
             return "the input rank or the reduced axes are unknown"
         if (
             {a % rank for a in axes_mean} != {rank - 1}

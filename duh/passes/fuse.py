@@ -72,6 +72,8 @@ def _transformer_fusions(
         from onnxruntime.transformers.optimizer import optimize_model
     except ImportError:
         raise MissingDependencyError("onnxruntime", "core", "transformer fusions") from None
+    # ImportError too: the optimizer loads some of its helpers lazily.
+    failures: tuple[type[BaseException], ...] = (ImportError, *tool_errors())
     try:
         optimized = optimize_model(
             copy_model(model),  # it edits what it is given; the input must survive a failure
@@ -85,7 +87,7 @@ def _transformer_fusions(
     # The optimizer is Python pattern code run on graphs it was not written for: it raises
     # what its fusions raise (KeyError, IndexError, AssertionError, ...). It is an
     # optimisation, so a failure leaves the model unfused, with the reason in the report.
-    except tool_errors() as exc:
+    except failures as exc:
         log.warning("onnxruntime's transformer optimizer failed: %s", one_line(exc))
         return f"its optimizer failed ({one_line(exc)})"
     fused: onnx.ModelProto = optimized.model

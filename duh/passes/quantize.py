@@ -31,8 +31,6 @@ from duh.passes._base import (
 )
 from duh.passes._graph import (
     consumers,
-    convert_opset,
-    copy_model,
     default_opset,
     infer_shapes,
     initializer_map,
@@ -46,6 +44,7 @@ from duh.passes._quantize_modes import (
     ort_quantization,
     quantized_op_counts,
 )
+from duh.passes._quantize_opset import qdq_opset
 
 __all__ = ["QUANTIZED_OPS", "Quantize", "quantized_op_counts"]
 
@@ -214,7 +213,7 @@ class Quantize(PassBase):
         from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
         QuantType = quantization.QuantType
-        work, per_channel, converted = _per_channel_opset(model, self.per_channel)
+        work, per_channel, converted = qdq_opset(model, self.per_channel, ctx.calibration.feeds[0])
         weight_type = QuantType.QInt8
         activation_type = QuantType.QInt8 if self.symmetric_activations else QuantType.QUInt8
         try:
@@ -295,28 +294,6 @@ class Quantize(PassBase):
         if dropped:
             notes.append(f"{dropped} graph output(s) kept in float")
         return PassResult(out, True, tuple(notes))
-
-
-def _per_channel_opset(
-    model: onnx.ModelProto, per_channel: bool
-) -> tuple[onnx.ModelProto, bool, list[str]]:
-    """The model to quantize, whether weights go per channel, and a note on what was done:
-    Q/DQ take a channel axis from opset 13, so an older model is converted first where onnx
-    can, and quantized per tensor where it cannot."""
-    opset = default_opset(model)
-    if not per_channel or opset >= 13:
-        return copy_model(model), per_channel, []
-    converted = convert_opset(model, 13)
-    if isinstance(converted, str):
-        log.warning(
-            "opset %d kept, weights per tensor: conversion to 13 failed: %s", opset, converted
-        )
-        return (
-            copy_model(model),
-            False,
-            [f"per-tensor weights: opset {opset} has no per-channel Q/DQ ({converted})"],
-        )
-    return converted, True, [f"opset {opset} -> 13 (per-channel Q/DQ)"]
 
 
 def _clipped_outputs(model: onnx.ModelProto) -> bool:

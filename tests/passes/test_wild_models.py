@@ -16,8 +16,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from duh.calibration import load_calibration
+from duh.calibration import CalibrationSet, load_calibration
 from duh.compiler.ingest import ingest
+from duh.errors import PassError
 from duh.passes import create_pass
 from tests.passes._models import conv_bn_model, ctx, make_model, mlp_block_model, run_ort
 
@@ -222,3 +223,86 @@ def test_passes_take_a_model_with_dims_written_as_minus_one_and_question_marks(
         out = create_pass(name).run(model, ctx(tmp_path)).model
         tol = 2e-2 if name == "fp16" else 1e-4
         np.testing.assert_allclose(run_ort(out, {"x": x})[0], want, rtol=tol, atol=tol)
+
+
+def test_dynamic_int8_leaves_nothing_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ORT's symbolic shape inference cannot follow a custom op; when it fails it saves
+    # sym_shape_infer_temp.onnx in the working directory.
+    cwd, work = tmp_path / "cwd", tmp_path / "work"
+    cwd.mkdir()
+    work.mkdir()
+    monkeypatch.chdir(cwd)
+    w = numpy_helper.from_array(
+        np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32), "w"
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("Foo", ["x"], ["x2"], domain="com.example"),
+            helper.make_node("MatMul", ["x2", "w"], ["y"]),
+        ],
+        "custom",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+        [w],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.example", 1)]
+    )
+    model.ir_version = 8
+    result = create_pass("quantize", {"mode": "dynamic"}).run(model, ctx(work, precision="int8"))
+    assert "1 MatMulInteger" in result.notes[0]
+    assert list(cwd.iterdir()) == []
+
+
+def _scan8_model() -> onnx.ModelProto:
+    """A running sum written with Scan-8, which onnx's converter lifts to a newer opset unchanged
+    (its batch axis then reads as the sequence): "converted", with other results."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Add", ["s_in", "x_t"], ["s_out"]),
+            helper.make_node("Relu", ["s_out"], ["y_t"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("s_in", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("x_t", TensorProto.FLOAT, [2]),
+        ],
+        [
+            helper.make_tensor_value_info("s_out", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("y_t", TensorProto.FLOAT, [2]),
+        ],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("Scan", ["", "s0", "x"], ["s", "ys"], num_scan_inputs=1, body=body),
+            helper.make_node("MatMul", ["s", "w"], ["y"]),
+        ],
+        "scan8",
+        [
+            helper.make_tensor_value_info("s0", TensorProto.FLOAT, [1, 2]),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2]),
+            helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 4]),  # IR 3 lists weights
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.ones((2, 4), np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)])
+    model.ir_version = 3
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_static_int8_refuses_an_opset_8_model_the_converter_would_change(tmp_path: Path) -> None:
+    feed = {"s0": np.zeros((1, 2), np.float32), "x": np.ones((1, 3, 2), np.float32)}
+    calibration = CalibrationSet(feeds=(feed,), check=(), source="test", digest="scan8")
+    c = ctx(tmp_path, precision="int8", calibration=calibration, cache_dir=tmp_path / "cache")
+    with pytest.raises(PassError) as caught:
+        create_pass("quantize", {"mode": "static"}).run(_scan8_model(), c)
+    message = str(caught.value)
+    assert message.startswith(
+        "static INT8 needs opset 10 or more (QuantizeLinear); this model has opset 8, and the "
+        "conversion to 13 could not be compared on onnxruntime ("
+    )
+    assert "\n" not in message
