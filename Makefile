@@ -45,8 +45,9 @@ bench: setup ## every benchmark, full length (long; run on a quiet machine)
 bench-quick: setup ## every benchmark, short runs
 	$(BIN)/python -m benchmarks.run --quick
 
-conformance: models ## every ONNX backend test model on every CPU target (long; JSON in bench-out/)
+conformance: models ## every ONNX backend test model and every zoo model on every CPU target (long; JSON in bench-out/)
 	$(BIN)/python -m benchmarks.conformance --json bench-out/conformance.json
+	$(BIN)/python -m benchmarks.zoo --json bench-out/zoo.json
 
 clean:
 	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -226,6 +226,7 @@ def main() -> int:
     print()
     print(_table(cases, targets))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         models = {
             n: {"producer": z.producer, "task": z.task, "features": list(z.features)}
             for n, z in ZOO_MODELS.items()
