@@ -6,7 +6,8 @@ value-preserving ops (Cast, Unsqueeze, Reshape, ...) finds the ops that give it 
 
 - the indices of a ``Gather`` (or ``OneHot``) on a table of N rows: values in ``[0, N)``;
 - a ``Where`` condition or a ``Mul``/``Sub``/logic op after a ``Cast`` (a mask): 0 or 1;
-- an ``Equal``/``Greater``/``Less`` against a constant (``sr == 16000``): that constant.
+- an ``Equal``/``Greater``/``Less`` against a constant (``sr == 16000``): that constant, unless
+  the input also indexes a table.
 """
 
 from __future__ import annotations
@@ -166,7 +167,11 @@ def _analyse(
                 other = _scalar(values, node.input[1 - index]) if len(node.input) == 2 else None
                 if other is not None:
                     constant = ValueRange(other, other + 1, f"compared ({op}) with {other:g}")
-    if constant is not None:
+    # An index keeps its table's range even when it is also compared (ids == pad id): a constant
+    # there would make every token padding. A compared value without a table (a sample rate
+    # the model branches on) takes the constant.
+    indexes = any(not r.startswith("a mask") for r in reasons)
+    if constant is not None and not indexes:
         return constant
     if reasons:
         return ValueRange(low, high, "; ".join(reasons))

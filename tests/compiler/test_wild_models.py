@@ -215,3 +215,20 @@ def test_check_data_reads_images_with_the_calibration_preprocessing(tmp_path: Pa
     checks = result.manifest.checks
     assert checks["passed"] is True and checks["samples"] == 3
     assert "images in images/" in checks["input_source"]
+
+
+def test_token_ids_compared_with_a_pad_id_keep_their_table_range(tmp_path: Path) -> None:
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 5])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 5, 2])
+    pad = helper.make_tensor_value_info("pad", TensorProto.BOOL, [1, 5])
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["out"]),
+        helper.make_node("Equal", ["ids", "zero"], ["pad"]),
+    ]
+    inits = [
+        onnx.numpy_helper.from_array(np.zeros((7, 2), np.float32), "table"),
+        onnx.numpy_helper.from_array(np.array(0, np.int64), "zero"),
+    ]
+    source = ingest(_wild.save(tmp_path / "pad.onnx", nodes, [ids], [out, pad], inits))
+    found = input_ranges(source.model, source.inputs)["ids"]
+    assert (found.low, found.high) == (0, 7)
