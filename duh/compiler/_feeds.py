@@ -193,6 +193,8 @@ def input_ranges(model: onnx.ModelProto, inputs: Sequence[TensorSpec]) -> dict[s
         if spec.dtype == "object" or np.dtype(spec.dtype).kind not in "iu":
             continue
         found = _analyse(spec.name, users, values, shapes)
+        if found is not None and found.high == 2 and "mask" in spec.name.lower():
+            found = ValueRange(1, 2, "an attention mask: all ones, so that no row is all masked")
         if found is not None:
             log.info("synthetic %s in [%g, %g): %s", spec.name, found.low, found.high, found.reason)
             ranges[spec.name] = found
