@@ -243,7 +243,9 @@ def _synthetic(
     full = synthetic_shapes(inputs, 1, shapes)
     out = {}
     for spec in inputs:
-        shape = full[spec.name][1:]
+        # Each input at its own whole shape: inputs whose fixed first sizes differ ([2, 3, 4]
+        # beside [1, 3, 4]) share no batch axis to cut rows along.
+        shape = full[spec.name]
         kind = np.dtype(spec.dtype).kind if spec.dtype not in ("object", "bfloat16") else "O"
         if kind == "f":
             out[spec.name] = rng.standard_normal((count, *shape)).astype(spec.dtype)
@@ -319,10 +321,9 @@ def load_calibration(
             "calibrating on SYNTHETIC random data: INT8 ranges will not match real inputs and "
             "accuracy is likely poor; pass real samples with --calib PATH"
         )
-        arrays = _synthetic(inputs, shapes, samples * batch)
-        rows = list(range(samples * batch))
+        arrays = _synthetic(inputs, shapes, samples)
         return CalibrationSet(
-            _feeds(arrays, rows, batch, scalars),
+            tuple({n: np.array(a[k]) for n, a in arrays.items()} for k in range(samples)),
             (),
             SYNTHETIC,
             _digest(arrays, {"synthetic": _SEED}),

@@ -114,3 +114,34 @@ def test_nan_where_the_source_has_nan_passes_verification(tmp_path: Path) -> Non
     x = np.array([[4.0, -1.0, 9.0, 0.0] * 2] * 4, np.float32)
     got = duh.load(tmp_path / "sqrt.duh").run({"x": x})["y"]
     np.testing.assert_array_equal(np.isnan(got), x < 0)
+
+
+def test_synthetic_calibration_keeps_each_inputs_fixed_first_size(tmp_path: Path) -> None:
+    """Class: synthetic calibration cut every input to one batch (the largest fixed first size),
+    so a model with inputs [2, 4] and [1, 3] got feeds ORT refused ("invalid dimensions")."""
+    rng = np.random.default_rng(0)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3], rng.standard_normal(12).tolist())
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "w"], ["m"]), helper.make_node("Add", ["m", "c"], ["y"])],
+        "two_batches",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 4]),
+            helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 3]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    source = _save(model, tmp_path / "two.onnx")
+    from duh.calibration import load_calibration
+    from duh.compiler import ingest
+
+    calibration = load_calibration("synthetic", ingest(source).inputs, samples=3)
+    assert [{k: v.shape for k, v in f.items()} for f in calibration.feeds] == [
+        {"a": (2, 4), "c": (1, 3)}
+    ] * 3
+    result = duh.build(
+        source, "onnxruntime:cpu-int8", tmp_path / "two.duh", calib="synthetic", calib_samples=8
+    )
+    assert result.manifest is not None
