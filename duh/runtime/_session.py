@@ -13,7 +13,7 @@ from duh.errors import ArtifactError, ConfigError, InputError
 from duh.host import host_info
 from duh.runtime._engine import Engine, EngineOptions, OpTiming
 from duh.runtime._manifest import Manifest, check_host, read_manifest, verify_files
-from duh.runtime._signature import TensorSpec, check_feed
+from duh.runtime._signature import Dim, TensorSpec, check_feed
 
 __all__ = ["Session", "load"]
 
@@ -82,6 +82,15 @@ class Session:
         return f"<duh.Session {self.engine_name}{where}>"
 
 
+def _dim(value: Any) -> Dim:
+    """A dimension as ONNX Runtime reports it; exporters write -1, 0 or "?" for "dynamic"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value > 0 else None
+    if isinstance(value, str) and value.strip() not in ("", "?"):
+        return value
+    return None
+
+
 def _onnx_signature(session: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
     def spec(arg: Any) -> TensorSpec:
         type_name = str(arg.type)  # e.g. "tensor(float)"
@@ -93,8 +102,7 @@ def _onnx_signature(session: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
             "string": "object",
             "bool": "bool",
         }.get(inner, inner)
-        shape = tuple(d if isinstance(d, (int, str)) else None for d in arg.shape)
-        return TensorSpec(arg.name, dtype, shape)
+        return TensorSpec(arg.name, dtype, tuple(_dim(d) for d in arg.shape))
 
     return [spec(a) for a in session.get_inputs()], [spec(a) for a in session.get_outputs()]
 

@@ -111,3 +111,20 @@ def test_runtime_does_not_import_the_compiler() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_plain_model_with_dims_written_as_minus_one_takes_any_size(tmp_path: Path) -> None:
+    """paddle2onnx writes -1 (and tf2onnx "?") for a dynamic dimension: neither is a size."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, "?", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "paddle_like.onnx")
+    with duh.load(tmp_path / "paddle_like.onnx") as session:
+        assert session.inputs[0].shape == (None, 3, None, 4)
+        got = session.run({"x": -np.ones((2, 3, 5, 4), np.float32)})["y"]
+    assert got.shape == (2, 3, 5, 4) and not got.any()
