@@ -32,6 +32,24 @@ def test_zoo_model_builds_for_cpu_and_matches_the_source(name: str, tmp_path: Pa
         assert case.status == "pass", f"{name}: {case.status}: {case.detail}"
 
 
+# Refusals seen on this host's engines (benchmarks.zoo, by duh's criteria): each must stay a
+# one-line refusal with these words (or start passing), never a crash or a silent mismatch.
+_BY_CRITERIA = "passed verification against the source"
+KNOWN_REFUSALS = {
+    ("magika", "cpu-bf16"): _BY_CRITERIA,  # one sample's confident class flips in bf16
+    ("ppocr_det", "cpu-bf16"): _BY_CRITERIA,  # a few probability-map pixels off by 0.5
+    ("ppocr_det", "cpu-int8"): _BY_CRITERIA,  # minmax cosine 0.86 (percentile: 0.97)
+    ("ppocr_rec", "cpu-bf16"): _BY_CRITERIA,
+    ("ppocr_rec", "cpu-int8"): _BY_CRITERIA,
+    ("layout_cdla", "cpu-int8"): _BY_CRITERIA,
+    ("oww_melspectrogram", "cpu-int8"): _BY_CRITERIA,  # log-mel of int16-scaled audio
+    ("silero_vad", "openvino:cpu-fp32"): "Conversion is failed for",  # If branches, unknown rank
+    ("silero_vad", "cpu-bf16"): "Conversion is failed for",
+    ("sklearn_forest", "openvino:cpu-fp32"): "TreeEnsembleClassifier",
+    ("sklearn_forest", "cpu-bf16"): "TreeEnsembleClassifier",
+}
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not FULL, reason="the zoo on every CPU target runs with DUH_ZOO=all")
 @pytest.mark.parametrize("target", ["openvino:cpu-fp32", "cpu-bf16", "cpu-int8"])
@@ -40,4 +58,8 @@ def test_zoo_model_builds_for_target_and_matches_the_source(
     name: str, target: str, tmp_path: Path
 ) -> None:
     case = run_case(name, target, tmp_path)
-    assert case.status == "pass", f"{name} {target}: {case.status}: {case.detail}"
+    known = KNOWN_REFUSALS.get((name, target))
+    if known is not None and case.status == "refused":
+        assert known in case.detail, case
+    else:
+        assert case.status == "pass", f"{name} {target}: {case.status}: {case.detail}"
