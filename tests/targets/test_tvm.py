@@ -225,6 +225,28 @@ def test_a_real_model_with_its_shape_fixed_matches_the_source(tmp_path: Path) ->
         assert (value.argmax(-1) == expected.argmax(-1)).all()
 
 
+def test_unnamed_dynamic_dims_are_independent(tmp_path: Path) -> None:
+    """paddle2onnx's [-1, 3, -1, -1]: batch, height and width may all differ."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, -1, -1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 4, -1, -1])
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+    graph = helper.make_graph([conv], "g", [x], [y], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "paddle_conv.onnx")
+    out = tmp_path / "conv.duh"
+    result = build_model(tmp_path / "paddle_conv.onnx", "tvm:cpu", out)
+    assert result.manifest is not None and result.manifest.checks["passed"]
+    feed = {"x": rng.standard_normal((2, 3, 5, 7)).astype(np.float32)}
+    with duh.load(out) as session:
+        got = session.run(feed)["y"]
+    np.testing.assert_allclose(
+        got, _reference(tmp_path / "paddle_conv.onnx", feed)[0], rtol=1e-4, atol=1e-4
+    )
+
+
 # --- tuning ------------------------------------------------------------------------------------
 
 

@@ -87,9 +87,27 @@ def _shape_hint(shapes: dict[str, tuple[Dim, ...]], dynamic: list[str]) -> str:
     return f"input(s) {listed} have dynamic dimensions, TVM's weak spot: fix them with {fixes}"
 
 
+def _name_unknown_dims(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose unnamed dynamic input dims each get a name of their own.
+
+    TVM's ONNX frontend gives every unnamed dimension one shared symbol, so an input declared
+    ``[?, 3, ?, ?]`` would demand equal batch, height and width.
+    """
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for value in out.graph.input:
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if not dim.HasField("dim_value") and not dim.dim_param:
+                dim.dim_param = f"{value.name}_dim{axis}"
+    return out
+
+
 def _import(model: onnx.ModelProto) -> Any:
     from tvm.relax.frontend.onnx import from_onnx
 
+    model = _name_unknown_dims(model)
     # The frontend prints converter failures itself; they reach the user in the error instead.
     printed = io.StringIO()
     try:
