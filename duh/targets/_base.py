@@ -78,6 +78,9 @@ class CompileContext:
     cache_dir: Path
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     options: Mapping[str, str] = field(default_factory=dict)
+    # The inputs the build is verified on (real data or synthetic): a reduced-precision target
+    # may measure itself on them (OpenVINO's bf16 keeps the ops that stray in f32).
+    check_feeds: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from duh.errors import TargetError
 from duh.host import HostInfo
 from duh.runtime.contract import EngineOptions, OpTiming
 from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec, register_target
+from duh.targets._openvino_bf16 import Bf16Plan, keep_f32_for_accuracy
 from duh.targets._util import import_engine, package_version, save_onnx
 
 if TYPE_CHECKING:
@@ -68,6 +69,22 @@ def _check_inputs(converted: Any, model: onnx.ModelProto) -> None:
         )
 
 
+def _bf16_note(plan: Bf16Plan, feeds: int) -> str:
+    """What the accuracy-aware bf16 search did, for the compile notes."""
+    if not plan.passed:
+        return (
+            f"bf16 strays from f32 on the {feeds} check inputs ({plan.worst}) unless every op "
+            "is kept in f32: left all-bf16 (build for openvino:cpu-fp32 instead)"
+        )
+    if not plan.kept_f32:
+        return f"bf16 stays close to f32 on the {feeds} check inputs: every op in bf16"
+    return (
+        f"bf16 kept the first {len(plan.kept_f32)} float ops in f32 (up to "
+        f"{plan.kept_f32[-1]!r}) to stay close to f32 on the {feeds} check inputs "
+        f"({plan.rounds} trial compilations); the list is engine_config.kept_f32"
+    )
+
+
 def _ov() -> Any:
     return import_engine("openvino", "openvino", "openvino", "the openvino engine")
 
@@ -103,7 +120,10 @@ class OpenVinoTarget:
         precision hint), keeping the ops that need float32 in float32.
         """
         passes = [
-            PassSpec("simplify"), PassSpec("fold-constants"), PassSpec("fuse"), PassSpec("cleanup")
+            PassSpec("simplify"),
+            PassSpec("fold-constants"),
+            PassSpec("fuse"),
+            PassSpec("cleanup"),
         ]
         if spec.precision == "int8":
             passes.append(PassSpec("quantize"))
@@ -114,10 +134,14 @@ class OpenVinoTarget:
         ov = _ov()
         staged = out_dir.parent / (out_dir.name + ".in.onnx")
         written = save_onnx(model, staged)
+        plan = None
         try:
             converted = ov.convert_model(str(staged))
             _check_inputs(converted, model)
-            # fp16/bf16 run at that precision anyway: store the float weights as fp16 (half size).
+            if ctx.spec.precision == "bf16" and ctx.check_feeds:
+                plan = keep_f32_for_accuracy(ov, converted, ctx.check_feeds, out_dir.parent)
+            # fp16/bf16 run at that precision anyway: store the float weights as fp16 (half size;
+            # the weights of ops kept in f32 stay f32).
             compress = ctx.spec.precision in ("fp16", "bf16")
             ov.save_model(converted, str(out_dir / XML_FILE), compress_to_fp16=compress)
         except TargetError:
@@ -128,14 +152,17 @@ class OpenVinoTarget:
             for path in written:
                 path.unlink(missing_ok=True)
         precision = ctx.spec.precision
-        return CompileResult(
-            engine_version=ov.get_version(),
-            engine_config={
-                "model": XML_FILE,
-                "device": "CPU",
-                "inference_precision_hint": _PRECISION_HINT[precision],
-            },
-        )
+        config: dict[str, Any] = {
+            "model": XML_FILE,
+            "device": "CPU",
+            "inference_precision_hint": _PRECISION_HINT[precision],
+        }
+        notes: tuple[str, ...] = ()
+        if plan is not None:
+            config["kept_f32"] = list(plan.kept_f32)
+            notes = (_bf16_note(plan, len(ctx.check_feeds)),)
+            log.info("%s", notes[0])
+        return CompileResult(engine_version=ov.get_version(), engine_config=config, notes=notes)
 
     def load(self, artifact: Path, manifest: Manifest, options: EngineOptions) -> OpenVinoEngine:
         """Compile the IR for the CPU with the recorded precision hint."""
