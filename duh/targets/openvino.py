@@ -147,7 +147,10 @@ class OpenVinoTarget:
         except TargetError:
             raise
         except Exception as exc:  # noqa: BLE001 - OpenVINO's frontend raises untyped errors
-            raise TargetError(f"openvino cannot convert the model: {_reason(exc)}") from None
+            raise TargetError(
+                f"openvino cannot convert the model: {_reason(exc)}; build for ONNX Runtime "
+                "instead (--target cpu or onnxruntime:cpu-fp32)"
+            ) from None
         finally:
             for path in written:
                 path.unlink(missing_ok=True)

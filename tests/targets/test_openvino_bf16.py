@@ -1,0 +1,133 @@
+"""OpenVINO's accuracy-aware bf16: ops marked ``precise`` stay f32 under the bf16 hint, the
+search keeps the ops bf16 hurts in f32, and the build records them; plus OpenVINO's refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from duh.compiler import build as build_model
+from duh.errors import TargetError
+from duh.host import host_info
+from duh.targets._openvino_bf16 import keep_f32_for_accuracy, mark_precise
+
+ov = pytest.importorskip("openvino")
+pytestmark = pytest.mark.skipif(
+    not (host_info().has("avx512_bf16") or host_info().has("amx_bf16")),
+    reason="the CPU has no bf16: OpenVINO runs the bf16 hint as f32 here",
+)
+
+WIDTH = 256
+
+
+def _cancelling_model(path: Path) -> Path:
+    """x[1,512] -> MatMul (+1/-1 columns: sums of near-equal values cancel) -> Relu -> MatMul.
+
+    bf16 keeps 8 bits of mantissa: inputs near 1.0 lose their small parts, so the first
+    product (a difference of sums of near-equal numbers) is far off in bf16 and exact in f32.
+    """
+    rng = np.random.default_rng(0)
+    w1 = np.concatenate([np.ones((WIDTH, 8)), -np.ones((WIDTH, 8))]).astype(np.float32)
+    w2 = rng.standard_normal((8, 4)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"], name="first"),
+            helper.make_node("Relu", ["h"], ["r"], name="relu"),
+            helper.make_node("MatMul", ["r", "w2"], ["y"], name="second"),
+        ],
+        "cancel",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2 * WIDTH])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _feeds(n: int = 4) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(1)
+    out = []
+    for _ in range(n):
+        x = 1.0 + rng.uniform(0, 0.004, (1, 2 * WIDTH))
+        x[:, :WIDTH] += 0.002  # the first half a little larger: the difference is what counts
+        out.append({"x": x.astype(np.float32)})
+    return out
+
+
+def _run(model: object, hint: str, feeds: list[dict[str, np.ndarray]], tmp: Path) -> np.ndarray:
+    xml = tmp / f"m-{hint}.xml"
+    ov.save_model(model, str(xml), compress_to_fp16=False)
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": hint})
+    return np.stack([np.array(compiled(f)[0]) for f in feeds])
+
+
+def test_ops_marked_precise_stay_f32_under_the_bf16_hint(tmp_path: Path) -> None:
+    path = _cancelling_model(tmp_path / "cancel.onnx")
+    feeds = _feeds()
+    ref = _run(ov.convert_model(str(path)), "f32", feeds, tmp_path)
+    plain = _run(ov.convert_model(str(path)), "bf16", feeds, tmp_path)
+    marked_model = ov.convert_model(str(path))
+    assert mark_precise(marked_model, ["first"]) == 1
+    marked = _run(marked_model, "bf16", feeds, tmp_path)
+    scale = float(np.abs(ref).max())
+    assert float(np.abs(plain - ref).max()) > 0.1 * scale  # bf16 alone is far off
+    assert float(np.abs(marked - ref).max()) < 0.02 * scale  # the cancelling product in f32
+
+
+def test_the_search_keeps_the_sensitive_first_op_in_f32(tmp_path: Path) -> None:
+    path = _cancelling_model(tmp_path / "cancel.onnx")
+    model = ov.convert_model(str(path))
+    plan = keep_f32_for_accuracy(ov, model, _feeds(), tmp_path)
+    assert plan.passed, plan
+    assert plan.kept_f32 and plan.kept_f32[0] == "first"
+    assert "second" not in plan.kept_f32  # not everything: bf16 still runs the last product
+    assert list(tmp_path.glob("bf16-search*")) == []
+
+
+def test_bf16_build_records_the_ops_kept_in_f32_and_matches_the_source(tmp_path: Path) -> None:
+    path = _cancelling_model(tmp_path / "cancel.onnx")
+    data = tmp_path / "check.npz"
+    np.savez(data, x=np.concatenate([f["x"] for f in _feeds()]))
+    result = build_model(path, "openvino:cpu-bf16", tmp_path / "cancel.duh", check_data=data)
+    assert result.output is not None
+    manifest = json.loads((result.output / "manifest.json").read_text())
+    assert manifest["engine_config"]["kept_f32"][0] == "first"
+    notes = manifest["build"]["compile_notes"]
+    assert len(notes) == 1 and "kept the first" in notes[0] and "f32" in notes[0]
+
+
+def test_an_operator_openvino_lacks_is_one_line_that_names_onnxruntime(tmp_path: Path) -> None:
+    node = helper.make_node(
+        "TreeEnsembleClassifier", ["x"], ["label", "probabilities"], domain="ai.onnx.ml",
+        classlabels_int64s=[0, 1], nodes_treeids=[0], nodes_nodeids=[0],
+        nodes_featureids=[0], nodes_modes=["LEAF"], nodes_values=[0.0],
+        nodes_truenodeids=[0], nodes_falsenodeids=[0], class_treeids=[0, 0],
+        class_nodeids=[0, 0], class_ids=[0, 1], class_weights=[0.3, 0.7],
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [node],
+        "forest",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, [1]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, 2]),
+        ],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    )
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "forest.onnx"))
+    with pytest.raises(TargetError) as info:
+        build_model(tmp_path / "forest.onnx", "openvino:cpu-fp32", tmp_path / "forest.duh")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "TreeEnsembleClassifier" in message and "onnxruntime:cpu-fp32" in message
+    assert not (tmp_path / "forest.duh").exists()
