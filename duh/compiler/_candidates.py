@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 
 from duh._version import __version__
+from duh.compiler._fallback import FallbackConfig, rescue
 from duh.compiler._request import BuildRequest, Candidate, Plan, Selection
 from duh.compiler.artifact import write_manifest
 from duh.compiler.cache import cache_dir
@@ -87,22 +88,27 @@ def reference_outputs(request: BuildRequest, work: Path) -> list[Outputs] | None
         reference.close()
 
 
-def build_candidate(request: BuildRequest, index: int, plan: Plan, work: Path) -> Candidate:
+def _pass_context(request: BuildRequest, plan: Plan, workdir: Path) -> PassContext:
+    spec = plan.spec
+    return PassContext(
+        engine=spec.engine,
+        device=spec.device,
+        precision=spec.precision,
+        workdir=workdir,
+        calibration=request.calibration,
+        cache_dir=cache_dir("passes"),
+        shapes=dict(request.shapes),
+    )
+
+
+def build_candidate(request: BuildRequest, index: int | str, plan: Plan, work: Path) -> Candidate:
     """Run ``plan``'s pipeline on the source and compile it; a failure is the result's error."""
     spec, pipeline = plan.spec, plan.pipeline
     base = Candidate(spec, tuple(pipeline.describe()))
     plugin = get_target(spec.engine)
     passes_dir = work / f"passes-{index}"
     passes_dir.mkdir()
-    ctx = PassContext(
-        engine=spec.engine,
-        device=spec.device,
-        precision=spec.precision,
-        workdir=passes_dir,
-        calibration=request.calibration,
-        cache_dir=cache_dir("passes"),
-        shapes=dict(request.shapes),
-    )
+    ctx = _pass_context(request, plan, passes_dir)
     model = onnx.ModelProto()
     model.CopyFrom(request.source.model)
     out_dir = work / f"candidate-{index}-{spec.engine}"
@@ -204,6 +210,7 @@ def _no_candidate(request: BuildRequest, candidates: Sequence[Candidate]) -> Duh
         return candidates[0].failure
     reasons = "; ".join(
         f"{c.spec.name}: {c.error or (c.report.failure_text() if c.report else '?')}"
+        + (f"; {c.fallback[-1]}" if c.fallback else "")
         for c in candidates
     )
     if all(c.error for c in candidates):
@@ -250,8 +257,54 @@ def select(
     return Selection(results[best], tuple(results), method)
 
 
-def run_candidates(request: BuildRequest, work: Path) -> Selection:
-    """Build, verify and select among the request's candidates, in ``work``."""
+def _fall_back(
+    request: BuildRequest,
+    work: Path,
+    expected: Sequence[Outputs] | None,
+    candidates: list[Candidate],
+    sessions: dict[int, Session],
+    config: FallbackConfig,
+) -> None:
+    """No candidate passed: retry the static INT8 ones that failed their check, best first,
+    with their most sensitive ops kept in float; stop at the first that passes."""
+    failed = [
+        i
+        for i, c in enumerate(candidates)
+        if c.error is None and c.report is not None and not c.report.passed
+    ]
+    failed.sort(key=lambda i: -min((o.cosine for o in candidates[i].report.outputs), default=0))  # type: ignore[union-attr]
+    for i in failed:
+        plan = request.plans[i]
+        ranking_dir = work / f"ranking-{i}"
+        ranking_dir.mkdir()
+
+        def attempt(
+            retry: Plan, retry_request: BuildRequest, tag: str, i: int = i
+        ) -> tuple[Candidate, Session | None]:
+            built = build_candidate(retry_request, f"{i}-{tag}", retry, work)
+            return verify_candidate(retry_request, built, retry, expected)
+
+        try:
+            rescued, session = rescue(
+                request, plan, candidates[i], _pass_context(request, plan, ranking_dir),
+                attempt, config,
+            )  # fmt: skip
+        finally:
+            shutil.rmtree(ranking_dir, ignore_errors=True)
+        candidates[i] = rescued
+        if session is not None:
+            sessions[i] = session
+            return
+
+
+def run_candidates(
+    request: BuildRequest, work: Path, fallback: FallbackConfig = FallbackConfig()
+) -> Selection:
+    """Build, verify and select among the request's candidates, in ``work``.
+
+    When none passes, static INT8 candidates that failed their check are retried with their
+    most sensitive ops kept in float (``fallback``).
+    """
     expected = reference_outputs(request, work)
     candidates: list[Candidate] = []
     sessions: dict[int, Session] = {}
@@ -262,6 +315,8 @@ def run_candidates(request: BuildRequest, work: Path) -> Selection:
             candidates.append(checked)
             if session is not None:
                 sessions[index] = session
+        if not sessions:
+            _fall_back(request, work, expected, candidates, sessions, fallback)
         return select(request, candidates, sessions)
     finally:
         for session in sessions.values():

@@ -62,6 +62,8 @@ class Candidate:
     report: VerifyReport | None = None
     median_ms: float | None = None
     error: str | None = None
+    # The INT8 fallback's rebuilds (what each kept in float and the cosine it reached).
+    fallback: tuple[str, ...] = ()
     failure: DuhError | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -76,6 +78,7 @@ class Candidate:
             "median_ms": None if self.median_ms is None else round(self.median_ms, 4),
             "verified": None if self.report is None else self.report.passed,
             "error": self.error,
+            "int8_fallback": list(self.fallback),
         }
 
 

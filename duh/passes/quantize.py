@@ -45,8 +45,16 @@ from duh.passes._quantize_modes import (
     quantized_op_counts,
 )
 from duh.passes._quantize_opset import qdq_opset
+from duh.passes._sensitivity import OpSensitivity, float_region, rank_sensitivity
 
-__all__ = ["QUANTIZED_OPS", "Quantize", "quantized_op_counts"]
+__all__ = [
+    "QUANTIZED_OPS",
+    "OpSensitivity",
+    "Quantize",
+    "float_region",
+    "quantized_op_counts",
+    "rank_sensitivity",
+]
 
 log = logging.getLogger(__name__)
 

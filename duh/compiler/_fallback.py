@@ -1,0 +1,217 @@
+"""Accuracy-aware INT8: a static INT8 candidate that fails verification is retried, not dropped.
+
+The way NNCF's accuracy control and neural-compressor's tuning go about it: rank the quantized
+ops by sensitivity (the error each adds between the float model and its QDQ form, on a few
+calibration samples), keep the most sensitive ones in float, with the ops that feed them, and
+rebuild, in a bounded number of rounds (1, 2, 4, ... ops, at most a fraction of them); when
+minmax ranges fail, the percentile calibrator is tried too. The first round that passes is kept
+and the quantize pass's notes say which ops stayed in float and why. A candidate that passes at
+once never comes here: the fallback costs nothing on a model INT8 suits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import onnx
+
+from duh.compiler._request import BuildRequest, Candidate, Plan
+from duh.compiler.pipeline import PassManager, PassRecord
+from duh.compiler.verify import VerifyReport
+from duh.errors import DuhError
+from duh.passes import PassContext, pass_config
+from duh.passes.quantize import OpSensitivity, Quantize, float_region, rank_sensitivity
+from duh.runtime import Session
+from duh.targets import PassSpec
+
+__all__ = ["FallbackConfig", "rescue"]
+
+log = logging.getLogger(__name__)
+
+Outputs = dict[str, np.ndarray]
+Attempt = Callable[[Plan, BuildRequest, str], tuple[Candidate, Session | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackConfig:
+    """How hard a failed static INT8 candidate is retried before it is given up."""
+
+    enabled: bool = field(
+        default=True, metadata={"help": "retry a failed static INT8 candidate with ops in float"}
+    )
+    max_rounds: int = field(
+        default=5, metadata={"help": "rebuilds at most (each one a compile and a check)"}
+    )
+    max_fraction: float = field(
+        default=0.25, metadata={"help": "share of the quantized ops that may be kept in float"}
+    )
+    min_ops: int = field(
+        default=16,
+        metadata={"help": "ops that may be kept in float whatever the share (small models)"},
+    )
+    samples: int = field(
+        default=4, metadata={"help": "calibration samples the sensitivity ranking runs on"}
+    )
+
+
+def _cosine(report: VerifyReport | None) -> float:
+    if report is None or not report.outputs:
+        return float("-inf")
+    return min(o.cosine for o in report.outputs)
+
+
+def _quantize_index(plan: Plan) -> int | None:
+    for i, p in enumerate(plan.pipeline.passes):
+        if isinstance(p, Quantize):
+            return i
+    return None
+
+
+def _with(plan: Plan, index: int, **changes: object) -> PassManager:
+    """The passes of ``plan`` from its quantize pass on, that pass's config changed."""
+    specs = []
+    for i, p in enumerate(plan.pipeline.passes[index:], start=index):
+        config = pass_config(p)
+        if i == index:
+            config.update(changes)
+        specs.append(PassSpec(p.name, config))
+    return PassManager(specs)
+
+
+def _ranking(
+    request: BuildRequest, plan: Plan, index: int, ctx: PassContext, calibrator: str, samples: int
+) -> tuple[onnx.ModelProto, list[PassRecord], tuple[OpSensitivity, ...], onnx.ModelProto]:
+    """The float model the quantize pass reads, the records before it, the ranking, the QDQ."""
+    from duh.compiler.ingest import normalize_for_engine
+
+    model = onnx.ModelProto()
+    model.CopyFrom(request.source.model)
+    model = normalize_for_engine(model, "onnxruntime", 26, 13)
+    prefix = PassManager([PassSpec(p.name, pass_config(p)) for p in plan.pipeline.passes[:index]])
+    model, records = prefix.run(model, ctx)
+    quantize = _with(plan, index, calibrator=calibrator).passes[0]
+    qdq = quantize.run(model, ctx).model
+    assert request.calibration is not None
+    ranked = rank_sensitivity(model, qdq, request.calibration.feeds[:samples])
+    return model, records, ranked, qdq
+
+
+def rescue(
+    request: BuildRequest,
+    plan: Plan,
+    failed: Candidate,
+    ctx: PassContext,
+    attempt: Attempt,
+    config: FallbackConfig = FallbackConfig(),
+) -> tuple[Candidate, Session | None]:
+    """Retry ``failed`` (a static INT8 candidate that failed its check) with ops kept in float.
+
+    ``attempt(plan, request, tag)`` builds and verifies one retry. Returns the first retry that
+    passes, with its session; or ``failed`` with the best cosine reached added to its error.
+    """
+    index = _quantize_index(plan)
+    if (
+        not config.enabled
+        or index is None
+        or failed.report is None
+        or failed.spec.precision != "int8"
+        or request.calibration is None
+    ):
+        return failed, None
+    quantize = plan.pipeline.passes[index]
+    assert isinstance(quantize, Quantize)
+    if quantize.resolved_mode(request.source.model) != "static":
+        return failed, None
+    tried: list[str] = []
+    best = (_cosine(failed.report), f"{quantize.calibrator}, all ops quantized")
+    rounds = 0
+    calibrators = [quantize.calibrator]
+    if quantize.calibrator == "minmax":
+        calibrators.append("percentile")
+    try:
+        float_model, records, ranked, qdq = _ranking(
+            request, plan, index, ctx, quantize.calibrator, config.samples
+        )
+    except DuhError as exc:
+        log.info("INT8 fallback for %s: no sensitivity ranking: %s", failed.spec.name, exc)
+        return failed, None
+    source = replace(request.source, model=float_model)
+    retry_request = replace(request, source=source)
+    limit = max(config.min_ops, int(len(ranked) * config.max_fraction))
+
+    def one(calibrator: str, kept: Sequence[str], why: str) -> tuple[Candidate, Session | None]:
+        nonlocal rounds, best
+        rounds += 1
+        exclude = sorted({*quantize.exclude_nodes, *kept})
+        pipeline = _with(plan, index, calibrator=calibrator, exclude_nodes=exclude)
+        log.info("INT8 fallback round %d for %s: %s", rounds, failed.spec.name, why)
+        built, session = attempt(Plan(plan.spec, pipeline), retry_request, f"fb{rounds}")
+        cosine = _cosine(built.report)
+        tried.append(f"{why}: cosine {cosine:.4f}")
+        if cosine > best[0]:
+            best = (cosine, why)
+        return built, session
+
+    for calibrator in calibrators:
+        if calibrator != quantize.calibrator:
+            if rounds >= config.max_rounds:
+                break
+            built, session = one(calibrator, (), f"{calibrator} ranges, all ops quantized")
+            if session is not None:
+                return _passed(built, records, failed, tried), session
+        k = 1
+        while rounds < config.max_rounds and k <= limit:
+            top = [s.node for s in ranked[:k]]
+            kept = float_region(qdq, top)
+            if len(kept) > limit:  # the region upstream is too wide: the ops alone
+                kept = top
+            names = ", ".join(f"{s.node} ({s.op_type}, adds {s.added:.3f})" for s in ranked[:k])
+            why = f"{calibrator} ranges, {len(kept)} ops in float around the most sensitive {names}"
+            built, session = one(calibrator, kept, why)
+            if session is not None:
+                return _passed(built, records, failed, tried, kept, ranked[:k]), session
+            k *= 2
+        if calibrator == quantize.calibrator and len(calibrators) > 1:
+            # Rank again under the other calibrator's ranges for its rounds.
+            try:
+                _, _, ranked, qdq = _ranking(
+                    request, plan, index, ctx, calibrators[1], config.samples
+                )
+            except DuhError:
+                break
+    summary = (
+        f"INT8 fallback: {rounds} rebuild(s) with ops kept in float did not pass (best cosine "
+        f"{best[0]:.4f}, with {best[1]})"
+    )
+    return replace(failed, fallback=(*tried, summary)), None
+
+
+def _passed(
+    built: Candidate,
+    prefix: Sequence[PassRecord],
+    failed: Candidate,
+    tried: Sequence[str],
+    kept: Sequence[str] = (),
+    blamed: Sequence[OpSensitivity] = (),
+) -> Candidate:
+    """The retry that passed, its records whole again (the passes before quantize included)."""
+    notes = [
+        f"INT8 fallback: plain static INT8 failed verification (cosine "
+        f"{_cosine(failed.report):.4f}); passed after {len(tried)} rebuild(s): {tried[-1]}",
+    ]
+    if kept:
+        notes.append(
+            "kept in float: "
+            + ", ".join(kept)
+            + " (sensitivity: error each adds, relative RMS: "
+            + ", ".join(f"{s.node} {s.added:.3f}" for s in blamed)
+            + ")"
+        )
+    records = list(built.records)
+    for i, record in enumerate(records):
+        if record.name == "quantize":
+            records[i] = replace(record, notes=(*record.notes, *notes))
+    return replace(built, records=(*prefix, *records), fallback=tuple(tried))

@@ -1,0 +1,189 @@
+"""Which quantized ops cost INT8 its accuracy: a cheap per-op sensitivity proxy.
+
+The float model and its QDQ form run side by side on ONNX Runtime with every quantized op's
+output exposed. An op's error is the relative RMS difference of what its readers see (the
+dequantized value where its output is quantized); its *sensitivity* is the error it adds, its
+output's error less the largest error of its inputs, so that ops far down the graph are not
+blamed for what they inherit. Ranking by it (not by the error each op sees) is what lets a few
+ops kept in float rescue a model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from duh.errors import PassError
+from duh.passes._base import one_line, tool_errors
+from duh.passes._graph import copy_model, producers
+
+__all__ = ["OpSensitivity", "float_region", "rank_sensitivity"]
+
+log = logging.getLogger(__name__)
+
+_QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+
+@dataclass(frozen=True, slots=True)
+class OpSensitivity:
+    """One quantized op: the error its output carries and the part of it the op adds."""
+
+    node: str
+    op_type: str
+    error: float
+    added: float
+
+    def to_json(self) -> dict[str, object]:
+        """The form stored in pass notes and the manifest."""
+        return {
+            "node": self.node,
+            "op_type": self.op_type,
+            "error": round(self.error, 5),
+            "added": round(self.added, 5),
+        }
+
+
+def _seen(qdq: onnx.ModelProto) -> dict[str, str]:
+    """Float tensor name -> the name its readers see in ``qdq`` (its DequantizeLinear's output)."""
+    made = producers(qdq)
+    seen: dict[str, str] = {}
+    for node in qdq.graph.node:
+        if node.op_type != "DequantizeLinear":
+            continue
+        q = made.get(node.input[0])
+        if q is not None and q.op_type == "QuantizeLinear":
+            seen[q.input[0]] = node.output[0]
+    return seen
+
+
+def _quantized_nodes(qdq: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The ops of ``qdq`` that read a dequantized value (an int8 activation or weight)."""
+    dq_outputs = {n.output[0] for n in qdq.graph.node if n.op_type == "DequantizeLinear"}
+    return [
+        n
+        for n in qdq.graph.node
+        if n.op_type not in _QDQ and n.output and any(i in dq_outputs for i in n.input)
+    ]
+
+
+def _run(
+    model: onnx.ModelProto, names: Sequence[str], feeds: Sequence[Mapping[str, np.ndarray]]
+) -> list[dict[str, np.ndarray]]:
+    """Run ``model`` on ONNX Runtime's CPU with ``names`` exposed as outputs."""
+    import onnxruntime as ort
+
+    exposed = copy_model(model)
+    listed = {o.name for o in exposed.graph.output}
+    for name in names:
+        if name not in listed:
+            exposed.graph.output.append(onnx.ValueInfoProto(name=name))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    # Fused kernels would hide the tensors compared here; the comparison is of values, not speed.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(
+            exposed.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        inputs = {i.name for i in session.get_inputs()}
+        return [
+            dict(
+                zip(
+                    names,
+                    session.run(list(names), {k: v for k, v in f.items() if k in inputs}),
+                    strict=True,
+                )
+            )
+            for f in feeds
+        ]
+    except tool_errors() as exc:
+        raise PassError(
+            f"INT8 sensitivity: ONNX Runtime could not run the model with its quantized ops' "
+            f"outputs exposed: {one_line(exc)}"
+        ) from exc
+
+
+def _nrmse(ref: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> float:
+    a = np.concatenate([np.asarray(r, dtype=np.float64).ravel() for r in ref])
+    b = np.concatenate([np.asarray(g, dtype=np.float64).ravel() for g in got])
+    if a.shape != b.shape or not np.all(np.isfinite(b)):
+        return float("inf")
+    finite = np.isfinite(a)
+    a, b = a[finite], b[finite]
+    scale = float(np.sqrt(np.mean(a * a))) if a.size else 0.0
+    err = float(np.sqrt(np.mean((a - b) ** 2))) if a.size else 0.0
+    return err / scale if scale > 0 else err
+
+
+def rank_sensitivity(
+    float_model: onnx.ModelProto,
+    qdq_model: onnx.ModelProto,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+) -> tuple[OpSensitivity, ...]:
+    """Rank ``qdq_model``'s quantized ops by the error each adds to ``float_model``'s values.
+
+    ``feeds`` are a few calibration samples; the most sensitive op comes first. Tensor names are
+    those both models share (the quantizer keeps the float names and adds Q/DQ outputs).
+    """
+    seen = _seen(qdq_model)
+    float_names = {o for n in float_model.graph.node for o in n.output} | {
+        i.name for i in float_model.graph.input
+    }
+    # An input of a quantized op is read through its DequantizeLinear: its name in the op is the
+    # DQ output; ``back`` maps it to the float tensor it stands for.
+    back = {dq: t for t, dq in seen.items()}
+    nodes = [n for n in _quantized_nodes(qdq_model) if n.output[0] in float_names]
+    tensors: set[str] = set()
+    for node in nodes:
+        tensors.add(node.output[0])
+        tensors.update(t for i in node.input if (t := back.get(i, i)) in float_names)
+    wanted = sorted(tensors)
+    reference = _run(float_model, wanted, feeds)
+    quantized = _run(qdq_model, sorted({seen.get(t, t) for t in wanted}), feeds)
+    error = {
+        t: _nrmse([r[t] for r in reference], [q[seen.get(t, t)] for q in quantized]) for t in wanted
+    }
+    ranked = []
+    for node in nodes:
+        inherited = [error.get(back.get(i, i), 0.0) for i in node.input]
+        inherited = [e for e in inherited if np.isfinite(e)]
+        out = error[node.output[0]]
+        added = out - max(inherited, default=0.0)
+        ranked.append(OpSensitivity(node.name, node.op_type, out, added))
+    ranked.sort(key=lambda s: (-s.added, -s.error, s.node))
+    return tuple(ranked)
+
+
+def float_region(qdq_model: onnx.ModelProto, nodes: Sequence[str], depth: int = 12) -> list[str]:
+    """``nodes`` and the quantized ops upstream of them, up to ``depth`` steps back.
+
+    Keeping only the op that adds the error in float rarely helps: its inputs stay quantized
+    by their producers (a Log reads a quantized power spectrum). Its inputs must be float too,
+    so the ops that feed it, through Q/DQ pairs, are kept in float with it.
+    """
+    made = producers(qdq_model)
+    by_name = {n.name: n for n in qdq_model.graph.node}
+    kept: set[str] = set()
+    for name in nodes:
+        start = by_name.get(name)
+        if start is None:
+            continue
+        kept.add(name)
+        frontier = [(i, 0) for i in start.input]
+        while frontier:
+            tensor, steps = frontier.pop()
+            node = made.get(tensor)
+            if node is None:
+                continue
+            if node.op_type in _QDQ:  # a Q/DQ pair is no step: go on to the value it carries
+                frontier.append((node.input[0], steps))
+                continue
+            if steps >= depth or node.name in kept:
+                continue
+            kept.add(node.name)
+            frontier.extend((i, steps + 1) for i in node.input)
+    return sorted(kept)

@@ -1,0 +1,109 @@
+"""The INT8 fallback: a static INT8 build that fails its check is retried with ops in float."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from duh.compiler import build
+from duh.compiler.verify import Tolerance
+from duh.errors import DuhError
+from duh.passes import PassContext, create_pass
+from duh.passes.quantize import float_region, rank_sensitivity
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _outlier_model(path: Path) -> Path:
+    """x[1,8] -> MatMul -> Add (one channel offset by 1e4) -> Relu -> MatMul (that channel
+    weighted 0) -> y[1,4]: a per-tensor int8 step over the outlier's range wipes out every other
+    channel, and the output depends on those only."""
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(size=(8, 16)).astype(np.float32)
+    b1 = np.zeros(16, np.float32)
+    b1[0] = 1e4
+    w2 = rng.normal(size=(16, 4)).astype(np.float32)
+    w2[0] = 0.0
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+            helper.make_node("Add", ["h", "b1"], ["hb"], name="bias1"),
+            helper.make_node("Relu", ["hb"], ["r"], name="relu1"),
+            helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2"),
+        ],
+        "outlier",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b1, "b1"),
+         numpy_helper.from_array(w2, "w2")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, path)
+    return path
+
+
+def _samples(path: Path, count: int, seed: int) -> Path:
+    x = np.random.default_rng(seed).normal(size=(count, 1, 8)).astype(np.float32)
+    np.savez(path, x=x)
+    return path
+
+
+def test_the_fallback_rescues_a_model_plain_int8_ruins_and_records_the_ops_in_float(
+    tmp_path: Path,
+) -> None:
+    model = _outlier_model(tmp_path / "outlier.onnx")
+    calib = _samples(tmp_path / "calib.npz", 32, 1)
+    check = _samples(tmp_path / "check.npz", 8, 2)
+    result = build(
+        model, "onnxruntime:cpu-int8", tmp_path / "out.duh", calib=calib, check_data=check
+    )
+    assert result.manifest is not None
+    passes = {p["name"]: p for p in result.manifest.passes}
+    notes = " | ".join(passes["quantize"]["notes"])
+    assert "plain static INT8 failed verification" in notes, notes
+    assert "kept in float:" in notes and "fc2" in notes, notes
+    verification = result.manifest.checks
+    assert verification["passed"] is True
+    assert min(o["cosine"] for o in verification["outputs"]) >= 0.98
+    chosen = result.manifest.selection["candidates"][0]
+    assert chosen["int8_fallback"], chosen
+
+
+def test_sensitivity_blames_the_op_that_reads_the_outlier_and_keeps_its_feeders_float(
+    tmp_path: Path,
+) -> None:
+    from duh.calibration import load_calibration
+    from duh.compiler.ingest import ingest
+
+    model_path = _outlier_model(tmp_path / "outlier.onnx")
+    source = ingest(model_path, {})
+    calib = load_calibration(
+        _samples(tmp_path / "calib.npz", 16, 1), source.inputs, samples=16, holdout=0, shapes={}
+    )
+    ctx = PassContext("onnxruntime", "cpu", "int8", tmp_path, calib)
+    qdq = create_pass("quantize", {}).run(source.model, ctx).model
+    ranked = rank_sensitivity(source.model, qdq, calib.feeds[:4])
+    assert ranked[0].node == "fc2", ranked
+    assert ranked[0].added > 0.5
+    assert {"fc2", "fc1"} <= set(float_region(qdq, ["fc2"]))
+
+
+def test_a_build_no_round_rescues_fails_with_the_best_cosine_reached(tmp_path: Path) -> None:
+    model = _outlier_model(tmp_path / "outlier.onnx")
+    calib = _samples(tmp_path / "calib.npz", 32, 1)
+    # A cosine above 1 cannot be met: every round fails, and the error says how close it came.
+    impossible = Tolerance(atol=1e9, rtol=1e9, min_cosine=1.01, elementwise=False)
+    with pytest.raises(DuhError, match=r"INT8 fallback: \d+ rebuild\(s\).*best cosine 1\.0000"):
+        build(
+            model,
+            "onnxruntime:cpu-int8",
+            tmp_path / "out.duh",
+            calib=calib,
+            check_data=_samples(tmp_path / "check.npz", 8, 2),
+            tolerance=impossible,
+        )
