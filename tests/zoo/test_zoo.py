@@ -40,8 +40,6 @@ KNOWN_REFUSALS = {
     ("ppocr_rec", "cpu-int8"): _BY_CRITERIA,
     ("layout_cdla", "cpu-int8"): _BY_CRITERIA,
     ("oww_melspectrogram", "cpu-int8"): _BY_CRITERIA,  # log-mel of int16-scaled audio
-    ("silero_vad", "openvino:cpu-fp32"): "Conversion is failed for",  # If branches, unknown rank
-    ("silero_vad", "cpu-bf16"): "Conversion is failed for",
     ("sklearn_forest", "openvino:cpu-fp32"): "TreeEnsembleClassifier",
     ("sklearn_forest", "cpu-bf16"): "TreeEnsembleClassifier",
 }

@@ -13,8 +13,9 @@ from duh.errors import TargetError
 from duh.host import HostInfo
 from duh.runtime.contract import EngineOptions, OpTiming
 from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec, register_target
-from duh.targets._openvino_bf16 import Bf16Plan, keep_f32_for_accuracy
 from duh.targets._util import import_engine, package_version, save_onnx
+from duh.targets.openvino._bf16 import Bf16Plan, keep_f32_for_accuracy
+from duh.targets.openvino._specialize import squeeze_ifs_to_squeeze
 
 if TYPE_CHECKING:
     import onnx
@@ -85,6 +86,36 @@ def _bf16_note(plan: Bf16Plan, feeds: int) -> str:
     )
 
 
+def _convert(ov: Any, model: onnx.ModelProto, stem: Path) -> tuple[Any, int]:
+    """OpenVINO's conversion of ``model``, and how many dynamic-squeeze Ifs were specialized.
+
+    The model is converted as it is; only when that fails and it holds Ifs whose branches differ
+    in rank (PyTorch's squeeze of a dimension of unknown size) is it converted again with those
+    Ifs made Squeezes. If that fails too, the first error is the one raised.
+    """
+    staged = stem.with_name(stem.name + ".onnx")
+    written = save_onnx(model, staged)
+    try:
+        return ov.convert_model(str(staged)), 0
+    except Exception as exc:  # noqa: BLE001 - OpenVINO's frontend raises untyped errors
+        first = exc
+    finally:
+        for path in written:
+            path.unlink(missing_ok=True)
+    special, count = squeeze_ifs_to_squeeze(model)
+    if not count:
+        raise first
+    log.info("openvino cannot convert the model as it is; retrying with %d squeeze Ifs", count)
+    written = save_onnx(special, staged)
+    try:
+        return ov.convert_model(str(staged)), count
+    except Exception:  # noqa: BLE001 - as above; the first error says more
+        raise first from None
+    finally:
+        for path in written:
+            path.unlink(missing_ok=True)
+
+
 def _ov() -> Any:
     return import_engine("openvino", "openvino", "openvino", "the openvino engine")
 
@@ -132,11 +163,9 @@ class OpenVinoTarget:
     def compile(self, model: onnx.ModelProto, ctx: CompileContext, out_dir: Path) -> CompileResult:
         """Convert the ONNX model to IR; weights stay fp32 (precision is a load-time hint)."""
         ov = _ov()
-        staged = out_dir.parent / (out_dir.name + ".in.onnx")
-        written = save_onnx(model, staged)
         plan = None
         try:
-            converted = ov.convert_model(str(staged))
+            converted, specialized = _convert(ov, model, out_dir.parent / (out_dir.name + ".in"))
             _check_inputs(converted, model)
             if ctx.spec.precision == "bf16" and ctx.check_feeds:
                 plan = keep_f32_for_accuracy(ov, converted, ctx.check_feeds, out_dir.parent)
@@ -151,21 +180,26 @@ class OpenVinoTarget:
                 f"openvino cannot convert the model: {_reason(exc)}; build for ONNX Runtime "
                 "instead (--target cpu or onnxruntime:cpu-fp32)"
             ) from None
-        finally:
-            for path in written:
-                path.unlink(missing_ok=True)
         precision = ctx.spec.precision
         config: dict[str, Any] = {
             "model": XML_FILE,
             "device": "CPU",
             "inference_precision_hint": _PRECISION_HINT[precision],
         }
-        notes: tuple[str, ...] = ()
+        notes: list[str] = []
+        if specialized:
+            notes.append(
+                f"{specialized} If nodes that squeeze a dimension only when its size is 1 (how "
+                "PyTorch exports x.squeeze(d)) were made Squeeze, so that openvino knows the ranks"
+            )
         if plan is not None:
             config["kept_f32"] = list(plan.kept_f32)
-            notes = (_bf16_note(plan, len(ctx.check_feeds)),)
-            log.info("%s", notes[0])
-        return CompileResult(engine_version=ov.get_version(), engine_config=config, notes=notes)
+            notes.append(_bf16_note(plan, len(ctx.check_feeds)))
+        for note in notes:
+            log.info("%s", note)
+        return CompileResult(
+            engine_version=ov.get_version(), engine_config=config, notes=tuple(notes)
+        )
 
     def load(self, artifact: Path, manifest: Manifest, options: EngineOptions) -> OpenVinoEngine:
         """Compile the IR for the CPU with the recorded precision hint."""
