@@ -192,6 +192,57 @@ def _fix_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) -
             dim.dim_value = size
 
 
+def _copy_if_branching(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """A copy of a model with control flow (If/Loop/Scan) of loadable size, else None."""
+    if model.ByteSize() >= 2**31 - 1 or not any(
+        n.op_type in ("If", "Loop", "Scan") for n in model.graph.node
+    ):
+        return None
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
+
+
+def _ort_load_error(model: onnx.ModelProto) -> str | None:
+    """Why ONNX Runtime refuses to load ``model`` (its optimizer infers every branch), or None."""
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    refusals = (state.Fail, state.InvalidGraph, state.InvalidArgument, state.NotImplemented)
+    try:
+        ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+    except refusals as exc:
+        return _first_line(exc).split("FAIL : ", 1)[-1]
+    return None
+
+
+def _refuse_shapes_that_break_branches(
+    model: onnx.ModelProto,
+    unfixed: onnx.ModelProto,
+    shapes: Mapping[str, tuple[int, ...]],
+    name: str,
+) -> None:
+    """Refuse ``--shape`` sizes that leave a branch of the graph invalid.
+
+    Branches compute shapes from input sizes (silero-vad: one per sample rate, each valid for
+    its own window length). Once a size is fixed, ONNX Runtime's optimizer folds the size tests
+    inside a branch the inputs never take at that size, infers it, and refuses the whole model
+    when that branch is invalid there; onnx's own shape inference says nothing. Left dynamic,
+    the same model loads.
+    """
+    reason = _ort_load_error(model)
+    if reason is None or _ort_load_error(unfixed) is not None:
+        return
+    given = " ".join(f"{n}={'x'.join(map(str, s))}" for n, s in shapes.items())
+    raise ModelError(
+        f"{name}: with --shape {given}, ONNX Runtime cannot load the model ({reason}): a "
+        "branch of its If/Loop the inputs do not take at these sizes becomes invalid; build "
+        "without --shape (the dims stay dynamic)"
+    )
+
+
 def ingest(path: str | Path, shapes: Mapping[str, tuple[int, ...]] | None = None) -> SourceModel:
     """Read, check and shape-infer the model at ``path``; ``shapes`` fixes dynamic input dims."""
     path = Path(path)
@@ -255,7 +306,10 @@ def ingest(path: str | Path, shapes: Mapping[str, tuple[int, ...]] | None = None
     if _clear_unknown_dims(model):
         log.info("%s: dimensions written as -1 or '?' are dynamic", path.name)
     if shapes:
+        unfixed = _copy_if_branching(model)
         _fix_shapes(model, shapes)
+        if unfixed is not None:
+            _refuse_shapes_that_break_branches(model, unfixed, shapes, path.name)
     try:
         if model.ByteSize() < 2**31 - 1:
             onnx.checker.check_model(model)

@@ -84,3 +84,33 @@ def test_openvino_build_specializes_the_if_and_matches_the_source(tmp_path: Path
     manifest = json.loads((result.output / "manifest.json").read_text())
     notes = manifest["build"]["compile_notes"]
     assert any("were made Squeeze" in note for note in notes), notes
+
+
+def _silero() -> tuple[Path, Path]:
+    from fixtures.fetch_models import cache_dir
+
+    model, data = cache_dir() / "silero_vad.onnx", cache_dir() / "silero_vad.check.npz"
+    if not (model.is_file() and data.is_file()):
+        pytest.skip("silero_vad is not in the model cache (python -m fixtures.zoo_data)")
+    return model, data
+
+
+@pytest.mark.slow
+def test_silero_vad_builds_for_openvino_and_matches_the_source(tmp_path: Path) -> None:
+    model, data = _silero()
+    result = build_model(model, "openvino:cpu-fp32", tmp_path / "vad.duh", check_data=data)
+    assert result.output is not None and result.manifest is not None
+    assert result.manifest.checks["passed"] and result.manifest.checks["precision"] == "fp32"
+
+
+@pytest.mark.slow
+def test_shapes_that_break_a_branch_of_silero_vad_are_refused_in_one_line(tmp_path: Path) -> None:
+    from duh.compiler import ingest
+    from duh.errors import ModelError
+
+    model, _ = _silero()
+    with pytest.raises(ModelError) as info:
+        ingest(model, {"input": (2, 576), "state": (2, 2, 128)})
+    message = str(info.value)
+    assert "\n" not in message and "build without --shape" in message
+    assert ingest(model).inputs  # left dynamic, the same model loads
