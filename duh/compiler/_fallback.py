@@ -43,7 +43,7 @@ class FallbackConfig:
         default=True, metadata={"help": "retry a failed static INT8 candidate with ops in float"}
     )
     max_rounds: int = field(
-        default=5, metadata={"help": "rebuilds at most (each one a compile and a check)"}
+        default=8, metadata={"help": "rebuilds at most (each one a compile and a check)"}
     )
     max_fraction: float = field(
         default=0.25, metadata={"help": "share of the quantized ops that may be kept in float"}
@@ -81,22 +81,58 @@ def _with(plan: Plan, index: int, **changes: object) -> PassManager:
     return PassManager(specs)
 
 
-def _ranking(
-    request: BuildRequest, plan: Plan, index: int, ctx: PassContext, calibrator: str, samples: int
-) -> tuple[onnx.ModelProto, list[PassRecord], tuple[OpSensitivity, ...], onnx.ModelProto]:
-    """The float model the quantize pass reads, the records before it, the ranking, the QDQ."""
+# The ops NNCF quantizes first in a CNN: those with weights. Leaving the elementwise ops of an
+# activation (a decomposed hardswish: Add, Clip, Mul, Div) float spares a Q/DQ pair per step.
+_WEIGHTED = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+@dataclass(frozen=True, slots=True)
+class _Setting:
+    """One way to quantize: the calibrator and the op types (empty: all the quantizer has)."""
+
+    calibrator: str
+    op_types: tuple[str, ...]
+
+    def describe(self) -> str:
+        ops = "weighted ops only" if self.op_types else "all ops"
+        return f"{self.calibrator} ranges, {ops}"
+
+
+def _prefix(
+    request: BuildRequest, plan: Plan, index: int, ctx: PassContext
+) -> tuple[onnx.ModelProto, list[PassRecord]]:
+    """The float model the quantize pass reads, and the records of the passes before it."""
     from duh.compiler.ingest import normalize_for_engine
 
     model = onnx.ModelProto()
     model.CopyFrom(request.source.model)
     model = normalize_for_engine(model, "onnxruntime", 26, 13)
-    prefix = PassManager([PassSpec(p.name, pass_config(p)) for p in plan.pipeline.passes[:index]])
-    model, records = prefix.run(model, ctx)
-    quantize = _with(plan, index, calibrator=calibrator).passes[0]
-    qdq = quantize.run(model, ctx).model
+    specs = [PassSpec(p.name, pass_config(p)) for p in plan.pipeline.passes[:index]]
+    return PassManager(specs).run(model, ctx)
+
+
+def _ranking(
+    request: BuildRequest,
+    plan: Plan,
+    index: int,
+    ctx: PassContext,
+    float_model: onnx.ModelProto,
+    setting: _Setting,
+    samples: int,
+) -> tuple[tuple[OpSensitivity, ...], onnx.ModelProto]:
+    """The quantized ops of ``setting`` ranked by sensitivity, and the QDQ model ranked."""
+    quantize = _with(plan, index, **_changes(setting, ())).passes[0]
+    qdq = quantize.run(float_model, ctx).model
     assert request.calibration is not None
-    ranked = rank_sensitivity(model, qdq, request.calibration.feeds[:samples])
-    return model, records, ranked, qdq
+    return rank_sensitivity(float_model, qdq, request.calibration.feeds[:samples]), qdq
+
+
+def _changes(setting: _Setting, exclude: Sequence[str]) -> dict[str, object]:
+    return {
+        "calibrator": setting.calibrator,
+        "op_types": list(setting.op_types),
+        "exclude_nodes": list(exclude),
+    }
 
 
 def rescue(
@@ -109,8 +145,11 @@ def rescue(
 ) -> tuple[Candidate, Session | None]:
     """Retry ``failed`` (a static INT8 candidate that failed its check) with ops kept in float.
 
-    ``attempt(plan, request, tag)`` builds and verifies one retry. Returns the first retry that
-    passes, with its session; or ``failed`` with the best cosine reached added to its error.
+    ``attempt(plan, request, tag)`` builds and verifies one retry. The rounds: weighted ops only;
+    the percentile calibrator (when minmax failed), with all ops and with weighted ones; then,
+    under the best of those, the most sensitive 1, 2, 4, ... ops and their feeders in float.
+    Returns the first retry that passes, with its session; or ``failed`` with its rounds and
+    the best cosine reached in ``fallback``.
     """
     index = _quantize_index(plan)
     if (
@@ -125,66 +164,63 @@ def rescue(
     assert isinstance(quantize, Quantize)
     if quantize.resolved_mode(request.source.model) != "static":
         return failed, None
-    tried: list[str] = []
-    best = (_cosine(failed.report), f"{quantize.calibrator}, all ops quantized")
-    rounds = 0
-    calibrators = [quantize.calibrator]
+    plain = _Setting(quantize.calibrator, tuple(quantize.op_types))
+    settings = [] if quantize.op_types else [_Setting(quantize.calibrator, _WEIGHTED)]
     if quantize.calibrator == "minmax":
-        calibrators.append("percentile")
+        settings.append(_Setting("percentile", plain.op_types))
+        if not quantize.op_types:
+            settings.append(_Setting("percentile", _WEIGHTED))
+    tried: list[str] = []
+    best = (_cosine(failed.report), plain, f"{plain.describe()}, no op in float")
+    rounds = 0
     try:
-        float_model, records, ranked, qdq = _ranking(
-            request, plan, index, ctx, quantize.calibrator, config.samples
-        )
+        float_model, records = _prefix(request, plan, index, ctx)
     except DuhError as exc:
-        log.info("INT8 fallback for %s: no sensitivity ranking: %s", failed.spec.name, exc)
+        log.info("INT8 fallback for %s: the passes before quantize failed: %s", failed.spec, exc)
         return failed, None
-    source = replace(request.source, model=float_model)
-    retry_request = replace(request, source=source)
-    limit = max(config.min_ops, int(len(ranked) * config.max_fraction))
+    retry_request = replace(request, source=replace(request.source, model=float_model))
 
-    def one(calibrator: str, kept: Sequence[str], why: str) -> tuple[Candidate, Session | None]:
+    def one(setting: _Setting, kept: Sequence[str], why: str) -> tuple[Candidate, Session | None]:
         nonlocal rounds, best
         rounds += 1
         exclude = sorted({*quantize.exclude_nodes, *kept})
-        pipeline = _with(plan, index, calibrator=calibrator, exclude_nodes=exclude)
+        pipeline = _with(plan, index, **_changes(setting, exclude))
         log.info("INT8 fallback round %d for %s: %s", rounds, failed.spec.name, why)
         built, session = attempt(Plan(plan.spec, pipeline), retry_request, f"fb{rounds}")
         cosine = _cosine(built.report)
         tried.append(f"{why}: cosine {cosine:.4f}")
         if cosine > best[0]:
-            best = (cosine, why)
+            best = (cosine, setting, why)
         return built, session
 
-    for calibrator in calibrators:
-        if calibrator != quantize.calibrator:
-            if rounds >= config.max_rounds:
-                break
-            built, session = one(calibrator, (), f"{calibrator} ranges, all ops quantized")
-            if session is not None:
-                return _passed(built, records, failed, tried), session
-        k = 1
-        while rounds < config.max_rounds and k <= limit:
-            top = [s.node for s in ranked[:k]]
-            kept = float_region(qdq, top)
-            if len(kept) > limit:  # the region upstream is too wide: the ops alone
-                kept = top
-            names = ", ".join(f"{s.node} ({s.op_type}, adds {s.added:.3f})" for s in ranked[:k])
-            why = f"{calibrator} ranges, {len(kept)} ops in float around the most sensitive {names}"
-            built, session = one(calibrator, kept, why)
-            if session is not None:
-                return _passed(built, records, failed, tried, kept, ranked[:k]), session
-            k *= 2
-        if calibrator == quantize.calibrator and len(calibrators) > 1:
-            # Rank again under the other calibrator's ranges for its rounds.
-            try:
-                _, _, ranked, qdq = _ranking(
-                    request, plan, index, ctx, calibrators[1], config.samples
-                )
-            except DuhError:
-                break
+    for setting in settings:
+        if rounds >= config.max_rounds:
+            break
+        built, session = one(setting, (), f"{setting.describe()}, no op in float")
+        if session is not None:
+            return _passed(built, records, failed, tried), session
+    chosen = best[1]
+    try:
+        ranked, qdq = _ranking(request, plan, index, ctx, float_model, chosen, config.samples)
+    except DuhError as exc:
+        log.info("INT8 fallback for %s: no sensitivity ranking: %s", failed.spec.name, exc)
+        ranked, qdq = (), float_model
+    limit = max(config.min_ops, int(len(ranked) * config.max_fraction))
+    k = 1
+    while ranked and rounds < config.max_rounds and k <= limit:
+        top = [s.node for s in ranked[:k]]
+        kept = float_region(qdq, top)
+        if len(kept) > limit:  # the region upstream is too wide: the ops alone
+            kept = top
+        names = ", ".join(f"{s.node} ({s.op_type}, adds {s.added:.3f})" for s in ranked[:k])
+        why = f"{chosen.describe()}, {len(kept)} ops in float around the most sensitive {names}"
+        built, session = one(chosen, kept, why)
+        if session is not None:
+            return _passed(built, records, failed, tried, kept, ranked[:k]), session
+        k *= 2
     summary = (
         f"INT8 fallback: {rounds} rebuild(s) with ops kept in float did not pass (best cosine "
-        f"{best[0]:.4f}, with {best[1]})"
+        f"{best[0]:.4f}, with {best[2]})"
     )
     return replace(failed, fallback=(*tried, summary)), None
 
