@@ -161,7 +161,11 @@ class OpenVinoTarget:
         return passes
 
     def compile(self, model: onnx.ModelProto, ctx: CompileContext, out_dir: Path) -> CompileResult:
-        """Convert the ONNX model to IR; weights stay fp32 (precision is a load-time hint)."""
+        """Convert the ONNX model to IR; precision is a load-time hint.
+
+        For bf16, the ops whose bf16 results stray from f32 on the check inputs are marked to
+        stay f32 (``engine_config.kept_f32``, and a compile note say which).
+        """
         ov = _ov()
         plan = None
         try:
