@@ -164,7 +164,7 @@ class OpenVinoTarget:
         """Convert the ONNX model to IR; precision is a load-time hint.
 
         For bf16, the ops whose bf16 results stray from f32 on the check inputs are marked to
-        stay f32 (``engine_config.kept_f32``, and a compile note say which).
+        stay f32 (``engine_config.kept_f32`` and a compile note say which).
         """
         ov = _ov()
         plan = None
