@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 import onnx
 
 from benchmarks._conformance_corpus import Case, DataSet, close_enough, find_case, load_data
@@ -101,17 +102,26 @@ def run_duh(case: Case, target: str, data: Sequence[DataSet], work: Path) -> dic
     kwargs: dict[str, Any] = {"check_samples": CHECK_SAMPLES, "select_budget_s": SELECT_BUDGET_S}
     if target.endswith("int8"):
         kwargs.update(calib="synthetic", calib_samples=CALIB_SAMPLES)
+    info: dict[str, Any] = {}
     try:
-        result = duh.build(case.model, target, out, **kwargs)
+        try:
+            result = duh.build(case.model, target, out, **kwargs)
+        except duh.DuhError as exc:
+            if "--check-data" not in str(exc):
+                raise
+            # What a user does when duh asks for sample inputs: give the shipped ones, each
+            # with a leading samples axis of one.
+            check = work / "check.npz"
+            np.savez(check, **{k: v[None] for k, v in data[0].inputs.items()})
+            info["check_data"] = True
+            result = duh.build(case.model, target, out, check_data=check, **kwargs)
     except duh.DuhError as exc:
-        return _refused(exc, "build")
+        return {**info, **_refused(exc, "build")}
     # Anything else escaping duh.build is a duh bug: record it with its traceback.
     except Exception:  # noqa: BLE001
         return {"status": "crash", "phase": "build", "detail": _traceback_tail()}
     chosen = result.chosen
-    info: dict[str, Any] = {
-        "chosen": f"{chosen.engine}:{chosen.device}-{chosen.precision}" if chosen else None
-    }
+    info["chosen"] = f"{chosen.engine}:{chosen.device}-{chosen.precision}" if chosen else None
     precision = chosen.precision if chosen else "fp32"
     names = [o.name for o in result.source.model.graph.output]
     try:

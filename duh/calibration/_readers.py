@@ -101,6 +101,46 @@ def _stack_samples(
     return out
 
 
+def _whole_feeds(
+    arrays: Mapping[str, np.ndarray], inputs: Sequence[TensorSpec]
+) -> list[dict[str, np.ndarray]] | None:
+    """Whole feeds, when every array is a stack of them and the inputs share no batch axis.
+
+    Inputs such as Expand's target shape ``[2]`` beside ``X [3, 1]`` have no common axis to cut
+    samples along: given with one extra leading axis each (N whole feeds), they are used as
+    they are. Otherwise (None) the first axis of each input counts samples, as usual.
+    """
+    if not inputs or any(arrays[s.name].ndim != len(s.shape) + 1 for s in inputs):
+        return None
+    counts = {len(arrays[s.name]) for s in inputs}
+    rows = {arrays[s.name].shape[1] for s in inputs if s.shape}
+    if len(counts) != 1 or len(rows) <= 1:
+        return None  # one count of feeds and one batch size: the usual reading fits
+    return [
+        {s.name: np.ascontiguousarray(arrays[s.name][k]) for s in inputs}
+        for k in range(counts.pop())
+    ]
+
+
+def _feed_set(
+    feeds: Sequence[dict[str, np.ndarray]],
+    source: str,
+    samples: int,
+    holdout: int,
+    purpose: str,
+) -> CalibrationSet:
+    held = min(holdout, len(feeds) // 2)
+    if not feeds:
+        raise CalibrationError(f"{purpose} {source} holds no feeds (its first axes are empty)")
+    stacked = {name: np.stack([f[name] for f in feeds]) for name in feeds[0]}
+    return CalibrationSet(
+        tuple(feeds[held : held + samples]) or tuple(feeds),
+        tuple(feeds[:held]),
+        f"{source} ({len(feeds)} whole feeds)",
+        _digest(stacked, {"whole_feeds": True, "held": held}),
+    )
+
+
 def _read_directory(
     directory: Path,
     inputs: Sequence[TensorSpec],
@@ -339,10 +379,11 @@ def load_calibration(
     if path.is_dir():
         raw, source = _read_directory(path, inputs, shapes, spec, limit, purpose)
     elif path.suffix.lower() == ".npz":
-        raw, source = (
-            _stack_samples(_by_input(_read_npz(path, purpose), inputs, path.name), inputs, shapes),
-            path.name,
-        )
+        given = _by_input(_read_npz(path, purpose), inputs, path.name)
+        whole = _whole_feeds(given, inputs)
+        if whole is not None:
+            return _feed_set(whole, path.name, samples, holdout, purpose)
+        raw, source = _stack_samples(given, inputs, shapes), path.name
     elif path.suffix.lower() == ".npy":
         if len(inputs) != 1:
             raise CalibrationError(

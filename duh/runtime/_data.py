@@ -35,6 +35,11 @@ def _split(spec: TensorSpec, array: np.ndarray, where: str) -> list[np.ndarray]:
     if array.ndim == rank + 1:
         return list(array)
     if array.ndim == rank:
+        first = spec.shape[0] if rank else None
+        if rank == 0 or (isinstance(first, int) and first > 1 and array.shape[0] == first):
+            # The model fixes its first axis at this size (a shape vector, a [3, 1] matrix):
+            # the array is one whole feed, not samples to split.
+            return [array]
         return [array[i : i + 1] for i in range(array.shape[0])]
     if array.ndim == rank - 1:
         return [array[None]]

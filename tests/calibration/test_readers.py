@@ -127,3 +127,15 @@ def test_check_data_errors_name_check_data(tmp_path: Path) -> None:
     with pytest.raises(CalibrationError, match=r"^check data '.*nope.npz' does not exist") as caught:
         load_calibration(tmp_path / "nope.npz", IMAGE, purpose="check data")
     assert "synthetic" not in str(caught.value)
+
+
+def test_whole_feeds_of_inputs_that_share_no_batch_axis(tmp_path: Path) -> None:
+    """Expand's target shape [2] beside X [3, 1]: N whole feeds, each used as it is."""
+    specs = [TensorSpec("X", "float32", (3, 1)), TensorSpec("shape", "int64", (2,))]
+    x = np.arange(6, dtype=np.float32).reshape(2, 3, 1)
+    np.savez(tmp_path / "feeds.npz", X=x, shape=np.array([[3, 3], [3, 4]], np.int64))
+    data = load_calibration(tmp_path / "feeds.npz", specs, holdout=1, purpose="check data")
+    assert [f["shape"].tolist() for f in data.check] == [[3, 3]]
+    assert [f["shape"].tolist() for f in data.feeds] == [[3, 4]]
+    assert data.feeds[0]["X"].shape == (3, 1) and data.feeds[0]["X"][2, 0] == 5.0
+    assert "whole feeds" in data.source

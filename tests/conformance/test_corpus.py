@@ -18,19 +18,10 @@ TARGET = "cpu"
 # Real-size CNNs whose weights are folded out of ConstantOfShape nodes: over a minute each on a
 # loaded 2-core machine (VGG-19 ~3 min).
 SLOW = {"light/light_bvlc_alexnet", "light/light_vgg19", "light/light_zfnet512"}
-# Cases ORT passes on their shipped data that duh refuses for a stated reason. Each has an input
-# whose values the graph reads as sizes (Expand's target shape, SplitToSequence's split sizes):
-# no synthetic value fits, so verification's reference run fails and duh says to give sample
-# inputs; and --check-data cannot carry these inputs yet (its format gives every input a leading
-# samples axis, which X [1, 3, 1] beside shape [2] do not share).
-_SIZES_AS_INPUT = "an input holds sizes the graph reads (needs sample inputs)"
-EXPECTED_REFUSED: dict[str, str] = {
-    "simple/test_expand_shape_model1": _SIZES_AS_INPUT,
-    "simple/test_expand_shape_model2": _SIZES_AS_INPUT,
-    "simple/test_expand_shape_model3": _SIZES_AS_INPUT,
-    "simple/test_expand_shape_model4": _SIZES_AS_INPUT,
-    "simple/test_sequence_model8": _SIZES_AS_INPUT,
-}
+# Cases ORT passes on their shipped data that duh refuses for a stated reason (none today: the
+# cases whose inputs hold sizes, such as Expand's target shape, pass with the shipped inputs
+# given as --check-data, as duh's refusal asks).
+EXPECTED_REFUSED: dict[str, str] = {}
 EXIT_CODES = range(1, 10)  # DuhError .. MissingDependencyError, as in the README's table
 
 
