@@ -36,10 +36,6 @@ def test_zoo_model_builds_for_cpu_and_matches_the_source(name: str, tmp_path: Pa
 # one-line refusal with these words (or start passing), never a crash or a silent mismatch.
 _BY_CRITERIA = "passed verification against the source"
 KNOWN_REFUSALS = {
-    ("ppocr_det", "cpu-int8"): _BY_CRITERIA,  # minmax cosine 0.86 (percentile: 0.97)
-    ("ppocr_rec", "cpu-int8"): _BY_CRITERIA,
-    ("layout_cdla", "cpu-int8"): _BY_CRITERIA,
-    ("oww_melspectrogram", "cpu-int8"): _BY_CRITERIA,  # log-mel of int16-scaled audio
     ("sklearn_forest", "openvino:cpu-fp32"): "TreeEnsembleClassifier",
     ("sklearn_forest", "cpu-bf16"): "TreeEnsembleClassifier",
 }
