@@ -19,7 +19,7 @@ import numpy as np
 from duh.calibration._data import CalibrationSet
 from duh.calibration._images import IMAGE_SUFFIXES, PreprocessSpec, load_image, preprocess_spec
 from duh.errors import CalibrationError
-from duh.runtime import TensorSpec, synthetic_shapes
+from duh.runtime import TensorSpec, ValueRange, synthetic_shapes
 
 __all__ = ["load_calibration"]
 
@@ -276,7 +276,10 @@ def _conform(
 
 
 def _synthetic(
-    inputs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]], count: int
+    inputs: Sequence[TensorSpec],
+    shapes: Mapping[str, tuple[int, ...]],
+    count: int,
+    ranges: Mapping[str, ValueRange],
 ) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(_SEED)
     # The sizes verification's synthetic inputs take, so that INT8 ranges fit what is checked.
@@ -290,7 +293,13 @@ def _synthetic(
         if kind == "f":
             out[spec.name] = rng.standard_normal((count, *shape)).astype(spec.dtype)
         elif kind in "iu":
-            out[spec.name] = rng.integers(0, 10, size=(count, *shape)).astype(spec.dtype)
+            # Indices stay inside the table they index (what the graph tells, as for the
+            # verification inputs); other integers small and non-negative.
+            bound = ranges.get(spec.name)
+            low, high = (
+                (int(bound.low), max(int(bound.high), int(bound.low) + 1)) if bound else (0, 10)
+            )
+            out[spec.name] = rng.integers(low, high, size=(count, *shape)).astype(spec.dtype)
         elif kind == "b":
             out[spec.name] = rng.integers(0, 2, size=(count, *shape)).astype(bool)
         else:
@@ -339,6 +348,7 @@ def load_calibration(
     shapes: Mapping[str, tuple[int, ...]] | None = None,
     preprocess: PreprocessSpec | Mapping[str, Any] | str | Path | None = None,
     purpose: str = _CALIBRATION,
+    ranges: Mapping[str, ValueRange] | None = None,
 ) -> CalibrationSet:
     """Read calibration data for a model with ``inputs``.
 
@@ -347,6 +357,7 @@ def load_calibration(
     ``"synthetic"`` (seeded random data; INT8 accuracy will suffer). Up to ``holdout`` samples
     are held out as verification inputs; up to ``samples`` of the rest are for calibration.
     ``purpose`` names the data in error messages (``"check data"`` for verification inputs).
+    ``ranges`` bounds synthetic integer inputs (token ids below the vocabulary size).
     """
     shapes = dict(shapes or {})
     if samples < 1:
@@ -361,7 +372,7 @@ def load_calibration(
             "calibrating on SYNTHETIC random data: INT8 ranges will not match real inputs and "
             "accuracy is likely poor; pass real samples with --calib PATH"
         )
-        arrays = _synthetic(inputs, shapes, samples)
+        arrays = _synthetic(inputs, shapes, samples, ranges or {})
         return CalibrationSet(
             tuple({n: np.array(a[k]) for n, a in arrays.items()} for k in range(samples)),
             (),

@@ -17,7 +17,7 @@ import onnx
 from duh._version import __version__
 from duh.calibration import CalibrationSet
 from duh.compiler._candidates import run_candidates
-from duh.compiler._feeds import check_feeds, quantized_ops
+from duh.compiler._feeds import check_feeds, input_ranges, quantized_ops
 from duh.compiler._request import BuildRequest, Candidate, Plan, Selection
 from duh.compiler.artifact import staging, write_manifest
 from duh.compiler.ingest import SourceModel, ingest
@@ -78,6 +78,7 @@ def _load_calibration(
         holdout=holdout,
         shapes=options.get("shapes") or {},
         preprocess=options.get("preprocess"),
+        ranges=input_ranges(source.model, source.inputs) if str(calib) == "synthetic" else None,
     )
 
 
