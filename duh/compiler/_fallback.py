@@ -206,12 +206,17 @@ def rescue(
         log.info("INT8 fallback for %s: no sensitivity ranking: %s", failed.spec.name, exc)
         ranked, qdq = (), float_model
     limit = max(config.min_ops, int(len(ranked) * config.max_fraction))
+    stopped = ""
     k = 1
     while ranked and rounds < config.max_rounds and k <= limit:
         top = [s.node for s in ranked[:k]]
         kept = float_region(qdq, top)
         if len(kept) > limit:  # the region upstream is too wide: the ops alone
             kept = top
+        if ranked and {s.node for s in ranked} <= set(kept):
+            # Nothing would stay quantized: an fp32 model under an INT8 name is no rescue.
+            stopped = "; the next round would keep every quantized op in float, so it stopped"
+            break
         names = ", ".join(f"{s.node} ({s.op_type}, adds {s.added:.3f})" for s in ranked[:k])
         why = f"{chosen.describe()}, {len(kept)} ops in float around the most sensitive {names}"
         built, session = one(chosen, kept, why)
@@ -220,7 +225,7 @@ def rescue(
         k *= 2
     summary = (
         f"INT8 fallback: {rounds} rebuild(s) with ops kept in float did not pass (best cosine "
-        f"{best[0]:.4f}, with {best[2]})"
+        f"{best[0]:.4f}, with {best[2]}{stopped})"
     )
     return replace(failed, fallback=(*tried, summary)), None
 

@@ -18,28 +18,31 @@ from duh.passes.quantize import float_region, rank_sensitivity
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def _outlier_model(path: Path) -> Path:
+def _outlier_model(path: Path, tail: bool = True) -> Path:
     """x[1,8] -> MatMul -> Add (one channel offset by 1e4) -> Relu -> MatMul (that channel
-    weighted 0) -> y[1,4]: a per-tensor int8 step over the outlier's range wipes out every other
-    channel, and the output depends on those only."""
+    weighted 0) -> MatMul -> y[1,4]: a per-tensor int8 step over the outlier's range wipes out
+    every other channel, and the output depends on those only. The last MatMul reads well-ranged
+    values: it stays quantized when the ops around the outlier are kept in float."""
     rng = np.random.default_rng(0)
     w1 = rng.normal(size=(8, 16)).astype(np.float32)
     b1 = np.zeros(16, np.float32)
     b1[0] = 1e4
     w2 = rng.normal(size=(16, 4)).astype(np.float32)
     w2[0] = 0.0
+    w3 = rng.normal(size=(4, 4)).astype(np.float32)
     graph = helper.make_graph(
         [
             helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
             helper.make_node("Add", ["h", "b1"], ["hb"], name="bias1"),
             helper.make_node("Relu", ["hb"], ["r"], name="relu1"),
-            helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2"),
+            helper.make_node("MatMul", ["r", "w2"], ["h2" if tail else "y"], name="fc2"),
+            *([helper.make_node("MatMul", ["h2", "w3"], ["y"], name="fc3")] if tail else []),
         ],
         "outlier",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
         [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b1, "b1"),
-         numpy_helper.from_array(w2, "w2")],
+         numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(w3, "w3")],
     )  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
@@ -67,6 +70,7 @@ def test_the_fallback_rescues_a_model_plain_int8_ruins_and_records_the_ops_in_fl
     notes = " | ".join(passes["quantize"]["notes"])
     assert "plain static INT8 failed verification" in notes, notes
     assert "kept in float:" in notes and "fc2" in notes, notes
+    assert "fc3" not in notes.split("kept in float:")[1].split("(")[0], notes  # still INT8
     verification = result.manifest.checks
     assert verification["passed"] is True
     assert min(o["cosine"] for o in verification["outputs"]) >= 0.98
@@ -107,3 +111,17 @@ def test_a_build_no_round_rescues_fails_with_the_best_cosine_reached(tmp_path: P
             check_data=_samples(tmp_path / "check.npz", 8, 2),
             tolerance=impossible,
         )
+
+
+def test_a_rescue_that_would_keep_every_op_in_float_is_refused(tmp_path: Path) -> None:
+    """Without the last MatMul, only all-float passes: that is fp32 under an INT8 name."""
+    model = _outlier_model(tmp_path / "outlier.onnx", tail=False)
+    with pytest.raises(DuhError, match="would keep every quantized op in float"):
+        build(
+            model,
+            "onnxruntime:cpu-int8",
+            tmp_path / "out.duh",
+            calib=_samples(tmp_path / "calib.npz", 32, 1),
+            check_data=_samples(tmp_path / "check.npz", 8, 2),
+        )
+    assert not (tmp_path / "out.duh").exists()
