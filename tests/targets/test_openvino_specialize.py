@@ -9,54 +9,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from duh.compiler import build as build_model
 from duh.targets.openvino._specialize import squeeze_ifs_to_squeeze
+from tests._if_models import rank_if_model
 
 ov = pytest.importorskip("openvino")
 
 
-def _squeeze_if_model(path: Path) -> Path:
-    """x[N,4,T] -> If(T == 1: Squeeze(x, -1), else: Identity(x)) -> Unsqueeze(-1) -> Conv1d."""
-    axes = numpy_helper.from_array(np.array([-1], np.int64), "axes")
-    then = helper.make_graph(
-        [helper.make_node("Constant", [], ["ax"], value=axes),
-         helper.make_node("Squeeze", ["x", "ax"], ["sq"])],
-        "then", [], [helper.make_tensor_value_info("sq", TensorProto.FLOAT, ["n", 4])],
-    )  # fmt: skip
-    other = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["id"])],
-        "else", [], [helper.make_tensor_value_info("id", TensorProto.FLOAT, ["n", 4, "t"])],
-    )  # fmt: skip
-    weight = np.random.default_rng(0).standard_normal((3, 4, 1)).astype(np.float32)
-    nodes = [
-        helper.make_node("Shape", ["x"], ["shape"]),
-        helper.make_node("Gather", ["shape", "last"], ["size"], axis=0),
-        helper.make_node("Equal", ["size", "one"], ["cond"]),
-        helper.make_node("If", ["cond"], ["squeezed"], then_branch=then, else_branch=other),
-        helper.make_node("Unsqueeze", ["squeezed", "last"], ["back"]),
-        helper.make_node("Conv", ["back", "w"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "squeeze_if",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, "t"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, 1])],
-        [
-            numpy_helper.from_array(np.array(-1, np.int64), "last"),
-            numpy_helper.from_array(np.array(1, np.int64), "one"),
-            numpy_helper.from_array(weight, "w"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
 def test_the_squeeze_branch_replaces_the_if_and_computes_the_same(tmp_path: Path) -> None:
-    path = _squeeze_if_model(tmp_path / "m.onnx")
+    path = rank_if_model(tmp_path / "m.onnx")
     special, count = squeeze_ifs_to_squeeze(onnx.load(str(path)))
     assert count == 1
     assert "If" not in {n.op_type for n in special.graph.node}
@@ -70,13 +32,13 @@ def test_the_squeeze_branch_replaces_the_if_and_computes_the_same(tmp_path: Path
 
 
 def test_openvino_refuses_the_if_as_it_is(tmp_path: Path) -> None:
-    path = _squeeze_if_model(tmp_path / "m.onnx")
+    path = rank_if_model(tmp_path / "m.onnx")
     with pytest.raises(Exception, match="rank"):  # OpenVINO raises untyped errors
         ov.convert_model(str(path))
 
 
 def test_openvino_build_specializes_the_if_and_matches_the_source(tmp_path: Path) -> None:
-    path = _squeeze_if_model(tmp_path / "m.onnx")
+    path = rank_if_model(tmp_path / "m.onnx")
     data = tmp_path / "check.npz"
     np.savez(data, x=np.random.default_rng(2).standard_normal((4, 4, 1)).astype(np.float32))
     result = build_model(path, "openvino:cpu-fp32", tmp_path / "m.duh", check_data=data)

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
 from duh.cli import app
+from tests._if_models import rank_if_model
 
 
 def _zipmap_classifier(path: Path) -> Path:
@@ -136,55 +137,12 @@ def test_int8_keeps_the_relu_before_a_float_output(tmp_path: Path) -> None:
     assert _cosine(want, got) > 0.99
 
 
-def _rank_if_model(path: Path) -> Path:
-    """x[N,4,T] -> If(T == 1: Squeeze(x, -1), else: Relu(x)) -> Unsqueeze(-1) -> Conv1d.
-
-    The If's output rank depends on T, as inside silero-vad's branches (whose If of Squeeze and
-    Identity, PyTorch's x.squeeze(d), OpenVINO builds now); a Relu branch is not that pattern.
-    """
-    from onnx import numpy_helper
-
-    axes = numpy_helper.from_array(np.array([-1], np.int64), "axes")
-    then = helper.make_graph(
-        [helper.make_node("Constant", [], ["ax"], value=axes),
-         helper.make_node("Squeeze", ["x", "ax"], ["sq"])],
-        "then", [], [helper.make_tensor_value_info("sq", TensorProto.FLOAT, ["n", 4])],
-    )  # fmt: skip
-    other = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["mx"])],
-        "else", [], [helper.make_tensor_value_info("mx", TensorProto.FLOAT, ["n", 4, "t"])],
-    )  # fmt: skip
-    nodes = [
-        helper.make_node("Shape", ["x"], ["shape"]),
-        helper.make_node("Gather", ["shape", "last"], ["size"], axis=0),
-        helper.make_node("Equal", ["size", "one"], ["cond"]),
-        helper.make_node("If", ["cond"], ["picked"], then_branch=then, else_branch=other),
-        helper.make_node("Unsqueeze", ["picked", "last"], ["back"]),
-        helper.make_node("Conv", ["back", "w"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "rank_if",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, "t"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, 1])],
-        [
-            numpy_helper.from_array(np.array(-1, np.int64), "last"),
-            numpy_helper.from_array(np.array(1, np.int64), "one"),
-            numpy_helper.from_array(np.ones((3, 4, 1), np.float32), "w"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
 def test_openvino_refusal_names_the_operators_and_why(tmp_path: Path) -> None:
     # An If whose branches differ in rank leaves a tensor of unknown rank: OpenVINO's frontend
     # reports each failed operator over many lines; the one line used to end at
     # "OpConversionFailure:"
     pytest.importorskip("openvino")
-    model = _rank_if_model(tmp_path / "rank_if.onnx")
+    model = rank_if_model(tmp_path / "rank_if.onnx", else_op="Relu")
     out = tmp_path / "rank_if.duh"
     args = ["build", str(model), "-t", "openvino:cpu-fp32", "--no-verify"]
     result = CliRunner().invoke(app, [*args, "-o", str(out)])
