@@ -90,12 +90,15 @@ def bench(
         raise ConfigError("nothing to measure: give artifacts (NAME.duh) or .onnx models, or --url")
     names = unique_names([Path(p).name for p in paths])
     subjects: list[Subject] = []
+    # One subject runs as a plain session would (the engine's spinning default); several are
+    # interleaved, and an idle subject's spinning pool would take the cores of the one measured.
+    spin = None if len(paths) == 1 else False
     try:
         for path, name in zip(paths, names, strict=True):
             if progress:
                 progress(f"loading {name}")
             subjects.append(
-                LocalSubject(Path(path), name, settings.threads, settings.engine_options)
+                LocalSubject(Path(path), name, settings.threads, settings.engine_options, spin)
             )
         return run_subjects(subjects, settings, progress)
     finally:

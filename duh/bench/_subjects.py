@@ -67,10 +67,17 @@ class LocalSubject:
     """An artifact or plain ONNX model loaded in this process with ``duh.load``."""
 
     def __init__(
-        self, path: Path, name: str, threads: int | None, options: Mapping[str, str]
+        self,
+        path: Path,
+        name: str,
+        threads: int | None,
+        options: Mapping[str, str],
+        spin: bool | None = None,
     ) -> None:
         started = time.perf_counter()
-        self.session: Session = load(path, threads=threads, engine_options=dict(options))
+        self.session: Session = load(
+            path, threads=threads, engine_options=dict(options), spin=spin
+        )
         self.load_s = time.perf_counter() - started
         self.name = name
         self.path = path

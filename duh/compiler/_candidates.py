@@ -150,7 +150,8 @@ def _open(request: BuildRequest, candidate: Candidate) -> Session:
     )
     write_manifest(out_dir, manifest)
     try:
-        return load(out_dir)
+        # Candidates are measured interleaved: no idle spinning pool may take the next one's cores.
+        return load(out_dir, spin=False)
     finally:
         (out_dir / "manifest.json").unlink()
 

@@ -13,6 +13,7 @@ build report says so.
 from __future__ import annotations
 
 import logging
+import platform
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -21,6 +22,7 @@ import onnx
 
 from duh.calibration import calibrate
 from duh.errors import CalibrationError, PassError
+from duh.host import cpu_flags
 from duh.passes._base import (
     PassBase,
     PassContext,
@@ -76,6 +78,7 @@ _TRANSFORMER_HINTS = frozenset(
     }
 )
 _DYNAMIC_OPS = ("MatMul", "Gemm", "Attention", "LSTM", "GRU")
+_INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 @register_pass("quantize")
@@ -107,8 +110,12 @@ class Quantize(PassBase):
             "help": "int8 activations with zero point 0 (TensorRT needs them); default uint8"
         },
     )
-    reduce_range: bool = field(
-        default=False, metadata={"help": "7-bit weights, for CPUs without VNNI"}
+    reduce_range: bool | None = field(
+        default=None,
+        metadata={
+            "help": "7-bit weights; None (auto): on for CPU engines when this CPU lacks VNNI/AMX, "
+            "whose u8 x s8 kernels saturate 8-bit products (NNCF calls it the overflow fix)"
+        },
     )
     op_types: tuple[str, ...] = field(
         default=(), metadata={"help": "op types to quantize; empty: all the quantizer supports"}
@@ -171,6 +178,16 @@ class Quantize(PassBase):
             return self.placement
         return "inputs" if engine == "openvino" else "outputs"
 
+    def resolved_reduce_range(self, ctx: PassContext) -> bool:
+        """Whether weights use 7 bits: as set, or (auto) on a CPU without int8 dot products."""
+        if self.reduce_range is not None:
+            return self.reduce_range
+        if ctx.device != "cpu" or ctx.engine not in ("onnxruntime", "openvino"):
+            return False
+        # Without VNNI/AMX, x86 int8 kernels multiply u8 x s8 pairs into saturating int16 sums
+        # (vpmaddubsw): full 8-bit weights overflow and accuracy collapses on such hosts.
+        return not (cpu_flags() & _INT8_DOT_FLAGS) and platform.machine() in ("x86_64", "AMD64")
+
     def needs_calibration(self, model: onnx.ModelProto) -> bool:
         """Whether running on ``model`` needs calibration data (static mode, not yet quantized)."""
         return not quantized_op_counts(model) and self.resolved_mode(model) == "static"
@@ -190,14 +207,12 @@ class Quantize(PassBase):
             op_types = [
                 t for t in (self.op_types or _DYNAMIC_OPS) if t not in self.exclude_op_types
             ]
-            return dynamic_int8(
-                model,
-                ctx.workdir,
-                op_types,
-                self._excluded(model),
-                self.per_channel,
-                self.reduce_range,
+            reduce_range = self.resolved_reduce_range(ctx)
+            result = dynamic_int8(
+                model, ctx.workdir, op_types, self._excluded(model), self.per_channel, reduce_range
             )
+            notes = (*result.notes, *_reduce_range_note(self, reduce_range))
+            return PassResult(result.model, result.changed, notes)
         return int4_weight_only(
             model, self.block_size, self.int4_min_weights, self.accuracy_level, self.exclude_nodes
         )
@@ -257,13 +272,14 @@ class Quantize(PassBase):
             "QDQKeepRemovableActivations": self.float_outputs and _clipped_outputs(work),
         }
         placement = self.resolved_placement(ctx.engine)
+        reduce_range = self.resolved_reduce_range(ctx)
         if placement == "inputs":
             extra["OpTypesToExcludeOutputQuantization"] = op_types
         try:
             quantizer = QDQQuantizer(
                 work,
                 per_channel,
-                self.reduce_range,
+                reduce_range,
                 weight_type,
                 activation_type,
                 tensors,
@@ -297,6 +313,7 @@ class Quantize(PassBase):
             f"calibration: {ranges.method} over {ranges.samples} samples of "
             f"{ctx.calibration.source}{reused}",
         ]
+        notes.extend(_reduce_range_note(self, reduce_range))
         if ctx.calibration.synthetic:
             notes.append("calibrated on SYNTHETIC data: accuracy is likely poor")
         if dropped:
@@ -372,3 +389,10 @@ def _float_outputs(model: onnx.ModelProto) -> int:
             if init.name not in used:
                 graph.initializer.remove(init)
     return dropped
+
+
+def _reduce_range_note(config: Quantize, reduce_range: bool) -> list[str]:
+    if not reduce_range or config.reduce_range is not None:
+        return []
+    return ["7-bit weights (reduce_range): this CPU has no VNNI/AMX int8 dot product, and its "
+            "u8 x s8 kernels saturate full-range weights"]

@@ -19,6 +19,13 @@ class EngineOptions:
         default=None, metadata={"help": "intra-op threads; None lets the engine choose"}
     )
     profile: bool = field(default=False, metadata={"help": "collect per-operator timings (slower)"})
+    spin: bool | None = field(
+        default=None,
+        metadata={
+            "help": "let idle pool threads spin-wait between runs (lower single-stream latency, "
+            "busy cores); None keeps the engine's own default"
+        },
+    )
     extra: Mapping[str, str] = field(
         default_factory=dict, metadata={"help": "engine-specific settings, passed through"}
     )

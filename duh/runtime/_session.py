@@ -113,13 +113,19 @@ def load(
     threads: int | None = None,
     profile: bool = False,
     engine_options: Mapping[str, str] | None = None,
+    spin: bool | None = None,
 ) -> Session:
     """Load a duh artifact (``NAME.duh``) or a plain ``.onnx`` model (run on ONNX Runtime FP32).
 
     For an artifact, the sha256 of every file and the host requirements are checked first.
+    ``spin`` (None: the engine's default, as a plain session would run) sets whether idle pool
+    threads spin-wait; servers and interleaved measurements turn it off so that one session's
+    idle threads do not take the cores the others need.
     """
     path = Path(path)
-    options = EngineOptions(threads=threads, profile=profile, extra=dict(engine_options or {}))
+    options = EngineOptions(
+        threads=threads, profile=profile, spin=spin, extra=dict(engine_options or {})
+    )
     if path.is_file() and path.suffix == ".onnx":
         from duh.targets.onnxruntime import OnnxRuntimeEngine
 

@@ -272,7 +272,8 @@ def load_version(
     extra = dict(options.engine_options)
     sessions = []
     for _ in range(instances):
-        session = duh.load(source.path, threads=threads, engine_options=extra)
+        # Idle pool threads must not spin on the cores the event loop and batcher need.
+        session = duh.load(source.path, threads=threads, engine_options=extra, spin=False)
         _warm_up(session)
         sessions.append(session)
     log.info("loaded %s version %s from %s (%d instance(s), %s)", source.name, source.version,

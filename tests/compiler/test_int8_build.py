@@ -19,6 +19,7 @@ from duh.compiler.ingest import ingest
 from duh.errors import CalibrationError
 from duh.passes import PassContext, create_pass
 from duh.runtime import read_manifest
+from tests._host import needs_bf16
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 MODEL = FIXTURES / "digits_cnn.onnx"
@@ -147,12 +148,16 @@ def test_pruning_is_checked_like_int8(tmp_path: Path) -> None:
     assert checks["input_source"].startswith("8 held-out samples")
 
 
-def test_fp16_and_bf16_builds(tmp_path: Path) -> None:
+def test_fp16_build(tmp_path: Path) -> None:
     fp16 = build(MODEL, "onnxruntime:cpu-fp16", tmp_path / "h.duh")
     assert fp16.manifest is not None and fp16.manifest.checks["passed"]
     assert [p["name"] for p in fp16.manifest.passes][-1] == "fp16"
     onnx_model = onnx.load(str(tmp_path / "h.duh" / "model.onnx"))
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in onnx_model.graph.initializer)
+
+
+@needs_bf16
+def test_bf16_build(tmp_path: Path) -> None:
     bf16 = build(MODEL, "openvino:cpu-bf16", tmp_path / "b.duh")
     assert bf16.manifest is not None and bf16.manifest.checks["passed"]
     assert bf16.manifest.engine_config["inference_precision_hint"] == "bf16"

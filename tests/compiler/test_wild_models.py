@@ -18,6 +18,7 @@ from duh.compiler._feeds import input_ranges, quantized_ops
 from duh.compiler.verify import Tolerance, synthetic_feeds
 from duh.errors import ConfigError, ModelError, TargetError
 from duh.runtime import TensorSpec, read_manifest, synthetic_feed
+from tests._host import needs_bf16
 from tests.compiler import _wild
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -138,10 +139,13 @@ def test_a_reference_failing_on_synthetic_inputs_asks_for_check_data(tmp_path: P
     assert checks["passed"] is True and "idx.npz" in checks["input_source"]
 
 
-def test_check_data_verifies_on_real_inputs(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "target", ["openvino:cpu-fp32", pytest.param("openvino:cpu-bf16", marks=needs_bf16)]
+)
+def test_check_data_verifies_on_real_inputs(tmp_path: Path, target: str) -> None:
     result = build(
         FIXTURES / "digits_cnn.onnx",
-        "openvino:cpu-bf16",
+        target,
         tmp_path / "d.duh",
         check_data=FIXTURES / "digits_test.npz",
         check_samples=4,

@@ -195,3 +195,31 @@ def test_input_placement_leaves_conv_outputs_float(digits, tmp_path: Path) -> No
         return sum(1 for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in convs)
 
     assert quantized_conv_outputs(both) >= 1 and quantized_conv_outputs(inputs) == 0
+
+
+def _weight_range(model: onnx.ModelProto) -> int:
+    """The largest |int8| weight the quantizer wrote (127 full range, 63/64 with 7 bits)."""
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    weights = [
+        inits[n.input[0]]
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear"
+        and n.input[0] in inits
+        and inits[n.input[0]].dtype == np.int8
+        and inits[n.input[0]].ndim > 1
+    ]
+    return int(max(np.abs(w.astype(np.int32)).max() for w in weights))
+
+
+def test_reduce_range_follows_the_cpu_unless_set(digits, tmp_path: Path) -> None:
+    from duh.host import cpu_flags
+
+    model, calibration, _, _ = digits
+    no_dot = not cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"}
+    auto, notes = _quantize(model, calibration, tmp_path)
+    assert (_weight_range(auto) <= 64) is no_dot
+    assert any("7-bit weights" in n for n in notes) is no_dot
+    full, _ = _quantize(model, calibration, tmp_path, reduce_range=False)
+    seven, notes = _quantize(model, calibration, tmp_path, reduce_range=True)
+    assert _weight_range(full) == 127 and _weight_range(seven) <= 64
+    assert not any("7-bit weights" in n for n in notes)  # asked for: nothing to explain

@@ -39,9 +39,14 @@ def session_options(options: EngineOptions) -> onnxruntime.SessionOptions:
         so.inter_op_num_threads = 1
     if options.profile:
         so.enable_profiling = True
-    # ORT's pool threads spin between runs by default and take the cores that servers, clients
-    # and other engines measured beside it need; `session.intra_op.allow_spinning=1` restores it.
-    extra = {"session.intra_op.allow_spinning": "0", **options.extra}
+    # ORT's pool threads spin between runs by default: the lowest single-stream latency, and the
+    # plain session a user compares against. Servers and interleaved measurements turn it off
+    # (spin=False) so that idle threads leave the cores to the event loop and the other subjects.
+    spin = {} if options.spin is None else {
+        "session.intra_op.allow_spinning": "1" if options.spin else "0",
+        "session.inter_op.allow_spinning": "1" if options.spin else "0",
+    }
+    extra = {**spin, **options.extra}
     for key, value in extra.items():
         so.add_session_config_entry(key, value)
     return so
