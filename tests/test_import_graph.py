@@ -20,6 +20,10 @@ PACKAGE = ROOT / "duh"
 COMPILER_SIDE = ("duh.compiler", "duh.passes", "duh.calibration")
 RUNTIME_USERS = ("duh.serve", "duh.bench", "duh.runtime")
 UI_LIBRARIES = ("typer", "rich")
+# batch, the integrations and the deployment exporters run artifacts too: never the compiler;
+# batch reads image folders with calibration's public preprocessing, imported where it is used.
+SCALE_OUT = ("duh.batch", "duh.integrations", "duh.export")
+COMPILER = ("duh.compiler", "duh.passes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +188,26 @@ def test_runtime_side_does_not_load_the_compiler_at_import_time() -> None:
         if e.top_level:
             graph.setdefault(e.importer, set()).add(e.imported)
     for start in (m for m in KNOWN if any(_inside(m, u) for u in RUNTIME_USERS)):
+        seen, todo = {start}, [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                assert not any(_inside(nxt, c) for c in COMPILER_SIDE), f"{start} loads {nxt}"
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+
+
+@pytest.mark.parametrize("user", SCALE_OUT)
+def test_scale_out_never_reaches_the_compiler(user: str) -> None:
+    """No import of compiler/passes at all; nothing of the compiler side at import time."""
+    graph: dict[str, set[str]] = {}
+    for e in EDGES:
+        assert not (_inside(e.importer, user) and any(_inside(e.imported, c) for c in COMPILER)), (
+            f"{e.importer}:{e.line} imports {e.imported}"
+        )
+        if e.top_level:
+            graph.setdefault(e.importer, set()).add(e.imported)
+    for start in (m for m in KNOWN if _inside(m, user)):
         seen, todo = {start}, [start]
         while todo:
             for nxt in graph.get(todo.pop(), ()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from duh.cli import batch as _batch
 from duh.cli import bench as _bench
 from duh.cli import build as _build
 from duh.cli import inspect as _inspect
@@ -32,6 +33,7 @@ app.command("targets")(_targets.targets)
 app.command("bench")(_bench.bench)
 app.command("inspect")(_inspect.inspect)
 app.command("serve")(_serve.serve)
+app.command("batch")(_batch.batch)
 
 
 def main() -> None:

@@ -1,0 +1,159 @@
+"""``duh batch`` on real engines: same answers as ``Session.run`` sample by sample, resumable."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import duh
+from duh.batch import RECORD_NAME, BatchRequest, plan_batch, read_outputs, run_batch, shard_name
+from duh.cli import app
+from duh.errors import ConfigError
+from fixtures.serve_models import reference, write_model
+
+ROOT = Path(__file__).resolve().parents[2]
+DIGITS = ROOT / "fixtures" / "digits_cnn.onnx"
+
+
+def _one_by_one(model: Path, x: np.ndarray, name: str) -> np.ndarray:
+    with duh.load(model) as session:
+        return np.concatenate([session.run({name: x[i : i + 1]})["logits"] for i in range(len(x))])
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """10,000 digit-shaped samples over three files (.npz, .npy, .npz) in one folder."""
+    folder = tmp_path_factory.mktemp("batch-in")
+    x = np.random.default_rng(0).standard_normal((10_000, 1, 8, 8)).astype(np.float32)
+    np.savez(folder / "a.npz", input=x[:4000])
+    np.save(folder / "b.npy", x[4000:7500].astype(np.float64))  # cast to the model's float32
+    np.savez(folder / "c.npz", arr_0=x[7500:])
+    return folder, x
+
+
+def test_ten_thousand_samples_match_session_run_one_by_one(
+    samples: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    folder, x = samples
+    request = BatchRequest(DIGITS, folder, tmp_path / "out", batch_size=64, shard_size=1500,
+                           workers=2)
+    result = run_batch(request)
+    assert (result.samples, result.shards, result.shards_run, result.samples_run) == (
+        10_000, 7, 7, 10_000)
+    got = read_outputs(tmp_path / "out")["logits"]
+    np.testing.assert_allclose(got, _one_by_one(DIGITS, x, "input"), rtol=1e-5, atol=1e-5)
+
+
+def test_a_finished_job_is_not_run_again(samples: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    folder, _ = samples
+    request = BatchRequest(DIGITS, folder, tmp_path / "out", shard_size=5000, workers=1)
+    run_batch(request)
+    again = run_batch(request)
+    assert (again.shards_run, again.shards_skipped, again.samples_run) == (0, 2, 0)
+
+
+def test_another_job_in_the_same_folder_is_refused(
+    samples: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    folder, _ = samples
+    run_batch(BatchRequest(DIGITS, folder, tmp_path / "out", shard_size=5000, workers=1))
+    with pytest.raises(ConfigError, match="results of another job"):
+        plan_batch(BatchRequest(DIGITS, folder, tmp_path / "out", shard_size=4000))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        plan_batch(BatchRequest(DIGITS, folder, tmp_path / "other"))
+
+
+def test_killed_half_way_then_resumed_redoes_and_loses_no_shard(tmp_path: Path) -> None:
+    # The heavy MLP at batch 1 takes seconds for 6,000 rows: time to kill the job in the middle.
+    model = write_model("heavy", tmp_path / "heavy.onnx")
+    x = np.random.default_rng(1).standard_normal((6000, 256)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "duh", "batch", str(model), "-i", str(tmp_path / "x.npy"),
+           "-o", str(out), "--shard-size", "200", "--batch-size", "1", "--workers", "2",
+           "--threads", "1"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("shard-*.npz"))) < 4:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline, "no shard appeared"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the parent and its workers, at once
+    proc.wait()
+    before = {p.name: p.stat() for p in out.glob("shard-*.npz")}
+    assert 4 <= len(before) < 30, "the job was not stopped half way"
+
+    result = run_batch(BatchRequest(model, tmp_path / "x.npy", out, batch_size=1,
+                                    shard_size=200, workers=2))
+    assert result.shards_skipped == len(before)
+    assert result.shards_run == 30 - len(before)
+    for name, stat in before.items():  # not rewritten: same file, same time
+        now = (out / name).stat()
+        assert (now.st_ino, now.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [RECORD_NAME, *(shard_name(i) for i in range(30))])
+    np.testing.assert_allclose(read_outputs(out)["y"], reference("heavy", x), rtol=1e-3,
+                               atol=1e-3)
+
+
+def test_a_csv_table_maps_columns_to_inputs(tmp_path: Path) -> None:
+    from fixtures.serve_models import write_small_models
+
+    scale = write_small_models(tmp_path / "models")["scale"]  # x[N,K] -> 2x
+    x = np.arange(30, dtype=np.float32).reshape(10, 3)
+    with (tmp_path / "t.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "x"])
+        writer.writerows([[i, " ".join(str(v) for v in row)] for i, row in enumerate(x)])
+    run_batch(BatchRequest(scale, tmp_path / "t.csv", tmp_path / "out", batch_size=4,
+                           shard_size=4, workers=1))
+    np.testing.assert_array_equal(read_outputs(tmp_path / "out")["y"], 2 * x)
+
+
+def test_an_image_folder_uses_the_preprocessing_spec(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from duh.calibration import load_image, preprocess_spec
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(12):
+        pixels = rng.integers(0, 256, (20, 16), dtype=np.uint8)
+        Image.fromarray(pixels).save(images / f"{i:02d}.png")
+    spec = "resize=8x8,order=gray,scale=0.0078125"
+    run_batch(BatchRequest(DIGITS, images, tmp_path / "out", preprocess=spec, shard_size=5,
+                           workers=1))
+    x = np.stack([load_image(images / f"{i:02d}.png", preprocess_spec(spec), (8, 8))
+                  for i in range(12)])
+    np.testing.assert_allclose(read_outputs(tmp_path / "out")["logits"],
+                               _one_by_one(DIGITS, x, "input"), rtol=1e-5, atol=1e-5)
+
+
+def test_cli_summary_json_and_errors(samples: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    folder, _ = samples
+    runner = CliRunner()
+    ok = runner.invoke(app, ["batch", str(DIGITS), "-i", str(folder), "-o", str(tmp_path / "o"),
+                             "--shard-size", "5000", "-w", "1", "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert '"samples_run": 10000' in ok.output
+    missing = runner.invoke(app, ["batch", str(DIGITS), "-i", str(tmp_path / "nope"), "-o",
+                                  str(tmp_path / "o2")])
+    assert missing.exit_code == 2
+    assert "does not exist" in missing.output and "Traceback" not in missing.output
+    assert not (tmp_path / "o2").exists()
+    bad = runner.invoke(app, ["batch", str(DIGITS), "-i", str(folder), "-o", str(tmp_path / "o3"),
+                              "--batch-size", "0"])
+    assert bad.exit_code == 2 and "--batch-size must be at least 1" in bad.output
