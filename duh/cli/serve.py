@@ -75,9 +75,14 @@ def serve(
         help="model repository DIR/<model>/<version>/ (highest version is the default)",
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
-    port: int = typer.Option(8000, "--port", help="HTTP port (0: any free port)"),
+    # PORT is what Knative (KServe's serverless mode) and similar platforms set; DUH_HTTP_PORT and
+    # GRPC_PORT are what `duh export kserve`'s runtime sets.
+    port: int = typer.Option(
+        8000, "--port", envvar=["PORT", "DUH_HTTP_PORT"], help="HTTP port (0: any free port)"
+    ),
     grpc_port: int | None = typer.Option(
-        None, "--grpc-port", help="also serve gRPC (inference.GRPCInferenceService) on this port"
+        None, "--grpc-port", envvar="GRPC_PORT",
+        help="also serve gRPC (inference.GRPCInferenceService) on this port",
     ),
     max_batch_size: MaxBatchSize = _batch_default("max_batch_size"),
     max_queue_delay_ms: MaxQueueDelayMs = _batch_default("max_queue_delay_ms"),
