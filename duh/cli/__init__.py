@@ -7,6 +7,8 @@ import typer
 from duh.cli import batch as _batch
 from duh.cli import bench as _bench
 from duh.cli import build as _build
+from duh.cli import compare as _compare
+from duh.cli import doctor as _doctor
 from duh.cli import inspect as _inspect
 from duh.cli import serve as _serve
 from duh.cli import targets as _targets
@@ -34,6 +36,8 @@ app.command("bench")(_bench.bench)
 app.command("inspect")(_inspect.inspect)
 app.command("serve")(_serve.serve)
 app.command("batch")(_batch.batch)
+app.command("compare")(_compare.compare)
+app.command("doctor")(_doctor.doctor)
 
 
 def main() -> None:
