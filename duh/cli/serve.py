@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import sys
 from pathlib import Path
@@ -10,7 +11,14 @@ from typing import Annotated, Any
 
 import typer
 
-from duh.cli._common import EngineOptions, Threads, console, handle_errors, parse_key_values
+from duh.cli._common import (
+    EngineOptions,
+    JsonFlag,
+    Threads,
+    console,
+    handle_errors,
+    parse_key_values,
+)
 from duh.errors import ConfigError, MissingDependencyError
 from duh.serve import BatchConfig
 
@@ -54,6 +62,12 @@ def _sizes(text: str | None) -> tuple[int, ...]:
     if any(s < 1 for s in sizes):
         raise ConfigError(f"--preferred-batch-sizes {text!r}: sizes must be at least 1")
     return sizes
+
+
+def _json_line(event: dict[str, Any]) -> None:
+    """One JSON line on stdout (--json: startup and shutdown as events, like --access-log)."""
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
 
 
 def _access_log_handler() -> None:
@@ -104,6 +118,7 @@ def serve(
     access_log: bool = typer.Option(
         False, "--access-log", help="one JSON line per request on stdout"
     ),
+    as_json: JsonFlag = False,
 ) -> None:
     """Serve artifacts with dynamic batching over the Open Inference Protocol (as Triton does)."""
     try:
@@ -139,6 +154,10 @@ def serve(
         _access_log_handler()
 
     def ready(addresses: Any) -> None:
+        if as_json:
+            event = {"event": "ready", "http": addresses.http, "grpc": addresses.grpc}
+            _json_line({**event, "models": list(addresses.models)})
+            return
         grpc = f", grpc {addresses.grpc}" if addresses.grpc else ""
         models = ", ".join(addresses.models)
         console.print(f"serving {models} on {addresses.http}{grpc}", soft_wrap=True)
@@ -149,6 +168,9 @@ def serve(
         repository=repository, options=options, config=config, routing=routing,
     )
     clean = serve_forever(request, on_ready=ready)
+    if as_json:
+        _json_line({"event": "stopped", "clean": clean})
     if not clean:
         raise typer.Exit(1)
-    console.print("stopped: every accepted request was answered")
+    if not as_json:
+        console.print("stopped: every accepted request was answered")
