@@ -16,9 +16,11 @@ import onnx
 
 from duh._version import __version__
 from duh.calibration import CalibrationSet
+from duh.compiler._artifact_cache import artifact_key, cache_section, remember, restore
 from duh.compiler._candidates import run_candidates
 from duh.compiler._feeds import check_feeds, input_ranges, quantized_ops
 from duh.compiler._request import BuildRequest, Candidate, Plan, Selection
+from duh.compiler._stage_cache import StageCache
 from duh.compiler.artifact import staging, write_manifest
 from duh.compiler.ingest import SourceModel, ingest
 from duh.compiler.pipeline import PassManager, parse_pass_list
@@ -52,6 +54,8 @@ class BuildResult:
     warnings: tuple[str, ...] = ()
     seconds: float = 0.0
     dry_run: bool = False
+    # The artifact was copied from the build cache (same inputs, versions and host class).
+    cached: bool = False
 
 
 def default_output(model: Path, target: str) -> Path:
@@ -86,11 +90,14 @@ def _pipeline(
     spec: TargetSpec,
     passes: Sequence[PassSpec] | None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    cache: StageCache | None = None,
 ) -> PassManager:
     steps = list(passes) if passes is not None else get_target(spec.engine).default_passes(spec)
     # Options such as --calib-method or --keep-io-types set fields of the passes that have them.
     overrides = overrides or {}
-    return PassManager([PassSpec(s.name, {**s.config, **overrides.get(s.name, {})}) for s in steps])
+    return PassManager(
+        [PassSpec(s.name, {**s.config, **overrides.get(s.name, {})}) for s in steps], cache
+    )
 
 
 def _needs_calibration(pipeline: PassManager, model: onnx.ModelProto) -> bool:
@@ -136,6 +143,7 @@ def build(
     target_options: Mapping[str, str] | None = None,
     select_budget_s: float = 2.0,
     pass_options: Mapping[str, Mapping[str, Any]] | None = None,
+    cache: bool = True,
 ) -> BuildResult:
     """Compile ``model`` for ``target`` into an artifact directory, verified against the source.
 
@@ -146,7 +154,8 @@ def build(
     that respect what the graph says of them (index ranges, masks). ``dry_run`` resolves
     everything and writes nothing. ``pass_options`` (pass name -> field -> value) sets options of
     the passes that run, e.g. ``{"quantize": {"calibrator": "entropy"}}``. Raises a ``DuhError``
-    subclass for anything a user can fix.
+    subclass for anything a user can fix. With ``cache`` (default), every stage's output is kept
+    in the build cache (``$DUH_CACHE_DIR``) and reused when its inputs come again.
     """
     started = time.perf_counter()
     shapes = dict(shapes or {})
@@ -160,7 +169,8 @@ def build(
     if wanted.precision is None and calib is None:
         # auto: INT8 needs calibration data; without it, only float precisions are candidates.
         specs = [s for s in specs if s.precision != "int8"] or specs
-    plans = tuple(Plan(s, _pipeline(s, passes, pass_options)) for s in specs)
+    stages = StageCache.default(enabled=cache)
+    plans = tuple(Plan(s, _pipeline(s, passes, pass_options, stages)) for s in specs)
     if calib is None and any(_needs_calibration(p.pipeline, source.model) for p in plans):
         raise CalibrationError(
             "an INT8 build needs calibration data (--calib PATH): INT8 scales are fitted to the "
@@ -198,7 +208,14 @@ def build(
         tolerance=tolerance,
         budget_s=select_budget_s,
         quantized_source=quantized_ops(source.model),
+        cache=stages,
     )
+    key = artifact_key(request)
+    with stages.lookup(key, "artifact") as entry:
+        if entry is not None:
+            with staging(out_path) as stage:
+                manifest = restore(entry, stages, stage)
+            return _cached_result(request, out_path, manifest, time.perf_counter() - started)
     with (
         staging(out_path) as stage,
         tempfile.TemporaryDirectory(prefix=".duh-work-", dir=stage.parent) as work_name,
@@ -211,11 +228,25 @@ def build(
         seconds = time.perf_counter() - started
         manifest = _manifest(request, selection, stage, warnings, seconds)
         write_manifest(stage, manifest)
+        remember(stages, key, stage, out_path.name)
     # The candidates' build directories are gone with the work directory.
     tried = tuple(replace(c, out_dir=None) for c in selection.candidates)
     return BuildResult(
         out_path, target, selection.chosen.spec, tried, source, manifest, tuple(warnings), seconds
     )
+
+
+def _cached_result(
+    request: BuildRequest, out_path: Path, manifest: Manifest, seconds: float
+) -> BuildResult:
+    """The result of a build whose artifact came from the cache."""
+    t = manifest.target
+    chosen = TargetSpec(str(t["engine"]), str(t["device"]), str(t["precision"]))
+    tried = tuple(Candidate(p.spec, tuple(p.pipeline.describe())) for p in request.plans)
+    return BuildResult(
+        out_path, request.requested, chosen, tried, request.source, manifest,
+        manifest.warnings, seconds, cached=True,
+    )  # fmt: skip
 
 
 def _manifest(
@@ -283,6 +314,7 @@ def _manifest(
             "host": {"cpu": host.cpu_model, "cores": host.cores, "cpu_flags": host.notable_flags},
             "calibration": calib_info,
             "compile_notes": list(compiled.notes),
+            "cache": cache_section(request.cache, "miss"),
         },
         warnings=tuple(warnings),
     )

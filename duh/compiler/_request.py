@@ -9,6 +9,7 @@ from typing import Any
 
 from duh.calibration import CalibrationSet
 from duh.compiler._feeds import CheckFeeds
+from duh.compiler._stage_cache import StageCache
 from duh.compiler.ingest import SourceModel
 from duh.compiler.pipeline import PassManager, PassRecord
 from duh.compiler.verify import Tolerance, VerifyReport
@@ -44,6 +45,8 @@ class BuildRequest:
     budget_s: float
     # The quantization ops of an already-quantized source: it is checked by INT8's criteria.
     quantized_source: tuple[str, ...] = ()
+    # The build cache (disabled: nothing looked up or stored); it records every lookup.
+    cache: StageCache = field(default_factory=lambda: StageCache(Path(), enabled=False))
 
 
 @dataclass(frozen=True, slots=True)
