@@ -96,3 +96,24 @@ def test_bad_input_is_one_line_with_its_exit_code(
     assert got == code, err
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
     assert message in err
+
+
+def test_image_data_goes_through_the_preprocessing(tmp_path: Path) -> None:
+    from PIL import Image
+
+    pixels = np.load(DATA)["input"][:6, 0]
+    images = tmp_path / "images"
+    images.mkdir()
+    for k, image in enumerate(pixels):
+        scaled = (255 * (image - image.min()) / max(float(np.ptp(image)), 1e-6)).astype(np.uint8)
+        Image.fromarray(scaled).save(images / f"{k}.png")
+    code, out, err = _run(
+        MODEL, MODEL, "--data", str(images), "--preprocess", "order=gray", "--json"
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["data"]["feeds"] == 6 and "6 images in images/" in doc["data"]["source"]
+    code, _, err = _run(
+        MODEL, MODEL, "--data", str(images)
+    )  # rgb: 3 channels for a 1-channel input
+    assert code == 6 and "channels" in err and len(err.strip().splitlines()) == 1
