@@ -11,6 +11,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
+from duh.compiler._ingest_checks import check_initializers, check_io_sizes, refuse_outside
 from duh.errors import ModelError
 from duh.runtime import Dim, TensorSpec
 
@@ -269,6 +270,7 @@ def ingest(path: str | Path, shapes: Mapping[str, tuple[int, ...]] | None = None
         log.info("%s: opset imports listed twice are listed once", path.name)
     external = _external_files(model)
     for location in external:
+        refuse_outside(path, location)
         if not (path.parent / location).is_file():
             raise ModelError(
                 f"{path.name} keeps weights in external file {location!r}, which is not in "
@@ -277,11 +279,12 @@ def ingest(path: str | Path, shapes: Mapping[str, tuple[int, ...]] | None = None
     if external:
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, onnx.checker.ValidationError) as exc:
             raise ModelError(
                 f"external data of {path.name} cannot be read: {_first_line(exc)}; the data "
                 "file is truncated or does not belong to this model"
             ) from None
+    check_initializers(model, path.name)
     unknown = sorted({n.domain for n in model.graph.node if n.domain not in KNOWN_DOMAINS})
     if unknown:
         ops = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain in unknown})
@@ -317,12 +320,18 @@ def ingest(path: str | Path, shapes: Mapping[str, tuple[int, ...]] | None = None
             onnx.checker.check_model(str(path))
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ModelError(f"{path.name} fails the ONNX checker: {_first_line(exc)}") from None
+    except UnicodeDecodeError as exc:  # protobuf's Python parser leaves strings unchecked
+        raise ModelError(
+            f"{path.name} holds a name or string that is not valid UTF-8 ({exc.reason} at byte "
+            f"{exc.start}); the file is corrupt: export the model again"
+        ) from None
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
         log.warning("shape inference failed on %s, going on without it: %s", path.name, exc)
         inferred = model
     inputs, outputs = model_signature(inferred)
+    check_io_sizes(inputs + outputs, path.name)
     return SourceModel(
         model=inferred,
         path=path,
