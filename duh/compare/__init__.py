@@ -7,15 +7,7 @@ on inputs read by the same reader as ``duh build --check-data``.
 
 from __future__ import annotations
 
-from duh.compare._compare import (
-    ALL_OUTPUTS,
-    MISMATCH_EXIT_CODE,
-    CompareReport,
-    CompareRequest,
-    SubjectInfo,
-    SubjectResult,
-    compare,
-)
+from duh.compare._compare import ALL_OUTPUTS, MISMATCH_EXIT_CODE, CompareRequest, compare
 from duh.compare._golden import GOLDEN_FORMAT, Golden, read_golden, write_golden
 from duh.compare._metrics import (
     PRECISIONS,
@@ -25,6 +17,7 @@ from duh.compare._metrics import (
     compare_output,
     default_tolerance,
 )
+from duh.compare._report import CompareReport, SubjectInfo, SubjectResult
 
 __all__ = [
     "ALL_OUTPUTS",

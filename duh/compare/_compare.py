@@ -16,30 +16,21 @@ from typing import Any
 
 import numpy as np
 
-from duh._version import __version__
 from duh.calibration import load_calibration
 from duh.compare._golden import Golden, read_golden, write_golden
 from duh.compare._metrics import (
     EXACT,
-    OutputComparison,
     Tolerance,
     compare_output,
     default_tolerance,
     loosest,
     with_overrides,
 )
+from duh.compare._report import CompareReport, SubjectInfo, SubjectResult
 from duh.errors import ConfigError, ModelError
 from duh.runtime import Session, TensorSpec, load
 
-__all__ = [
-    "ALL_OUTPUTS",
-    "MISMATCH_EXIT_CODE",
-    "CompareReport",
-    "CompareRequest",
-    "SubjectInfo",
-    "SubjectResult",
-    "compare",
-]
+__all__ = ["ALL_OUTPUTS", "MISMATCH_EXIT_CODE", "CompareRequest", "compare"]
 
 log = logging.getLogger(__name__)
 
@@ -80,89 +71,6 @@ class CompareRequest:
     engine_options: Mapping[str, str] = field(
         default_factory=dict, metadata={"help": "engine settings, passed through"}
     )
-
-
-@dataclass(frozen=True, slots=True)
-class SubjectInfo:
-    """A model, artifact or golden file, and the tolerance its own precision brings."""
-
-    label: str
-    kind: str
-    engine: str | None
-    target: str | None
-    precision: str
-    tolerance: Tolerance
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON form."""
-        return {
-            "label": self.label,
-            "kind": self.kind,
-            "engine": self.engine,
-            "target": self.target,
-            "precision": self.precision,
-            "tolerance": self.tolerance.to_json(),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any], tolerance: Tolerance) -> SubjectInfo:
-        """Read the form a golden file records."""
-        return cls(
-            str(data["label"]),
-            str(data["kind"]),
-            data.get("engine"),
-            data.get("target"),
-            str(data["precision"]),
-            tolerance,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class SubjectResult:
-    """One subject against the reference: every output's comparison."""
-
-    subject: SubjectInfo
-    outputs: tuple[OutputComparison, ...]
-
-    @property
-    def passed(self) -> bool:
-        """Whether every output is within tolerance."""
-        return all(o.passed for o in self.outputs)
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON form."""
-        return {
-            "subject": self.subject.to_json(),
-            "passed": self.passed,
-            "outputs": [o.to_json() for o in self.outputs],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class CompareReport:
-    """The reference, the data, each subject's result, and the golden file written (if any)."""
-
-    reference: SubjectInfo
-    data: Mapping[str, Any]
-    results: tuple[SubjectResult, ...]
-    saved: Path | None = None
-
-    @property
-    def passed(self) -> bool:
-        """Whether every subject matches the reference."""
-        return all(r.passed for r in self.results)
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``--json`` document (schema ``duh.compare/1``)."""
-        return {
-            "schema": "duh.compare/1",
-            "duh_version": __version__,
-            "passed": self.passed,
-            "reference": self.reference.to_json(),
-            "data": dict(self.data),
-            "results": [r.to_json() for r in self.results],
-            "saved_outputs": None if self.saved is None else str(self.saved),
-        }
 
 
 def _open(path: Path, request: CompareRequest) -> tuple[Session, SubjectInfo]:
