@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ def result_json(result: Any) -> dict[str, Any]:
         "requested": result.requested,
         "resolved": None if result.chosen is None else result.chosen.name,
         "dry_run": result.dry_run,
+        "cached": result.cached,
         "seconds": round(result.seconds, 3),
         "candidates": [
             {**c.to_json(), "passes": list(c.passes), "recipe": recipe_text(c.passes)}
@@ -113,12 +115,22 @@ def render_result(result: Any) -> None:
             console.print("[yellow]verification skipped (--no-verify)[/]")
     for warning in result.warnings:
         err_console.print(f"[bold yellow]warning:[/] {warning}")
-    console.print(f"built [bold]{result.chosen.name}[/] in {result.seconds:.1f}s → {result.output}")
+    how = "reused from the build cache" if result.cached else "built"
+    console.print(f"{how} [bold]{result.chosen.name}[/] in {result.seconds:.1f}s → {result.output}")
 
 
 @handle_errors
 def build(
-    model: Path = typer.Argument(..., help="the source model (.onnx)"),
+    model: Path | None = typer.Argument(None, help="the source model (.onnx); or -c RECIPE"),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="project recipe: duh.toml, or pyproject.toml's [tool.duh]"
+    ),
+    only: list[str] | None = typer.Option(
+        None, "--only", help="with -c: build only this model (or MODEL/TARGET); repeatable"
+    ),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="build every stage afresh; read and write no build cache"
+    ),
     target: str = typer.Option(
         "cpu",
         "--target",
@@ -187,47 +199,40 @@ def build(
     as_json: JsonFlag = False,
 ) -> None:
     """Compile MODEL for a target into a verified artifact directory."""
-    from duh.compiler import build as build_model
-    from duh.compiler.pipeline import load_recipe
+    from duh.recipe import Recipe, build_entry, entry_from_options, load_recipe_file
 
-    if recipe is not None and passes is not None:
-        raise ConfigError("give either --passes or --recipe, not both")
-    pipeline: Any = load_recipe(recipe) if recipe is not None else passes
-
-    calib_options: dict[str, Any] = {}
-    if calib_config is not None:
-        calib_options["preprocess"] = calib_config
-    if calib_preprocess is not None:
-        calib_options["preprocess"] = {"config": calib_config, "spec": calib_preprocess}
-    pass_options: dict[str, dict[str, Any]] = {}
-    if calib_method is not None:
-        pass_options.setdefault("quantize", {})["calibrator"] = calib_method
-    if quantize_mode is not None:
-        pass_options.setdefault("quantize", {})["mode"] = quantize_mode
-    if keep_io_types is not None:
-        pass_options["fp16"] = pass_options["bf16"] = {"keep_io_types": keep_io_types}
-    with progress(f"building {model.name} for {target}"):
-        result = build_model(
-            model,
-            target,
-            output,
-            passes=pipeline,
-            calib=calib,
-            calib_samples=calib_samples,
-            calib_options=calib_options,
-            shapes=parse_shapes(shape),
-            verify=not no_verify,
-            check_data=check_data,
-            check_samples=check_samples,
-            dry_run=dry_run,
-            target_options={
-                **parse_key_values(option, "--option"),
-                **shape_profile_options(shape),
-                **({"tune_trials": str(tune_trials)} if tune_trials else {}),
-            },
-            pass_options=pass_options,
-        )
-    if as_json:
-        print_json(result_json(result))
+    if config is not None:
+        if model is not None:
+            raise ConfigError("give either MODEL (and its flags) or -c RECIPE, not both")
+        plan = load_recipe_file(config).only(only or [])
+    elif model is None:
+        raise ConfigError("give the model to build (duh build MODEL) or a recipe (-c duh.toml)")
     else:
-        render_result(result)
+        shapes = {n: d for n, _, d in (v.partition("=") for v in shape or [])}
+        parse_shapes(shape), shape_profile_options(shape)  # the CLI's own checks of --shape
+        cli_keys = {
+            "target": target, "output": output, "recipe": recipe, "passes": passes,
+            "calib": calib, "calib_samples": calib_samples, "calib_config": calib_config,
+            "calib_preprocess": calib_preprocess, "calib_method": calib_method,
+            "quantize_mode": quantize_mode, "keep_io_types": keep_io_types, "shape": shapes,
+            "tune_trials": tune_trials, "option": parse_key_values(option, "--option"),
+            "verify": not no_verify, "check_data": check_data, "check_samples": check_samples,
+        }  # fmt: skip
+        plan = Recipe((entry_from_options(model, cli_keys),))
+    results = []
+    for entry in plan.builds:
+        if no_cache:
+            entry = replace(entry, cache=False)
+        with progress(f"building {entry.model.name} for {entry.target}"):
+            result = build_entry(entry, dry_run)
+        results.append(result)
+    if as_json:
+        reports = [
+            {"name": e.name, **result_json(r)} for e, r in zip(plan.builds, results, strict=True)
+        ]
+        recipe_json = plan.to_json()
+        print_json({**reports[0], "recipe": recipe_json} if config is None else
+                   {"recipe": recipe_json, "builds": reports})  # fmt: skip
+    else:
+        for result in results:
+            render_result(result)
