@@ -117,7 +117,9 @@ def compare(
         "a directory of .npy/.npz files or of images",
     ),
     samples: int | None = typer.Option(
-        None, "--samples", help="compare on at most N samples (default: all)"
+        None,
+        "--samples",
+        help="compare on at most N feeds (samples, at a dynamic batch; default: all)",
     ),
     preprocess: str | None = typer.Option(
         None,

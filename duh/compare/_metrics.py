@@ -171,7 +171,7 @@ def _top1(refs: Sequence[np.ndarray], gots: Sequence[np.ndarray]) -> float | Non
         return None
     r1 = np.concatenate([np.argmax(r, axis=-1).ravel() for r in refs])
     g1 = np.concatenate([np.argmax(g, axis=-1).ravel() for g in gots])
-    return float(np.mean(r1 == g1))
+    return float(np.mean(r1 == g1)) if r1.size else None
 
 
 def _diffs(ref: np.ndarray, got: np.ndarray) -> np.ndarray:

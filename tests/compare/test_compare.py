@@ -151,6 +151,14 @@ def test_multi_io_integer_outputs_are_compared_exactly(tmp_path: Path) -> None:
     assert _run(multi, data=data, load_outputs=golden).passed
 
 
+def test_subjects_that_batch_the_data_differently_are_refused(tmp_path: Path) -> None:
+    fixed = tmp_path / "digits.batch4.duh"
+    duh.build(MODEL, "onnxruntime:cpu-fp32", fixed, shapes={"input": (4, 1, 8, 8)})
+    with pytest.raises(ConfigError, match=r"reads --data as 20 feeds \(input\[4, 1, 8, 8\]\)"):
+        _run(MODEL, fixed, samples=20)
+    assert _run(fixed, fixed, samples=20).passed
+
+
 def test_bad_input_is_one_error_and_writes_nothing(tmp_path: Path) -> None:
     golden = tmp_path / "g.npz"
     with pytest.raises(ModelError, match="does not exist"):
