@@ -7,6 +7,7 @@ import typer
 from duh.cli import batch as _batch
 from duh.cli import bench as _bench
 from duh.cli import build as _build
+from duh.cli import cache as _cache
 from duh.cli import export as _export
 from duh.cli import compare as _compare
 from duh.cli import doctor as _doctor
@@ -38,6 +39,7 @@ app.command("inspect")(_inspect.inspect)
 app.command("serve")(_serve.serve)
 app.command("batch")(_batch.batch)
 app.add_typer(_export.app, name="export")
+app.add_typer(_cache.app, name="cache")
 app.command("compare")(_compare.compare)
 app.command("doctor")(_doctor.doctor)
 
