@@ -14,6 +14,7 @@ from duh.cli import doctor as _doctor
 from duh.cli import inspect as _inspect
 from duh.cli import serve as _serve
 from duh.cli import targets as _targets
+from duh.cli import verify as _verify
 from duh.cli._common import Quiet, Verbose, setup_logging
 
 __all__ = ["app", "main"]
@@ -37,6 +38,8 @@ app.command("targets")(_targets.targets)
 app.command("bench")(_bench.bench)
 app.command("inspect")(_inspect.inspect)
 app.command("serve")(_serve.serve)
+app.command("verify")(_verify.verify)
+app.command("keygen")(_verify.keygen)
 app.command("batch")(_batch.batch)
 app.add_typer(_export.app, name="export")
 app.add_typer(_cache.app, name="cache")

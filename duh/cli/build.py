@@ -196,10 +196,17 @@ def build(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="print the resolved engines and pipelines; write nothing"
     ),
+    sign: Path | None = typer.Option(
+        None, "--sign", help="Ed25519 private key (PEM) to sign the manifest with (duh keygen)"
+    ),
     as_json: JsonFlag = False,
 ) -> None:
     """Compile MODEL for a target into a verified artifact directory."""
     from duh.recipe import Recipe, build_entry, entry_from_options, load_recipe_file
+    from duh.runtime import check_signing_key, sign_artifact
+
+    if sign is not None:
+        check_signing_key(sign)  # a wrong key fails now, not after the build
 
     if config is not None:
         if model is not None:
@@ -226,6 +233,8 @@ def build(
         with progress(f"building {entry.model.name} for {entry.target}"):
             result = build_entry(entry, dry_run)
         results.append(result)
+        if sign is not None and result.output is not None:
+            sign_artifact(result.output, sign)
     if as_json:
         reports = [
             {"name": e.name, **result_json(r)} for e, r in zip(plan.builds, results, strict=True)

@@ -16,6 +16,7 @@ from duh.runtime._engine import Engine, EngineOptions, OpTiming
 from duh.runtime._manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
+    SIGNATURE_NAME,
     Manifest,
     check_host,
     hash_files,
@@ -25,12 +26,19 @@ from duh.runtime._manifest import (
 )
 from duh.runtime._session import Session, load
 from duh.runtime._signature import Dim, TensorSpec, check_feed, dtype_name
+from duh.runtime._signing import (
+    check_signing_key,
+    generate_keypair,
+    sign_artifact,
+    verify_signature,
+)
 from duh.runtime._timing import Timings, measure_interleaved
 
 __all__ = [
     "DATA_SUFFIXES",
     "FORMAT_VERSION",
     "MANIFEST_NAME",
+    "SIGNATURE_NAME",
     "Dim",
     "Engine",
     "EngineOptions",
@@ -42,14 +50,18 @@ __all__ = [
     "ValueRange",
     "check_feed",
     "check_host",
+    "check_signing_key",
     "dtype_name",
+    "generate_keypair",
     "hash_files",
     "load",
     "measure_interleaved",
     "read_manifest",
     "read_samples",
     "sha256_file",
+    "sign_artifact",
     "synthetic_feed",
     "synthetic_shapes",
     "verify_files",
+    "verify_signature",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ from duh.runtime._signature import TensorSpec
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
+    "MAX_MANIFEST_BYTES",
+    "SIGNATURE_NAME",
     "Manifest",
     "check_host",
     "hash_files",
@@ -26,6 +29,16 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+# The Ed25519 signature over manifest.json's bytes (``duh build --sign``); the one file besides
+# the manifest that the manifest does not list (it cannot list its own signature).
+SIGNATURE_NAME = "manifest.sig"
+# A real manifest is a few KiB (the largest, with INT8 fallback notes, some 100 KiB); a bigger
+# one is refused before it is parsed, and so is one that nests deeper than JSON's parser goes.
+MAX_MANIFEST_BYTES = 8 << 20
+_MAX_FILES = 4096
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# engine_config keys whose value names a file of the artifact that the engine opens.
+_FILE_KEYS = ("model", "library", "engine")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +117,48 @@ def sha256_file(path: Path) -> str:
 
 
 def hash_files(root: Path) -> dict[str, str]:
-    """sha256 of every file below ``root`` except the manifest, keyed by relative POSIX path."""
+    """sha256 of every file below ``root`` but the manifest and its signature, by POSIX path."""
     return {
         p.relative_to(root).as_posix(): sha256_file(p)
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.relative_to(root).as_posix() != MANIFEST_NAME
+        if p.is_file() and p.relative_to(root).as_posix() not in (MANIFEST_NAME, SIGNATURE_NAME)
     }
+
+
+def _check_names(path: Path, manifest: Manifest) -> None:
+    """Refuse file names that would lead out of the artifact, and malformed digests."""
+    if len(manifest.files) > _MAX_FILES:
+        raise ArtifactError(
+            f"{path} lists {len(manifest.files)} files, more than the {_MAX_FILES} an artifact "
+            "holds; the manifest is not one duh wrote: rebuild the artifact"
+        )
+    for rel, digest in manifest.files.items():
+        parts = rel.split("/")
+        if (
+            not rel
+            or rel.startswith("/")
+            or "\\" in rel
+            or ":" in parts[0]
+            or any(p in ("", ".", "..") for p in parts)
+            or rel in (MANIFEST_NAME, SIGNATURE_NAME)
+        ):
+            raise ArtifactError(
+                f"{path} lists file {rel[:200]!r}, which is not a plain relative path inside "
+                "the artifact ('..', absolute or empty parts are refused); the manifest was "
+                "tampered with: rebuild the artifact"
+            )
+        if not _SHA256.fullmatch(digest):
+            raise ArtifactError(
+                f"{path}: the sha256 of {rel!r} is {digest[:80]!r}, not 64 hex digits; the "
+                "manifest is damaged: rebuild the artifact"
+            )
+    for key in _FILE_KEYS:
+        named = manifest.engine_config.get(key)
+        if named is not None and str(named) not in manifest.files:
+            raise ArtifactError(
+                f"{path}: engine_config.{key} names {str(named)[:200]!r}, which is not one of "
+                "the artifact's hashed files; the manifest was tampered with: rebuild the artifact"
+            )
 
 
 def read_manifest(artifact: Path) -> Manifest:
@@ -124,16 +173,27 @@ def read_manifest(artifact: Path) -> Manifest:
             "that `duh build` wrote"
         )
     path = artifact / MANIFEST_NAME
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise ArtifactError(
+            f"{path} is a link or not a plain file; an artifact's manifest is a file of its "
+            "own: rebuild the artifact"
+        )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise ArtifactError(
+                f"{path} is {size} bytes, more than the {MAX_MANIFEST_BYTES} a manifest may be; "
+                "it is not one duh wrote: rebuild the artifact"
+            )
+        data = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise ArtifactError(
             f"{str(artifact)!r} has no {MANIFEST_NAME}; it is not a duh artifact or it was "
             "damaged: rebuild it with `duh build`"
         ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, huge ints, nesting
         raise ArtifactError(
-            f"{path} is not valid JSON ({exc}); the artifact was damaged: rebuild it"
+            f"{path} is not valid JSON ({_first_line(exc)}); the artifact was damaged: rebuild it"
         ) from None
     if not isinstance(data, dict) or "format_version" not in data:
         raise ArtifactError(f"{path} is not a duh manifest; rebuild the artifact with `duh build`")
@@ -143,17 +203,38 @@ def read_manifest(artifact: Path) -> Manifest:
             f"{FORMAT_VERSION}; rebuild the artifact with this duh"
         )
     try:
-        return Manifest.from_json(data)
-    except (KeyError, TypeError, ValueError) as exc:
+        manifest = Manifest.from_json(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ArtifactError(
-            f"{path} is malformed (missing or wrong field {exc}); rebuild the artifact"
+            f"{path} is malformed (missing or wrong field {_first_line(exc)[:200]}); rebuild the "
+            "artifact"
         ) from None
+    _check_names(path, manifest)
+    return manifest
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def verify_files(artifact: Path, manifest: Manifest) -> None:
     """Check that every listed file exists with its recorded sha256, and nothing else was added."""
+    root = artifact.resolve()
+    links = sorted(
+        p.relative_to(artifact).as_posix() for p in artifact.rglob("*") if p.is_symlink()
+    )
+    if links:
+        raise ArtifactError(
+            f"artifact {artifact.name} holds symbolic links ({', '.join(links[:5])}); an "
+            "artifact holds its own files, never links that may lead out of it: rebuild it"
+        )
     for rel, expected in manifest.files.items():
         path = artifact / rel
+        if not path.resolve().is_relative_to(root):
+            raise ArtifactError(
+                f"artifact {artifact.name}: {rel!r} leads outside the artifact; rebuild it"
+            )
         if not path.is_file():
             raise ArtifactError(
                 f"artifact {artifact.name} is missing {rel}, listed in its manifest; "

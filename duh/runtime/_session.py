@@ -14,6 +14,7 @@ from duh.host import host_info
 from duh.runtime._engine import Engine, EngineOptions, OpTiming
 from duh.runtime._manifest import Manifest, check_host, read_manifest, verify_files
 from duh.runtime._signature import Dim, TensorSpec, check_feed
+from duh.runtime._signing import verify_signature
 
 __all__ = ["Session", "load"]
 
@@ -114,10 +115,13 @@ def load(
     profile: bool = False,
     engine_options: Mapping[str, str] | None = None,
     spin: bool | None = None,
+    public_key: str | Path | None = None,
 ) -> Session:
     """Load a duh artifact (``NAME.duh``) or a plain ``.onnx`` model (run on ONNX Runtime FP32).
 
-    For an artifact, the sha256 of every file and the host requirements are checked first.
+    For an artifact, the sha256 of every file and the host requirements are checked first;
+    with ``public_key`` (a PEM Ed25519 public key) the manifest's signature is checked before
+    them, and an unsigned artifact or a plain ``.onnx`` model is refused.
     ``spin`` (None: the engine's default, as a plain session would run) sets whether idle pool
     threads spin-wait; servers and interleaved measurements turn it off so that one session's
     idle threads do not take the cores the others need.
@@ -126,6 +130,11 @@ def load(
     options = EngineOptions(
         threads=threads, profile=profile, spin=spin, extra=dict(engine_options or {})
     )
+    if public_key is not None and not path.is_dir():
+        raise ArtifactError(
+            f"{str(path)!r} is not a duh artifact, and a signed artifact is required; build "
+            "one with `duh build --sign KEY`"
+        )
     if path.is_file() and path.suffix == ".onnx":
         from duh.targets.onnxruntime import OnnxRuntimeEngine
 
@@ -133,6 +142,8 @@ def load(
         inputs, outputs = _onnx_signature(ort_engine.session)
         return Session(ort_engine, inputs, outputs, None, path)
     manifest = read_manifest(path)
+    if public_key is not None:
+        verify_signature(path, public_key)
     verify_files(path, manifest)
     check_host(manifest, host_info())
     from duh.targets import get_target
