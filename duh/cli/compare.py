@@ -82,7 +82,8 @@ def _render(report: Any) -> None:
                 console.print(f"  [red]{escape(out.name)}[/]: {escape(out.reason)}", soft_wrap=True)
             if out.worst:
                 worst = "; ".join(
-                    f"feed {w.feed} {list(w.index)}: {w.reference:.6g} vs {w.subject:.6g}"
+                    f"feed {w.feed} {list(w.index)}: {w.reference:.6g} vs {w.subject:.6g} "
+                    f"(Δ {w.abs_diff:.2g})"
                     for w in out.worst[:3]
                 )
                 console.print(f"  worst {escape(out.name)}: {worst}", soft_wrap=True)
