@@ -16,7 +16,15 @@ import onnx
 
 from duh._version import __version__
 from duh.calibration import CalibrationSet
-from duh.compiler._artifact_cache import artifact_key, cache_section, remember, restore
+from duh.compiler._artifact_cache import (
+    alias,
+    artifact_key,
+    cache_section,
+    cached_result_parts,
+    input_key,
+    remember,
+    restore,
+)
 from duh.compiler._candidates import run_candidates
 from duh.compiler._feeds import check_feeds, input_ranges, quantized_ops
 from duh.compiler._request import BuildRequest, Candidate, Plan, Selection
@@ -159,9 +167,23 @@ def build(
     """
     started = time.perf_counter()
     shapes = dict(shapes or {})
+    host = host_info()
+    stages = StageCache.default(enabled=cache)
+    inputs = None
+    if cache and not dry_run:
+        options = {
+            "target": target, "passes": passes, "calib": calib, "calib_samples": calib_samples,
+            "calib_options": calib_options, "shapes": shapes, "verify": verify,
+            "check_samples": check_samples, "check_data": check_data, "tolerance": tolerance,
+            "target_options": target_options, "select_budget_s": select_budget_s,
+            "pass_options": pass_options,
+        }  # fmt: skip
+        inputs = input_key(Path(model), options, host)
+        hit = _reuse(stages, inputs, "inputs", Path(model), output, target, started)
+        if hit is not None:
+            return hit
     log.info("reading %s", Path(model).name)
     source = ingest(model, shapes)
-    host = host_info()
     wanted = parse_target(target)
     specs = candidates(wanted, host)
     if isinstance(passes, str):
@@ -169,7 +191,6 @@ def build(
     if wanted.precision is None and calib is None:
         # auto: INT8 needs calibration data; without it, only float precisions are candidates.
         specs = [s for s in specs if s.precision != "int8"] or specs
-    stages = StageCache.default(enabled=cache)
     plans = tuple(Plan(s, _pipeline(s, passes, pass_options, stages)) for s in specs)
     if calib is None and any(_needs_calibration(p.pipeline, source.model) for p in plans):
         raise CalibrationError(
@@ -211,11 +232,10 @@ def build(
         cache=stages,
     )
     key = artifact_key(request)
-    with stages.lookup(key, "artifact") as entry:
-        if entry is not None:
-            with staging(out_path) as stage:
-                manifest = restore(entry, stages, stage)
-            return _cached_result(request, out_path, manifest, time.perf_counter() - started)
+    hit = _reuse(stages, key, "artifact", source.path, out_path, target, started)
+    if hit is not None:
+        alias(stages, inputs, key, out_path.name)
+        return hit
     with (
         staging(out_path) as stage,
         tempfile.TemporaryDirectory(prefix=".duh-work-", dir=stage.parent) as work_name,
@@ -228,7 +248,7 @@ def build(
         seconds = time.perf_counter() - started
         manifest = _manifest(request, selection, stage, warnings, seconds)
         write_manifest(stage, manifest)
-        remember(stages, key, stage, out_path.name)
+        remember(stages, key, inputs, stage, out_path.name)
     # The candidates' build directories are gone with the work directory.
     tried = tuple(replace(c, out_dir=None) for c in selection.candidates)
     return BuildResult(
@@ -236,17 +256,34 @@ def build(
     )
 
 
-def _cached_result(
-    request: BuildRequest, out_path: Path, manifest: Manifest, seconds: float
-) -> BuildResult:
-    """The result of a build whose artifact came from the cache."""
-    t = manifest.target
-    chosen = TargetSpec(str(t["engine"]), str(t["device"]), str(t["precision"]))
-    tried = tuple(Candidate(p.spec, tuple(p.pipeline.describe())) for p in request.plans)
+def _reuse(
+    stages: StageCache,
+    key: str | None,
+    stage_name: str,
+    model: Path,
+    output: str | Path | None,
+    target: str,
+    started: float,
+) -> BuildResult | None:
+    """The artifact the cache holds under ``key`` (an input key's alias followed), copied to the
+    output; None when it holds none."""
+    if key is None:
+        return None
+    with stages.lookup(key, stage_name) as entry:
+        if entry is not None and entry.kind == "inputs":
+            return _reuse(
+                stages, str(entry.payload["artifact"]), "artifact", model, output, target, started
+            )
+        if entry is None:
+            return None
+        out_path = Path(output) if output is not None else default_output(model, target)
+        with staging(out_path) as stage:
+            manifest = restore(entry, stages, stage)
+    chosen, tried, source = cached_result_parts(manifest, model)
+    seconds = time.perf_counter() - started
     return BuildResult(
-        out_path, request.requested, chosen, tried, request.source, manifest,
-        manifest.warnings, seconds, cached=True,
-    )  # fmt: skip
+        out_path, target, chosen, tried, source, manifest, manifest.warnings, seconds, cached=True
+    )
 
 
 def _manifest(
