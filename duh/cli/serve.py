@@ -118,6 +118,33 @@ def serve(
     access_log: bool = typer.Option(
         False, "--access-log", help="one JSON line per request on stdout"
     ),
+    model_control: str = typer.Option(
+        "none", "--model-control",
+        help="none: the repository load/unload endpoints are off; explicit: they are on",
+    ),
+    admin_key: str | None = typer.Option(
+        None, "--admin-key", envvar="DUH_ADMIN_KEY",
+        help="key that load/unload need, as the admin-key header / gRPC metadata "
+        "(with --model-control explicit; $DUH_ADMIN_KEY keeps it out of ps)",
+    ),
+    api_key: str | None = typer.Option(
+        None, "--api-key", envvar="DUH_API_KEY",
+        help="key every inference request needs: 'authorization: Bearer KEY' ($DUH_API_KEY)",
+    ),
+    tls_cert: Path | None = typer.Option(
+        None, "--tls-cert", help="PEM certificate (chain): serve HTTPS, and gRPC over TLS"
+    ),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert"),
+    max_elements: int = typer.Option(
+        1 << 27, "--max-elements", help="most elements one input tensor of a request may have"
+    ),
+    max_string_bytes: int = typer.Option(
+        1 << 20, "--max-string-bytes", help="longest BYTES element of a request, in bytes"
+    ),
+    require_signed: Path | None = typer.Option(
+        None, "--require-signed",
+        help="Ed25519 public key: serve only artifacts whose signature it verifies",
+    ),
     as_json: JsonFlag = False,
 ) -> None:
     """Serve artifacts with dynamic batching over the Open Inference Protocol (as Triton does)."""
@@ -145,10 +172,16 @@ def serve(
         ),
         threads=threads,
         engine_options=parse_key_values(engine_option, "--option/--engine-option"),
+        public_key=require_signed,
+    )
+    security = duh_serve.Security(
+        model_control=model_control, admin_key=admin_key, api_key=api_key,
+        max_elements=max_elements, max_string_bytes=max_string_bytes,
     )
     config = duh_serve.ServeConfig(
         host=host, port=port, grpc_port=grpc_port, max_body_bytes=int(max_body_mb * (1 << 20)),
-        drain_timeout_s=drain_timeout, access_log=access_log,
+        drain_timeout_s=drain_timeout, access_log=access_log, security=security,
+        tls_cert=tls_cert, tls_key=tls_key,
     )
     if access_log:
         _access_log_handler()

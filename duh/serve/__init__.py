@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         parse_shadow,
         parse_split,
     )
+    from duh.serve._security import Security
     from duh.serve._server import Addresses, ServeConfig, ServeRequest, run, serve
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "LoadOptions",
     "ModelSource",
     "Routing",
+    "Security",
     "ServeConfig",
     "ServeRequest",
     "discover",
@@ -49,6 +51,7 @@ _LAZY = {
     "parse_artifact": "_repository",
     "parse_shadow": "_repository",
     "parse_split": "_repository",
+    "Security": "_security",
     "Addresses": "_server",
     "ServeConfig": "_server",
     "ServeRequest": "_server",

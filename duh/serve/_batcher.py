@@ -102,6 +102,18 @@ class Batcher:
             self._queue.append(pending)
             self._cond.notify()
 
+    def withdraw(self, pending: Pending) -> None:
+        """Take back a request whose caller went away (hung up, cancelled) if it still waits.
+
+        Its queue slot is free at once; one already taken into a batch is skipped there, as
+        its future is done.
+        """
+        with self._cond:
+            try:
+                self._queue.remove(pending)
+            except ValueError:
+                pass
+
     def close(self, timeout_s: float | None = None) -> bool:
         """Stop taking requests, finish those queued, and join the workers; False on timeout."""
         with self._cond:

@@ -6,10 +6,12 @@ from duh.errors import DuhError, InputError
 
 __all__ = [
     "BodyTooLargeError",
+    "ForbiddenError",
     "InternalServeError",
     "ModelNotFoundError",
     "RequestError",
     "ServeError",
+    "UnauthorizedError",
     "UnavailableError",
 ]
 
@@ -59,3 +61,17 @@ class InternalServeError(ServeError):
 
     status = 500
     reason = "internal"
+
+
+class UnauthorizedError(ServeError):
+    """The request lacks the key this endpoint needs (HTTP 401)."""
+
+    status = 401
+    reason = "unauthorized"
+
+
+class ForbiddenError(ServeError):
+    """The endpoint is turned off on this server (HTTP 403)."""
+
+    status = 403
+    reason = "forbidden"

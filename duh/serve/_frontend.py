@@ -12,6 +12,7 @@ from duh.serve._codec import InferRequest
 from duh.serve._errors import ServeError, UnavailableError
 from duh.serve._model import ModelVersion
 from duh.serve._repository import Repository
+from duh.serve._security import Security
 
 __all__ = ["Frontend"]
 
@@ -19,8 +20,9 @@ __all__ = ["Frontend"]
 class Frontend:
     """Runs requests against the repository and counts those in flight, for a clean drain."""
 
-    def __init__(self, repository: Repository) -> None:
+    def __init__(self, repository: Repository, security: Security | None = None) -> None:
         self.repository = repository
+        self.security = security or Security()
         self.draining = False
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -57,6 +59,7 @@ class Frontend:
         chosen, shadow = self.repository.route(model, version)
         try:
             request = decode()
+            self.security.check_limits(request)
             if shadow is not None:
                 self._mirror(shadow, request)
             outputs = await chosen.infer(request)

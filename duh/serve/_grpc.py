@@ -8,6 +8,7 @@ Requests share the HTTP side's batcher, queue limits, metrics and drain.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -25,7 +26,7 @@ from duh.serve._codec import (
     tensor_from_raw,
     tensor_to_raw,
 )
-from duh.serve._errors import RequestError, ServeError
+from duh.serve._errors import RequestError, ServeError, UnavailableError
 from duh.serve._frontend import Frontend
 from duh.serve._http import EXTENSIONS
 from duh.serve._metrics import Metrics
@@ -60,6 +61,8 @@ def _status(exc: ServeError) -> Any:
 
     return {
         400: grpc.StatusCode.INVALID_ARGUMENT,
+        401: grpc.StatusCode.UNAUTHENTICATED,
+        403: grpc.StatusCode.PERMISSION_DENIED,
         404: grpc.StatusCode.NOT_FOUND,
         413: grpc.StatusCode.RESOURCE_EXHAUSTED,
         503: grpc.StatusCode.UNAVAILABLE,
@@ -189,20 +192,23 @@ class _Service:
         )
 
     async def repository_load(self, request: Any, context: Any) -> Any:
+        self.frontend.security.check_admin(_metadata(context))
         await self.repository.load(request.model_name)
         return self.pb.RepositoryModelLoadResponse()
 
     async def repository_unload(self, request: Any, context: Any) -> Any:
+        self.frontend.security.check_admin(_metadata(context))
         await self.repository.unload(request.model_name)
         return self.pb.RepositoryModelUnloadResponse()
 
     async def model_infer(self, request: Any, context: Any) -> Any:
         started = time.perf_counter()
+        self.frontend.security.check_infer(_metadata(context))
         self.frontend.admit()
         try:
             version, decoded, outputs = await self.frontend.infer(
                 request.model_name, request.model_version or None,
-                lambda: decode_grpc_request(request), started,
+                lambda: _with_deadline(decode_grpc_request(request), context), started,
             )
             tensor = self.pb.ModelInferResponse.InferOutputTensor
             response = self.pb.ModelInferResponse(
@@ -217,6 +223,24 @@ class _Service:
             self.frontend.release()
 
 
+def _metadata(context: Any) -> dict[str, str]:
+    """The call's metadata as a dict (keys arrive lower-case, as HTTP/2 sends them)."""
+    return {
+        str(k): v if isinstance(v, str) else v.decode("utf-8", "replace")
+        for k, v in (context.invocation_metadata() or ())
+    }
+
+
+def _with_deadline(request: InferRequest, context: Any) -> InferRequest:
+    """The call's gRPC deadline as the request's timeout, so an expired call is never run."""
+    remaining = context.time_remaining()
+    if remaining is None or request.timeout_us is not None:
+        return request
+    if remaining <= 0:
+        raise UnavailableError("the call's deadline passed before it ran", "timeout", None)
+    return dataclasses.replace(request, timeout_us=max(1, int(remaining * 1e6)))
+
+
 def _guard(handler: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
     async def guarded(request: Any, context: Any) -> Any:
         try:
@@ -228,8 +252,12 @@ def _guard(handler: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any]
 
 
 async def start_grpc(frontend: Frontend, metrics: Metrics, host: str, port: int,
-                     max_message_bytes: int = 64 << 20) -> tuple[Any, int]:
-    """Start the gRPC server; returns it (``stop(grace)`` to drain) and the port it bound."""
+                     max_message_bytes: int = 64 << 20,
+                     tls: tuple[bytes, bytes] | None = None) -> tuple[Any, int]:
+    """Start the gRPC server; returns it (``stop(grace)`` to drain) and the port it bound.
+
+    ``tls`` (PEM key, PEM certificate chain) serves over TLS instead of plaintext.
+    """
     pb, config_pb = _protos()
     import grpc
     from grpc import aio
@@ -264,7 +292,10 @@ async def start_grpc(frontend: Frontend, metrics: Metrics, host: str, port: int,
         ("grpc.max_send_message_length", max_message_bytes),
     ])
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if tls is None:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    else:
+        bound = server.add_secure_port(f"{host}:{port}", grpc.ssl_server_credentials([tls]))
     await server.start()
     log.info("gRPC %s on %s:%d", SERVICE, host, bound)
     return server, bound

@@ -56,6 +56,10 @@ class _Routes:
         frontend = self.frontend
         match = request.match_info
         try:
+            frontend.security.check_infer(request.headers)
+        except ServeError as exc:
+            return error_response(exc)
+        try:
             frontend.admit()
         except ServeError as exc:
             return error_response(exc, draining=True)
@@ -137,10 +141,12 @@ class _Routes:
         return _json(self.repository.index())
 
     async def repository_load(self, request: web.Request) -> web.StreamResponse:
+        self.frontend.security.check_admin(request.headers)
         await self.repository.load(request.match_info["model"])
         return _json({})
 
     async def repository_unload(self, request: web.Request) -> web.StreamResponse:
+        self.frontend.security.check_admin(request.headers)
         await self.repository.unload(request.match_info["model"])
         return _json({})
 

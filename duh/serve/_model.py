@@ -53,6 +53,10 @@ class LoadOptions:
     engine_options: Mapping[str, str] = field(
         default_factory=dict, metadata={"help": "engine settings passed through to duh.load"}
     )
+    public_key: Path | None = field(
+        default=None,
+        metadata={"help": "Ed25519 public key: load only artifacts whose signature it verifies"},
+    )
 
 
 def _spec_datatype(spec: TensorSpec) -> str:
@@ -152,9 +156,13 @@ class ModelVersion:
             wait_s = request.timeout_us / 1e6
             deadline = time.perf_counter() + wait_s
             timer = self._loop.call_later(wait_s, _expire, future, self.name, request.timeout_us)
-        self.batcher.submit(Pending(feed, rows, key, future, deadline))
+        pending = Pending(feed, rows, key, future, deadline)
+        self.batcher.submit(pending)
         try:
             result = await future
+        except asyncio.CancelledError:
+            self.batcher.withdraw(pending)  # the caller hung up: free its place in the queue
+            raise
         finally:
             if timer is not None:
                 timer.cancel()
@@ -273,7 +281,8 @@ def load_version(
     sessions = []
     for _ in range(instances):
         # Idle pool threads must not spin on the cores the event loop and batcher need.
-        session = duh.load(source.path, threads=threads, engine_options=extra, spin=False)
+        session = duh.load(source.path, threads=threads, engine_options=extra, spin=False,
+                           public_key=options.public_key)
         _warm_up(session)
         sessions.append(session)
     log.info("loaded %s version %s from %s (%d instance(s), %s)", source.name, source.version,

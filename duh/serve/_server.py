@@ -17,12 +17,14 @@ from pathlib import Path
 
 from aiohttp import web
 
+from duh.errors import ConfigError
 from duh.serve._frontend import Frontend
 from duh.serve._http import build_app
 from duh.serve._logging import ACCESS_LOGGER, JsonAccessLogger
 from duh.serve._metrics import Metrics
 from duh.serve._model import LoadOptions, ModelSource
 from duh.serve._repository import Repository, Routing
+from duh.serve._security import Security, ssl_context
 
 __all__ = ["Addresses", "ServeConfig", "ServeRequest", "run", "serve"]
 
@@ -41,6 +43,13 @@ class ServeConfig:
         default=30.0, metadata={"help": "how long shutdown may take to finish accepted requests"}
     )
     access_log: bool = field(default=False, metadata={"help": "one JSON line per request"})
+    security: Security = field(
+        default_factory=Security, metadata={"help": "model control, keys and request limits"}
+    )
+    tls_cert: Path | None = field(
+        default=None, metadata={"help": "PEM certificate chain: serve HTTPS and gRPC over TLS"}
+    )
+    tls_key: Path | None = field(default=None, metadata={"help": "PEM private key of tls_cert"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +80,16 @@ async def run(
 ) -> bool:
     """Serve until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is None); True if drained."""
     config = request.config
+    tls = None
+    if config.tls_cert is not None and config.tls_key is not None:
+        tls = ssl_context(config.tls_cert, config.tls_key)
+    elif config.tls_cert is not None or config.tls_key is not None:
+        raise ConfigError("TLS needs both --tls-cert and --tls-key")
     metrics = Metrics()
     repo = Repository(request.sources, request.repository, request.options, metrics,
                       request.routing)
     await repo.start()
-    frontend = Frontend(repo)
+    frontend = Frontend(repo, config.security)
     app = build_app(frontend, metrics, config.max_body_bytes)
     access = logging.getLogger(ACCESS_LOGGER)
     runner = web.AppRunner(
@@ -84,17 +98,22 @@ async def run(
         access_log=access if config.access_log else None,
         access_log_class=JsonAccessLogger,
         shutdown_timeout=1.0,
+        # A client that hangs up mid-request cancels its handler: its queue slot is freed.
+        handler_cancellation=True,
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, backlog=1024)
+    site = web.TCPSite(runner, config.host, config.port, backlog=1024, ssl_context=tls)
     await site.start()
     port = runner.addresses[0][1]
     grpc_server = grpc_address = None
     if config.grpc_port is not None:
         from duh.serve._grpc import start_grpc
 
+        pem = None
+        if config.tls_cert is not None and config.tls_key is not None:
+            pem = (config.tls_key.read_bytes(), config.tls_cert.read_bytes())
         grpc_server, grpc_port = await start_grpc(
-            frontend, metrics, config.host, config.grpc_port, config.max_body_bytes
+            frontend, metrics, config.host, config.grpc_port, config.max_body_bytes, pem
         )
         grpc_address = f"{config.host}:{grpc_port}"
     if stop is None:
@@ -103,7 +122,9 @@ async def run(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     if on_ready is not None:
-        on_ready(Addresses(f"http://{config.host}:{port}", grpc_address, tuple(repo.names())))
+        scheme = "https" if tls is not None else "http"
+        on_ready(Addresses(f"{scheme}://{config.host}:{port}", grpc_address,
+                           tuple(repo.names())))
     log.info("serving %s on http://%s:%d", ", ".join(repo.names()), config.host, port)
     await stop.wait()
     return await _shutdown(frontend, runner, site, grpc_server, repo, config.drain_timeout_s)

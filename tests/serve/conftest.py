@@ -18,7 +18,7 @@ import pytest
 
 from fixtures.serve_models import build_artifact, write_small_models
 
-READY = re.compile(r"serving .* on http://([\d.]+):(\d+)(?:, grpc ([\d.]+:\d+))?")
+READY = re.compile(r"serving .* on https?://([\d.]+):(\d+)(?:, grpc ([\d.]+:\d+))?")
 
 
 class ServerProcess:

@@ -54,7 +54,7 @@ def _metric(server: ServerProcess, pattern: str) -> float:
 
 
 def test_versions_index_and_load_unload_under_traffic(start_server, repo_dir: Path) -> None:
-    server = start_server("--repository", repo_dir)
+    server = start_server("--repository", repo_dir, "--model-control", "explicit")
     assert "holds no artifact" in server.log()
     status, body = _infer(server, "/v2/models/light/infer", 0)
     _check(status, body, 0)
