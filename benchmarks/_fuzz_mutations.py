@@ -141,7 +141,7 @@ def _field_edit(rng: random.Random, seed: Path, folder: Path) -> str:
         elif attr.type == onnx.AttributeProto.FLOAT:
             attr.f = rng.choice((float("nan"), float("inf"), -1e38))
         else:
-            attr.type = rng.choice((0, 99))
+            attr.type = onnx.AttributeProto.UNDEFINED
         return f"attribute {attr.name!r} edited"
 
     def versions() -> str:

@@ -87,6 +87,11 @@ def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
     tensor = value.type.tensor_type
     dims: list[Dim] = []
     for d in tensor.shape.dim:
+    if tensor.elem_type not in onnx.TensorProto.DataType.values():
+        raise ModelError(
+            f"graph input/output {value.name!r} has element type {tensor.elem_type}, which ONNX "
+            "does not define; the model is corrupt: export it again"
+        )
         if d.HasField("dim_value") and d.dim_value > 0:
             dims.append(int(d.dim_value))
         elif d.HasField("dim_param") and _is_name(d.dim_param):

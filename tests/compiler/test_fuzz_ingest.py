@@ -100,3 +100,12 @@ def test_a_name_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     path.write_bytes(data.replace(b"marker", b"\xdearker", 1))  # same length: a node input
     with pytest.raises(ModelError, match="not valid UTF-8"):
         ingest(path)
+
+
+def test_an_undefined_input_element_type_is_refused(tmp_path: Path) -> None:
+    model = onnx.load_model(str(FIXTURES / "multi_io.onnx"))
+    model.graph.input[0].type.tensor_type.elem_type = 2**31 - 1
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ModelError, match="element type 2147483647, which ONNX does not define"):
+        ingest(path)
