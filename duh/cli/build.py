@@ -226,10 +226,10 @@ def build(
             "verify": not no_verify, "check_data": check_data, "check_samples": check_samples,
         }  # fmt: skip
         plan = Recipe((entry_from_options(model, cli_keys),))
+    if no_cache:
+        plan = replace(plan, builds=tuple(replace(e, cache=False) for e in plan.builds))
     results = []
     for entry in plan.builds:
-        if no_cache:
-            entry = replace(entry, cache=False)
         with progress(f"building {entry.model.name} for {entry.target}"):
             result = build_entry(entry, dry_run)
         results.append(result)
