@@ -12,6 +12,7 @@ from duh.cli import export as _export
 from duh.cli import compare as _compare
 from duh.cli import doctor as _doctor
 from duh.cli import inspect as _inspect
+from duh.cli import ray as _ray
 from duh.cli import serve as _serve
 from duh.cli import targets as _targets
 from duh.cli import verify as _verify
@@ -42,6 +43,7 @@ app.command("verify")(_verify.verify)
 app.command("keygen")(_verify.keygen)
 app.command("batch")(_batch.batch)
 app.add_typer(_export.app, name="export")
+app.add_typer(_ray.app, name="ray")
 app.add_typer(_cache.app, name="cache")
 app.command("compare")(_compare.compare)
 app.command("doctor")(_doctor.doctor)
