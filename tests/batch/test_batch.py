@@ -157,3 +157,18 @@ def test_cli_summary_json_and_errors(samples: tuple[Path, np.ndarray], tmp_path:
     bad = runner.invoke(app, ["batch", str(DIGITS), "-i", str(folder), "-o", str(tmp_path / "o3"),
                               "--batch-size", "0"])
     assert bad.exit_code == 2 and "--batch-size must be at least 1" in bad.output
+
+
+def test_a_parquet_table_maps_columns_to_inputs(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow", reason="Parquet input needs duh[tables]")
+    import pyarrow.parquet as pq
+
+    from fixtures.serve_models import write_small_models
+
+    scale = write_small_models(tmp_path / "models")["scale"]  # x[N,K] -> 2x
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    pq.write_table(pa.table({"x": [list(r) for r in x], "id": list(range(10))}),
+                   tmp_path / "t.parquet")
+    run_batch(BatchRequest(scale, tmp_path / "t.parquet", tmp_path / "out", batch_size=3,
+                           shard_size=4, workers=1))
+    np.testing.assert_array_equal(read_outputs(tmp_path / "out")["y"], 2 * x)
