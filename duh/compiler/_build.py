@@ -29,7 +29,7 @@ from duh.compiler._candidates import run_candidates
 from duh.compiler._feeds import check_feeds, input_ranges, quantized_ops
 from duh.compiler._request import BuildRequest, Candidate, Plan, Selection
 from duh.compiler._stage_cache import StageCache
-from duh.compiler.artifact import staging, write_manifest
+from duh.compiler.artifact import staging, work_prefix, write_manifest
 from duh.compiler.ingest import SourceModel, ingest
 from duh.compiler.pipeline import PassManager, parse_pass_list
 from duh.compiler.verify import Tolerance
@@ -238,7 +238,7 @@ def build(
         return hit
     with (
         staging(out_path) as stage,
-        tempfile.TemporaryDirectory(prefix=".duh-work-", dir=stage.parent) as work_name,
+        tempfile.TemporaryDirectory(prefix=work_prefix(), dir=stage.parent) as work_name,
     ):
         selection = run_candidates(request, Path(work_name))
         assert selection.chosen.out_dir is not None

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from pathlib import Path
 from duh.errors import ConfigError
 from duh.runtime import MANIFEST_NAME, Manifest
 
-__all__ = ["staging", "write_manifest"]
+__all__ = ["staging", "work_prefix", "write_manifest"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,39 @@ def write_manifest(directory: Path, manifest: Manifest) -> Path:
     )
     os.replace(tmp, path)
     return path
+
+
+def work_prefix() -> str:
+    """The prefix of a build's scratch folder beside its output (it names the build's pid)."""
+    return f".duh-work-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _remove_stale(parent: Path, name: str) -> None:
+    """Remove what killed builds left beside ``name``: staging, old and scratch folders.
+
+    A build killed with SIGKILL (or by a power cut) runs no cleanup; each folder names the pid
+    of the build that made it, so those of builds no longer running are removed here, and
+    those of a build running beside this one are left alone.
+    """
+    pattern = re.compile(rf"\.{re.escape(name)}\.(\d+)\..*\.(tmp|old)|\.duh-work-(\d+)-.*")
+    for entry in parent.iterdir():
+        match = pattern.fullmatch(entry.name)
+        if match is None or not entry.is_dir() or entry.is_symlink():
+            continue
+        pid = int(match[1] or match[3])
+        if pid != os.getpid() and not _alive(pid):
+            log.info("removing %s, left by a build that was killed", entry)
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -54,12 +88,15 @@ def staging(output: Path) -> Iterator[Path]:
         raise ConfigError(
             f"cannot create output directory {str(parent)!r}: {exc.strerror}"
         ) from None
-    temp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=parent))
+    _remove_stale(parent, output.name)
+    temp = Path(tempfile.mkdtemp(prefix=f".{output.name}.{os.getpid()}.", suffix=".tmp",
+                                 dir=parent))
     try:
         yield temp
         temp.chmod(0o755)
         if output.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".old", dir=parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.{os.getpid()}.", suffix=".old",
+                                        dir=parent))
             os.replace(output, old / "a")
             os.replace(temp, output)
             shutil.rmtree(old, ignore_errors=True)
