@@ -260,5 +260,14 @@ class StageCache:
                 shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(entry)
             total -= entry.size
+        # An alias (an input key) whose artifact is gone leads nowhere: it goes too.
+        for entry in entries:
+            target = entry.payload.get("artifact")
+            if entry in removed or not isinstance(target, str) or self._dir(target).exists():
+                continue
+            with self._lock(entry.key, wait=False) as free:
+                if free:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                    removed.append(entry)
         freed = sum(e.size for e in removed)
         return PruneResult(tuple(removed), len(entries) - len(removed), freed, total)
