@@ -114,8 +114,17 @@ def _reference(model: Path, runs: list[dict[str, np.ndarray]]) -> list[dict[str,
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return [
-        dict(zip(names, (_array(v) for v in session.run(None, feed)), strict=True)) for feed in runs
+        dict(zip(names, (_unzip(v) for v in session.run(None, feed)), strict=True)) for feed in runs
     ]
+
+
+def _unzip(value: object) -> np.ndarray:
+    """ZipMap's output (a list of {label: probability}, one per row) as the [N, C] matrix duh
+    serves in its place (columns in label order, as the manifest's source.output_labels)."""
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        labels = list(value[0])
+        return np.array([[row[k] for k in labels] for row in value], np.float32)
+    return _array(value)
 
 
 def _cli_has(option: str) -> bool:

@@ -12,6 +12,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from duh.compiler._ingest_checks import check_initializers, check_io_sizes, refuse_outside
+from duh.compiler._mlops import UnzippedOutput, unzip_outputs
 from duh.errors import ModelError
 from duh.runtime import Dim, TensorSpec
 
@@ -45,6 +46,7 @@ class SourceModel:
     opset: int
     ir_version: int
     external_data: tuple[str, ...]
+    unzipped: tuple[UnzippedOutput, ...] = ()  # ZipMap outputs now served as matrices
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -85,13 +87,13 @@ def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
             "(skl2onnx: options={'zipmap': False}) or make that value a tensor"
         )
     tensor = value.type.tensor_type
-    dims: list[Dim] = []
-    for d in tensor.shape.dim:
     if tensor.elem_type not in onnx.TensorProto.DataType.values():
         raise ModelError(
             f"graph input/output {value.name!r} has element type {tensor.elem_type}, which ONNX "
             "does not define; the model is corrupt: export it again"
         )
+    dims: list[Dim] = []
+    for d in tensor.shape.dim:
         if d.HasField("dim_value") and d.dim_value > 0:
             dims.append(int(d.dim_value))
         elif d.HasField("dim_param") and _is_name(d.dim_param):
@@ -297,6 +299,7 @@ def ingest(path: str | Path, shapes: Mapping[str, tuple[int, ...]] | None = None
             f"{path.name} uses custom operators no duh engine runs: {', '.join(ops)}; export the "
             "model with standard ONNX operators"
         )
+    unzipped = unzip_outputs(model)
     opset = default_opset(model)
     newest = onnx.defs.onnx_opset_version()
     if opset > newest:
@@ -346,6 +349,7 @@ def ingest(path: str | Path, shapes: Mapping[str, tuple[int, ...]] | None = None
         opset=opset,
         ir_version=int(model.ir_version),
         external_data=tuple(external),
+        unzipped=unzipped,
     )
 
 

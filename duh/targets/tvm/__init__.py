@@ -142,9 +142,14 @@ class TvmTarget:
         return None
 
     def default_passes(self, spec: TargetSpec) -> list[PassSpec]:
-        """simplify, fold-constants and cleanup; int8 adds Q/DQ quantization (TVM runs the QDQ
-        model as it is)."""
-        passes = [PassSpec("simplify"), PassSpec("fold-constants"), PassSpec("cleanup")]
+        """lower-ml, simplify, fold-constants and cleanup; int8 adds Q/DQ quantization (TVM runs
+        the QDQ model as it is)."""
+        passes = [
+            PassSpec("lower-ml"),
+            PassSpec("simplify"),
+            PassSpec("fold-constants"),
+            PassSpec("cleanup"),
+        ]
         if spec.precision == "int8":
             passes.append(PassSpec("quantize", {"mode": "static"}))
         return passes
@@ -170,9 +175,7 @@ class TvmTarget:
         if trials:
             digest = hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
             prepared = _tune.prepare(mod, target)
-            tuning = _tune.tune(
-                prepared, target, llvm, digest, trials, ctx.cache_dir / "tuning"
-            )
+            tuning = _tune.tune(prepared, target, llvm, digest, trials, ctx.cache_dir / "tuning")
             mod = _tune.apply_records(prepared, target, tuning.records)
             notes.append(
                 f"reused cached tuning records ({tuning.trials} trials)"

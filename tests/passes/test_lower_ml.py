@@ -1,0 +1,122 @@
+"""``lower-ml``: scikit-learn models (skl2onnx) lowered to standard ops match ONNX Runtime's
+native ai.onnx.ml operators on real data, and run on OpenVINO, which has no ai.onnx.ml."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from duh.errors import PassError
+from duh.passes import PassContext, create_pass
+
+pytest.importorskip("skl2onnx")
+from skl2onnx import to_onnx
+from sklearn import datasets, ensemble, linear_model
+
+CTX = PassContext("openvino", "cpu", "fp32", Path("."))
+
+
+def _convert(est: Any, x: np.ndarray, classifier: bool) -> onnx.ModelProto:
+    options = {id(est): {"zipmap": False}} if classifier else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return to_onnx(est, x[:1], options=options, target_opset={"": 17, "ai.onnx.ml": 3})
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return [np.asarray(v) for v in s.run(None, {s.get_inputs()[0].name: x})]
+
+
+def _lowered(model: onnx.ModelProto) -> onnx.ModelProto:
+    result = create_pass("lower-ml").run(model, CTX)
+    assert result.changed
+    assert not any(n.domain == "ai.onnx.ml" for n in result.model.graph.node)
+    return result.model
+
+
+CLASSIFIERS = [
+    ensemble.RandomForestClassifier(20, max_depth=6, random_state=0),
+    ensemble.GradientBoostingClassifier(n_estimators=20, random_state=0),
+    ensemble.ExtraTreesClassifier(20, max_depth=6, random_state=0),
+    linear_model.LogisticRegression(max_iter=500),
+]
+
+
+@pytest.mark.parametrize("data", ["iris", "breast_cancer"])
+@pytest.mark.parametrize("est", CLASSIFIERS, ids=lambda e: type(e).__name__)
+def test_classifiers_match_the_native_operators(est: Any, data: str) -> None:
+    ds = getattr(datasets, f"load_{data}")()
+    x, y = ds.data.astype(np.float32), ds.target
+    model = _convert(est.fit(x[::2], y[::2]), x, classifier=True)
+    (label, prob), (got_label, got_prob) = _run(model, x[1::2]), _run(_lowered(model), x[1::2])
+    np.testing.assert_allclose(got_prob, prob, rtol=1e-5, atol=1e-6)
+    # a forest's vote of exactly 0.5 is decided by the order of a float sum: only there may
+    # the labels part
+    differ = label != got_label
+    assert np.all(np.abs(prob[differ] - 0.5) < 1e-6), (label[differ], prob[differ])
+    assert differ.mean() <= 0.01
+
+
+@pytest.mark.parametrize(
+    "est",
+    [
+        ensemble.RandomForestRegressor(20, max_depth=6, random_state=0),
+        ensemble.GradientBoostingRegressor(n_estimators=20, random_state=0),
+        ensemble.ExtraTreesRegressor(10, random_state=0),
+        linear_model.LinearRegression(),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_regressors_match_the_native_operators(est: Any) -> None:
+    ds = datasets.load_diabetes()
+    x = ds.data.astype(np.float32)
+    model = _convert(est.fit(x[::2], ds.target[::2]), x, classifier=False)
+    want, got = _run(model, x[1::2])[0], _run(_lowered(model), x[1::2])[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_missing_values_take_the_nodes_track() -> None:
+    x = datasets.load_iris().data.astype(np.float32)
+    est = ensemble.HistGradientBoostingClassifier(max_iter=10, random_state=0)
+    x_nan = x.copy()
+    x_nan[::7, 2] = np.nan
+    model = _convert(est.fit(x_nan, datasets.load_iris().target), x, classifier=True)
+    (label, prob), (got_label, got_prob) = _run(model, x_nan), _run(_lowered(model), x_nan)
+    np.testing.assert_array_equal(got_label, label)
+    np.testing.assert_allclose(got_prob, prob, rtol=1e-5, atol=1e-6)
+
+
+def test_a_form_it_cannot_reproduce_is_one_pass_error() -> None:
+    x = datasets.load_iris().data.astype(np.float32)
+    est = linear_model.LogisticRegression(max_iter=500).fit(x, datasets.load_iris().target)
+    model = _convert(est, x, classifier=True)
+    node = next(n for n in model.graph.node if n.op_type == "LinearClassifier")
+    for a in node.attribute:
+        if a.name == "coefficients":
+            del a.floats[-1]
+    with pytest.raises(PassError, match="cannot be lowered.*openvino has no ai.onnx.ml"):
+        create_pass("lower-ml").run(model, CTX)
+
+
+def test_the_lowered_forest_runs_on_openvino(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    import duh
+
+    ds = datasets.load_breast_cancer()
+    x, y = ds.data.astype(np.float32), ds.target
+    est = ensemble.GradientBoostingClassifier(n_estimators=20, random_state=0).fit(x[::2], y[::2])
+    path = tmp_path / "gb.onnx"
+    onnx.save(_convert(est, x, classifier=True), str(path))
+    result = duh.build(path, "openvino:cpu-fp32", tmp_path / "gb.duh", cache=False)
+    assert result.manifest is not None and result.manifest.checks["passed"]
+    label, prob = _run(onnx.load(str(path)), x[1::2])
+    got = duh.load(tmp_path / "gb.duh").run({"X": x[1::2]})
+    np.testing.assert_array_equal(got["label"], label)
+    np.testing.assert_allclose(got["probabilities"], prob, rtol=1e-5, atol=1e-6)
