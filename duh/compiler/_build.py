@@ -124,6 +124,7 @@ def _warnings(request: BuildRequest, spec: TargetSpec) -> list[str]:
             "calibrated on SYNTHETIC data: INT8 ranges do not reflect real inputs and accuracy "
             "is likely poor; calibrate with real samples (--calib PATH)"
         )
+    out.extend(u.note() for u in request.source.unzipped)
     if request.verify and request.quantized_source and request.tolerance is None:
         out.append(
             "the source is already quantized ("
@@ -335,6 +336,7 @@ def _manifest(
             "producer": f"{source.model.producer_name} {source.model.producer_version}".strip(),
             "external_data": list(source.external_data),
             "quantized": list(request.quantized_source),
+            "output_labels": {u.name: u.to_json() for u in source.unzipped},
         },
         passes=tuple(r.to_json() for r in chosen.records),
         checks=chosen.report.to_json()
