@@ -27,10 +27,12 @@ from google.protobuf.message import Error as ProtobufError
 
 from duh.compiler._cache_keys import engine_versions, feeds_digest, host_class, pass_versions
 from duh.compiler._cache_keys import stage_key as _stage_key
+from duh.compiler._ingest_checks import refuse_outside
 from duh.compiler._request import BuildRequest, Candidate
 from duh.compiler._stage_cache import CacheEntry, StageCache
 from duh.compiler.artifact import write_manifest
 from duh.compiler.ingest import SourceModel
+from duh.errors import ModelError
 from duh.host import HostInfo
 from duh.runtime import MANIFEST_NAME, Manifest, read_manifest
 from duh.targets import TargetSpec
@@ -82,6 +84,9 @@ def _model_digest(path: Path) -> str:
         if entry.key == "location"
     }
     for name in sorted(locations):
+        # A hostile model names ../x, /dev/zero or a symlink out of its folder: never read
+        # those (ingest refuses the model with the reason).
+        refuse_outside(path, name)
         digest.update(name.encode() + b"\0")
         _file_digest(digest, path.parent / name)
     return digest.hexdigest()
@@ -117,7 +122,7 @@ def input_key(model: Path, options: Mapping[str, Any], host: HostInfo) -> str | 
     }
     try:
         source = _model_digest(model)
-    except (OSError, ValueError, ProtobufError):
+    except (OSError, ValueError, ProtobufError, ModelError):
         return None  # not a readable model: ingest says what is wrong
     return _stage_key("inputs", source, config)
 
