@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -176,8 +177,11 @@ def _read_record(output: Path) -> dict[str, Any] | None:
 
 def _check_shard(path: Path, count: int) -> dict[str, Any]:
     """The record of a shard file found without one (the job was killed before recording it)."""
-    with np.load(path, allow_pickle=False) as data:
-        counts = {len(data[k]) for k in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            counts = {len(data[k]) for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ConfigError(f"{path} is unreadable ({exc}); delete it and run again") from None
     if counts != {count}:
         raise ConfigError(f"{path} holds {sorted(counts)} rows, expected {count}; delete it")
     return {"count": count, "sha256": sha256_file(path)}
@@ -204,6 +208,8 @@ def plan_batch(request: BatchRequest) -> BatchPlan:
         for lo in range(0, source.count, request.shard_size)
     )
     output = request.output
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"--output {output} is a file; give a folder (new, or a job's own)")
     record = _read_record(output) if output.is_dir() else None
     if record is None and output.is_dir() and any(output.iterdir()):
         raise ConfigError(f"output folder {output} is not empty and holds no {RECORD_NAME}")

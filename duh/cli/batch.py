@@ -111,8 +111,13 @@ def batch(
         def runner(req: BatchRequest, on_shard: Any, plan: BatchPlan) -> BatchResult:
             return run_batch_on_ray(req, on_shard, plan=plan, address=ray_address)
 
-    with _progress(plan) as on_shard:
-        result = runner(request, on_shard, plan=plan)
+    try:
+        with _progress(plan) as on_shard:
+            result = runner(request, on_shard, plan=plan)
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]: the finished shards are kept; run the same "
+                          "command again to resume")
+        raise typer.Exit(130) from None
     if as_json:
         print_json(result.to_json())
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -172,3 +173,20 @@ def test_a_parquet_table_maps_columns_to_inputs(tmp_path: Path) -> None:
     run_batch(BatchRequest(scale, tmp_path / "t.parquet", tmp_path / "out", batch_size=3,
                            shard_size=4, workers=1))
     np.testing.assert_array_equal(read_outputs(tmp_path / "out")["y"], 2 * x)
+
+
+def test_an_output_that_is_a_file_or_a_broken_shard_is_one_error(
+    samples: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    folder, _ = samples
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        plan_batch(BatchRequest(DIGITS, folder, tmp_path / "file"))
+    out = tmp_path / "out"
+    run_batch(BatchRequest(DIGITS, folder, out, shard_size=5000, workers=1))
+    record = json.loads((out / RECORD_NAME).read_text())
+    del record["shards"]["1"]  # as if killed between the rename and the record
+    (out / RECORD_NAME).write_text(json.dumps(record))
+    (out / shard_name(1)).write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match=r"shard-00001.npz is unreadable .*delete it"):
+        plan_batch(BatchRequest(DIGITS, folder, out, shard_size=5000))
