@@ -8,6 +8,7 @@ Routes: ``/v2``, ``/v2/health/{live,ready}``, ``/v2/models/{m}[/versions/{v}]`` 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -142,12 +143,13 @@ class _Routes:
 
     async def repository_load(self, request: web.Request) -> web.StreamResponse:
         self.frontend.security.check_admin(request.headers)
-        await self.repository.load(request.match_info["model"])
+        # Shielded: a client that hangs up cancels its handler, never a load half done.
+        await asyncio.shield(self.repository.load(request.match_info["model"]))
         return _json({})
 
     async def repository_unload(self, request: web.Request) -> web.StreamResponse:
         self.frontend.security.check_admin(request.headers)
-        await self.repository.unload(request.match_info["model"])
+        await asyncio.shield(self.repository.unload(request.match_info["model"]))
         return _json({})
 
     async def prometheus(self, request: web.Request) -> web.StreamResponse:
