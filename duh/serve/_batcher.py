@@ -164,21 +164,41 @@ class Batcher:
         started = time.perf_counter()
         try:
             results = self._compute(instance, live)
-        except ServeError as exc:
-            self._loop.call_soon_threadsafe(_fail_all, live, exc)
-            return
-        except DuhError as exc:
-            self._loop.call_soon_threadsafe(_fail_all, live, InternalServeError(str(exc)))
-            return
-        except Exception as exc:  # any engine failure goes to its callers, and is logged
-            log.exception("model %s: engine call failed", self.name)
-            error = InternalServeError(f"model {self.name}: the engine failed: {exc}")
-            self._loop.call_soon_threadsafe(_fail_all, live, error)
+        except Exception as exc:  # noqa: BLE001 - every engine failure goes to its callers
+            if len(live) == 1:
+                self._loop.call_soon_threadsafe(_fail_all, live, self._failure(exc))
+                return
+            # One bad request must not fail its batch neighbours: each runs again alone, and
+            # only those that fail alone get the error.
+            log.info("model %s: a batch of %d failed (%s); running each alone", self.name,
+                     len(live), exc)
+            for p in live:
+                self._execute_alone(instance, p, now)
             return
         compute = time.perf_counter() - started
         self._loop.call_soon_threadsafe(_resolve_all, live, results)
         if self._on_batch is not None:
             self._on_batch(sum(p.rows for p in live), [now - p.enqueued for p in live], compute)
+
+    def _execute_alone(self, instance: int, pending: Pending, now: float) -> None:
+        started = time.perf_counter()
+        try:
+            result = self._compute(instance, [pending])
+        except Exception as exc:  # noqa: BLE001 - the failure goes to this caller only
+            self._loop.call_soon_threadsafe(_fail_all, [pending], self._failure(exc))
+            return
+        self._loop.call_soon_threadsafe(_resolve_all, [pending], result)
+        if self._on_batch is not None:
+            self._on_batch(pending.rows, [now - pending.enqueued], time.perf_counter() - started)
+
+    def _failure(self, exc: Exception) -> ServeError:
+        """The error a caller gets for an engine call that raised ``exc`` (500 with the reason)."""
+        if isinstance(exc, ServeError):
+            return exc
+        if isinstance(exc, DuhError):
+            return InternalServeError(str(exc))
+        log.error("model %s: engine call failed", self.name, exc_info=exc)
+        return InternalServeError(f"model {self.name}: the engine failed: {exc}")
 
     def _compute(self, instance: int, batch: list[Pending]) -> list[dict[str, np.ndarray]]:
         limit = self.config.max_batch_size

@@ -187,3 +187,37 @@ def test_require_signed_serves_only_signed_artifacts(start_server, serve_models,
     server = start_server(f"light={signed}", "--require-signed", public)
     assert server.request("GET", "/v2/models/light/ready")[0] == 200
     assert server.stop() == 0
+
+
+def test_a_request_the_engine_fails_on_does_not_fail_its_batch_neighbours(serve_models) -> None:
+    import duh
+    from duh.serve._errors import InternalServeError
+
+    session = duh.load(serve_models["scale"])
+    gate = threading.Event()
+    calls: list[int] = []
+
+    def run(instance: int, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        assert gate.wait(10)
+        calls.append(feed["x"].shape[0])
+        if (feed["x"] < 0).any():
+            raise RuntimeError("engine exploded on a negative input")
+        return session.run(feed)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        batcher = Batcher("scale", run, BatchConfig(max_batch_size=8, max_queue_delay_ms=50,
+                                                    instances=1), loop)
+        rows = [np.full((1, 3), v, np.float32) for v in (1.0, -1.0, 3.0)]
+        items = [Pending({"x": x}, 1, (3,), loop.create_future(), None) for x in rows]
+        for item in items:
+            batcher.submit(item)
+        gate.set()
+        done = await asyncio.gather(*(i.future for i in items), return_exceptions=True)
+        np.testing.assert_array_equal(done[0]["y"], 2 * rows[0])
+        assert isinstance(done[1], InternalServeError) and "negative input" in str(done[1])
+        np.testing.assert_array_equal(done[2]["y"], 2 * rows[2])
+        assert batcher.close(10)
+
+    asyncio.run(main())
+    assert calls[0] == 3 and calls[1:] == [1, 1, 1]  # the batch, then each alone
