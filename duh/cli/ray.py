@@ -51,4 +51,7 @@ def ray_serve(
     )
     app_ = deployment(artifact, config)
     console.print(f"serving {model} on http://{host}:{port} (Ray Serve)", soft_wrap=True)
-    serve_forever(app_, host=host, port=port, address=address)
+    try:
+        serve_forever(app_, host=host, port=port, address=address)
+    except KeyboardInterrupt:
+        console.print("stopped")
