@@ -97,7 +97,8 @@ def info(as_json: JsonFlag = False) -> None:
     for name, size in parts.items():
         console.print(f"  {name}/: {_human(size)}")
     for kind_name, figures in kinds.items():
-        console.print(f"  build stages, {kind_name}: {figures['entries']} ({_human(figures['bytes'])})")
+        size_text = _human(figures["bytes"])
+        console.print(f"  build stages, {kind_name}: {figures['entries']} ({size_text})")
 
 
 @app.command("prune")

@@ -9,6 +9,7 @@ is one ``ConfigError`` naming it and what is valid.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -166,7 +167,7 @@ def _value(key: str, value: Any, base: Path, where: str) -> Any:
 
 def _normalized(key: str, value: Any, base: Path, where: str) -> Any:
     if key in _PATHS and not (key == "calib" and value == "synthetic"):
-        return base / value
+        return Path(os.path.normpath(base / value))
     if key == "passes" and isinstance(value, list):
         return _passes(value, where)
     if key == "shape":
