@@ -123,7 +123,7 @@ def run_duh(case: Case, target: str, data: Sequence[DataSet], work: Path) -> dic
     chosen = result.chosen
     info["chosen"] = f"{chosen.engine}:{chosen.device}-{chosen.precision}" if chosen else None
     precision = chosen.precision if chosen else "fp32"
-    names = [o.name for o in result.source.model.graph.output]
+    names = [o.name for o in result.source.outputs]  # a cached build keeps no model
     try:
         session = duh.load(out)
         if precision == "fp32":

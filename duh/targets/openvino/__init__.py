@@ -145,14 +145,15 @@ class OpenVinoTarget:
         return None
 
     def default_passes(self, spec: TargetSpec) -> list[PassSpec]:
-        """lower-ml (ai.onnx.ml ops as standard ops), simplify, fold-constants, fuse and cleanup;
-        int8 adds static QDQ quantization.
+        """lower-ml, lower-sequences, simplify, fold-constants, fuse and cleanup; int8 adds
+        static QDQ quantization.
 
         fp16 and bf16 need no pass: the CPU plugin converts the graph itself at load time (the
         precision hint), keeping the ops that need float32 in float32.
         """
         passes = [
             PassSpec("lower-ml"),
+            PassSpec("lower-sequences"),
             PassSpec("simplify"),
             PassSpec("fold-constants"),
             PassSpec("fuse"),
