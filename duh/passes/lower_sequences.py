@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
@@ -55,7 +55,7 @@ class _Lowering:
         self.inits.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], out: str | None = None, **attrs: object) -> str:
+    def op(self, op_type: str, inputs: list[str], out: str | None = None, **attrs: Any) -> str:
         out = out or self._name(op_type.lower())
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
         return out
