@@ -138,9 +138,9 @@ def cached_result_parts(
     for c in manifest.selection.get("candidates", []):
         engine, _, rest = str(c["target"]).partition(":")
         device, _, precision = rest.rpartition("-")
-        tried.append(
-            Candidate(TargetSpec(engine, device, precision), passes, median_ms=c.get("median_ms"))
-        )
+        spec = TargetSpec(engine, device, precision)
+        error = None if c.get("error") is None else str(c["error"])
+        tried.append(Candidate(spec, passes, median_ms=c.get("median_ms"), error=error))
     src = manifest.source
     source = SourceModel(
         onnx.ModelProto(), path, str(src.get("sha256", "")), manifest.inputs,
