@@ -59,6 +59,8 @@ def _protos() -> tuple[Any, Any]:
 def _status(exc: ServeError) -> Any:
     import grpc
 
+    if exc.reason == "timeout":  # the request's timeout or the call's deadline passed
+        return grpc.StatusCode.DEADLINE_EXCEEDED
     return {
         400: grpc.StatusCode.INVALID_ARGUMENT,
         401: grpc.StatusCode.UNAUTHENTICATED,

@@ -164,8 +164,10 @@ def test_a_grpc_call_past_its_deadline_is_not_run(start_server, serve_models) ->
     x = grpcclient.InferInput("x", [1, 256], "FP32")
     x.set_data_from_numpy(np.ones((1, 256), np.float32))
     before = grpc.get_inference_statistics("heavy").model_stats[0].inference_count
-    with pytest.raises(InferenceServerException, match="Deadline"):
+    with pytest.raises(InferenceServerException) as info:
         grpc.infer("heavy", [x], client_timeout=1e-6)
+    # The client may give up before sending, or the server refuses the call: never run.
+    assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED"
     grpc.infer("heavy", [x])
     after = grpc.get_inference_statistics("heavy").model_stats[0].inference_count
     assert after - before == 1  # only the call with time left ran
