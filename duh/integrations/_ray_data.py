@@ -96,7 +96,8 @@ def run_batch_on_ray(
             )
             results = dataset.map_batches(
                 _ShardActor, fn_constructor_args=(worker, plan), batch_size=1,
-                concurrency=workers, num_cpus=threads, batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads,
+                batch_format="numpy",
             )
             for row in results.iter_rows():
                 done = ShardDone(int(row["shard"]), int(row["count"]), str(row["sha256"]),

@@ -174,4 +174,4 @@ def deployment(artifact: str | Path, config: DeploymentConfig) -> Any:
         kwargs["autoscaling_config"] = dict(config.autoscaling_config)
     else:
         kwargs["num_replicas"] = config.num_replicas
-    return serve.deployment(DuhDeployment, **kwargs).bind(str(path.resolve()), config)
+    return serve.deployment(**kwargs)(DuhDeployment).bind(str(path.resolve()), config)
