@@ -8,9 +8,9 @@ from duh.cli import batch as _batch
 from duh.cli import bench as _bench
 from duh.cli import build as _build
 from duh.cli import cache as _cache
-from duh.cli import export as _export
 from duh.cli import compare as _compare
 from duh.cli import doctor as _doctor
+from duh.cli import export as _export
 from duh.cli import inspect as _inspect
 from duh.cli import ray as _ray
 from duh.cli import serve as _serve
