@@ -1,11 +1,12 @@
 """``lower-sequences``: sequences of same-shape tensors as one stacked tensor, for engines whose
 ONNX import cannot take positions from the inputs (OpenVINO folds or drops them).
 
-A sequence of n tensors of shape S becomes a tensor of shape [n, *S]; its length is known when
-the graph is built, the positions stay runtime values: ``SequenceConstruct`` is a Concat of the
-elements, ``SequenceInsert``/``SequenceErase`` Slice and Concat at the (normalized) position,
-``SequenceAt`` a Gather, ``SequenceLength`` a constant. The graph is lowered only when every
-sequence op in it is one of these and every element's shape is fixed and the same.
+A sequence of n tensors that agree past their first axis becomes their concatenation on axis 0
+plus an int64 offsets tensor [n + 1]; its length is known when the graph is built, positions
+stay run-time values: ``SequenceConstruct`` is a Concat, ``SequenceInsert``/``SequenceErase``
+Slice and Concat data and offsets at the (normalized) position, ``SequenceAt`` a Slice between
+two offsets, ``SequenceLength`` a constant. The graph is lowered only when every sequence op
+in it is one of these and every element's shape is fixed (rank >= 1).
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from duh.passes._base import PassBase, PassContext, PassResult, register_pass
 
 __all__ = ["LowerSequences"]
 
-_OPS = {"SequenceConstruct", "SequenceInsert", "SequenceErase", "SequenceAt", "SequenceLength"}
+_OPS = {
+    "SequenceEmpty",
+    "SequenceConstruct",
+    "SequenceInsert",
+    "SequenceErase",
+    "SequenceAt",
+    "SequenceLength",
+}
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...] | None]:
@@ -39,12 +47,16 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...] | None]:
 
 
 class _Lowering:
+    """Each sequence value: ``data`` (its elements concatenated on axis 0) and ``offsets`` (an
+    int64 [n + 1] tensor where element k spans data[offsets[k]:offsets[k + 1]])."""
+
     def __init__(self, shapes: dict[str, tuple[int, ...] | None]) -> None:
         self.shapes = shapes
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.length: dict[str, int] = {}  # sequence value -> its (static) length
-        self.element: dict[str, tuple[int, ...]] = {}
+        self.rest: dict[str, tuple[int, ...] | None] = {}  # element dims after the first
+        self.offsets: dict[str, str] = {}
         self._n = itertools.count()
 
     def _name(self, hint: str) -> str:
@@ -60,73 +72,92 @@ class _Lowering:
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
         return out
 
-    def _element(self, name: str) -> tuple[int, ...] | None:
-        return self.shapes.get(name)
-
-    def _item(self, x: str, shape: tuple[int, ...]) -> str:
-        """``x`` with a leading axis of one (Reshape: Unsqueeze changed form at opset 13)."""
-        return self.op("Reshape", [x, self.const(np.array([1, *shape], np.int64))])
+    def _i64(self, *values: int) -> str:
+        return self.const(np.array(values, np.int64))
 
     def _position(self, pos: str, n: int) -> str:
         """A scalar position as a [1] int64 tensor in [0, n] (negative counts from the end)."""
         p = self.op("Cast", [pos], to=onnx.TensorProto.INT64)
-        p = self.op("Reshape", [p, self.const(np.array([1], np.int64))])
-        wrapped = self.op("Add", [p, self.const(np.array([n], np.int64))])
-        negative = self.op("Less", [p, self.const(np.array([0], np.int64))])
-        return self.op("Where", [negative, wrapped, p])
+        p = self.op("Reshape", [p, self._i64(1)])
+        negative = self.op("Less", [p, self._i64(0)])
+        return self.op("Where", [negative, self.op("Add", [p, self._i64(n)]), p])
 
-    def _split_at(self, seq: str, p: str, skip: int) -> tuple[str, str]:
-        zero, end = self.const(np.array([0], np.int64)), self.const(np.array([2**62], np.int64))
-        head = self.op("Slice", [seq, zero, p, zero])
-        start = self.op("Add", [p, self.const(np.array([skip], np.int64))]) if skip else p
-        tail = self.op("Slice", [seq, start, end, zero])
-        return head, tail
+    def _slice(self, x: str, start: str, end: str) -> str:
+        return self.op("Slice", [x, start, end, self._i64(0)])
+
+    def _at(self, offsets: str, p: str) -> str:
+        return self.op("Gather", [offsets, p], axis=0)
+
+    def _element(self, x: str) -> tuple[int, ...] | None:
+        shape = self.shapes.get(x)
+        return shape if shape is not None and len(shape) >= 1 else None
+
+    def _made(self, out: str, n: int, rest: tuple[int, ...] | None, offsets: str) -> bool:
+        self.length[out], self.rest[out], self.offsets[out] = n, rest, offsets
+        return True
 
     def lower(self, node: onnx.NodeProto) -> bool:
         """Emit the tensor form of ``node``; False when it is not one this pass lowers."""
         kind, ins, out = node.op_type, list(node.input), node.output[0]
+        end = self._i64(2**62)
+        if kind == "SequenceEmpty":
+            return self._made(out, 0, None, self._i64(0))
         if kind == "SequenceConstruct":
-            shapes = {self._element(x) for x in ins}
-            shape = next(iter(shapes))
-            if len(shapes) != 1 or shape is None:
+            shapes = [self._element(x) for x in ins]
+            if any(s is None for s in shapes) or len({s[1:] for s in shapes if s}) != 1:
                 return False
-            self.op("Concat", [self._item(x, shape) for x in ins], out, axis=0)
-            self.length[out], self.element[out] = len(ins), shape
-            return True
+            sizes = np.cumsum([0, *(s[0] for s in shapes if s)]).astype(np.int64)
+            self.op("Concat", ins, out, axis=0)
+            return self._made(
+                out, len(ins), shapes[0][1:] if shapes[0] else None, self.const(sizes)
+            )
         if not ins or ins[0] not in self.length:
             return False
-        seq, n, shape = ins[0], self.length[ins[0]], self.element[ins[0]]
-        if kind == "SequenceAt":
-            p = self.op("Reshape", [ins[1], self.const(np.array([], np.int64))])
-            self.op("Gather", [seq, self.op("Cast", [p], to=onnx.TensorProto.INT64)], out, axis=0)
-            return True
+        seq, n, offsets = ins[0], self.length[ins[0]], self.offsets[ins[0]]
         if kind == "SequenceLength":
             self.op("Identity", [self.const(np.array(n, np.int64))], out)
             return True
-        if kind == "SequenceInsert":
-            if self._element(ins[1]) != shape:
+        if kind == "SequenceAt":
+            if n == 0:
                 return False
-            item = self._item(ins[1], shape)
-            if len(ins) < 3 or not ins[2]:
-                self.op("Concat", [seq, item], out, axis=0)
-            else:
-                head, tail = self._split_at(seq, self._position(ins[2], n), 0)
-                self.op("Concat", [head, item, tail], out, axis=0)
-            self.length[out], self.element[out] = n + 1, shape
+            p = self._position(ins[1], n)
+            one = self.op("Add", [p, self._i64(1)])
+            self.op("Slice", [seq, self._at(offsets, p), self._at(offsets, one), self._i64(0)], out)
             return True
+        if kind == "SequenceInsert":
+            shape = self._element(ins[1])
+            rest = self.rest[seq]
+            if shape is None or (n and rest != shape[1:]):
+                return False
+            if n == 0:
+                self.op("Identity", [ins[1]], out)
+                return self._made(out, 1, shape[1:], self._i64(0, shape[0]))
+            p = self._position(ins[2], n) if len(ins) > 2 and ins[2] else self._i64(n)
+            cut = self._at(offsets, p)
+            self.op("Concat", [self._slice(seq, self._i64(0), cut), ins[1],
+                               self._slice(seq, cut, end)], out, axis=0)  # fmt: skip
+            one = self.op("Add", [p, self._i64(1)])
+            moved = self.op("Add", [self._slice(offsets, p, end), self._i64(shape[0])])
+            merged = self.op("Concat", [self._slice(offsets, self._i64(0), one), moved], axis=0)
+            return self._made(out, n + 1, rest, merged)
         if kind == "SequenceErase" and n > 0:
             pos = ins[1] if len(ins) > 1 and ins[1] else self.const(np.array(-1, np.int64))
-            head, tail = self._split_at(seq, self._position(pos, n), 1)
-            self.op("Concat", [head, tail], out, axis=0)
-            self.length[out], self.element[out] = n - 1, shape
-            return True
+            p = self._position(pos, n)
+            one = self.op("Add", [p, self._i64(1)])
+            a, b = self._at(offsets, p), self._at(offsets, one)
+            self.op("Concat", [self._slice(seq, self._i64(0), a), self._slice(seq, b, end)], out,
+                    axis=0)  # fmt: skip
+            width = self.op("Sub", [b, a])
+            moved = self.op("Sub", [self._slice(offsets, one, end), width])
+            merged = self.op("Concat", [self._slice(offsets, self._i64(0), p), moved], axis=0)
+            return self._made(out, n - 1, self.rest[seq], merged)
         return False
 
 
 @register_pass("lower-sequences")
 @dataclass(frozen=True, slots=True)
 class LowerSequences(PassBase):
-    """Rewrite sequences of same-shape tensors as stacked tensors (positions stay inputs)."""
+    """Rewrite sequences of tensors as concatenated data + offsets (positions stay inputs)."""
 
     lossy: ClassVar[bool] = False
 
