@@ -8,7 +8,11 @@ unknown key, a value of the wrong type or a missing required field is an error n
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import re
+import sys
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,11 +34,28 @@ _LIST = re.compile(r"^[lL]ist\[(.+)\]$")
 _DICT = re.compile(r"^(?:dict\(([^,]+), (.+)\)|Dict\[([^,]+), (.+)\])$")
 
 
+def _kserve_models() -> Any:
+    """``kserve.models`` without ``kserve/__init__.py``, which imports kserve's whole server.
+
+    That import registers kserve's gRPC protocol (package ``inference``) in protobuf's default
+    pool, where it collides with Triton's, which ``duh serve`` and tritonclient load: one process
+    could not hold both. The model classes need only ``kserve.configuration`` and ``six``.
+    """
+    if "kserve" not in sys.modules:
+        spec = importlib.util.find_spec("kserve")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("kserve")
+        package = types.ModuleType("kserve")
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec
+        sys.modules["kserve"] = package
+    return importlib.import_module("kserve.models")
+
+
 def _model_class(name: str) -> Any:
-    import kserve.models
     import kubernetes.client.models
 
-    for module in (kserve.models, kubernetes.client.models):
+    for module in (_kserve_models(), kubernetes.client.models):
         if hasattr(module, name):
             return getattr(module, name)
     raise LookupError(name)  # an internal bug: a type the models name but do not define
@@ -85,7 +106,7 @@ def _shallow(value: Any) -> Any:
 def validate(document: Mapping[str, Any]) -> None:
     """Raise ``ConfigError`` unless ``document`` fits KServe's schema for its kind."""
     try:
-        import kserve.models  # noqa: F401
+        _kserve_models()
     except ImportError:
         raise MissingDependencyError("kserve", "kserve", "validating KServe resources") from None
     key = (document.get("apiVersion"), document.get("kind"))
