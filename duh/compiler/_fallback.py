@@ -219,7 +219,15 @@ def rescue(
             break
         names = ", ".join(f"{s.node} ({s.op_type}, adds {s.added:.3f})" for s in ranked[:k])
         why = f"{chosen.describe()}, {len(kept)} ops in float around the most sensitive {names}"
+        before = best
         built, session = one(chosen, kept, why)
+        if session is not None and _quantized_nothing(built):
+            best = before  # an all-float round is no INT8 result to quote
+            # Everything quantizable was in float (ops the ranking never saw, such as Unsqueeze
+            # or Transpose, are quantized only beside quantized neighbours): no rescue.
+            session.close()
+            stopped = "; its last round left no op quantized, so it stopped"
+            break
         if session is not None:
             return _passed(built, records, failed, tried, kept, ranked[:k]), session
         k *= 2
@@ -228,6 +236,12 @@ def rescue(
         f"{best[0]:.4f}, with {best[2]}{stopped})"
     )
     return replace(failed, fallback=(*tried, summary)), None
+
+
+def _quantized_nothing(built: Candidate) -> bool:
+    """Whether the quantize pass of ``built`` inserted no Q/DQ node (an fp32 model by any name)."""
+    records = [r for r in built.records if r.name == "quantize"]
+    return bool(records) and all(r.nodes_after <= r.nodes_before for r in records)
 
 
 def _passed(

@@ -8,6 +8,7 @@ CPU targets take several minutes and run with ``DUH_ZOO=all`` (or ``python -m be
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -62,3 +63,12 @@ def test_zoo_model_builds_for_target_and_matches_the_source(
         assert known in case.detail, case
     else:
         assert case.status == "pass", f"{name} {target}: {case.status}: {case.detail}"
+    if case.status == "pass" and target.endswith("int8"):
+        # an INT8 fallback's rescue keeps ops quantized: never an fp32 model under an INT8 name
+        out = tmp_path / f"{name}.{target.replace(':', '_')}.duh"
+        manifest = json.loads((out / "manifest.json").read_text())
+        rescued = [
+            p for p in manifest["passes"]
+            if p["name"] == "quantize" and any("INT8 fallback" in n for n in p["notes"])
+        ]  # fmt: skip
+        assert all(p["nodes_after"] > p["nodes_before"] for p in rescued), rescued
