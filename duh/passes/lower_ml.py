@@ -147,7 +147,8 @@ def _lower_trees(e: _Emitter, node: onnx.NodeProto) -> str:
     reached = e.op("Equal", [turns, e.const("true_counts", forest.true_counts)])
     reached = e.op("Cast", [reached], to=onnx.TensorProto.FLOAT)
     values = e.op("MatMul", [reached, e.const("leaf_values", forest.leaf_values)])  # [T, N, K]
-    scores = _sum_trees(e, values, t)
+    # a vote of exactly 0.5 (binary forests) hangs on the sum's rounding: exact there only
+    scores = _sum_trees(e, values, t if binary and positive and transform == "NONE" else 0)
     if aggregate == "AVERAGE":
         scores = e.op("Div", [scores, e.const("trees", np.array(t, np.float32))])
     base = _attr(node, "base_values")
@@ -169,9 +170,9 @@ def _lower_trees(e: _Emitter, node: onnx.NodeProto) -> str:
 def _sum_trees(e: _Emitter, values: str, trees: int) -> str:
     """The trees' [T, N, K] values summed over T as ONNX Runtime does, in double: float32 adds
     with Knuth's TwoSum carry the rounding error and add it once at the end. Ties hang on it
-    (a forest's vote of exactly 0.5). Past 512 trees, one ReduceSum."""
+    (a forest's vote of exactly 0.5). ``trees`` 0 (or past 512): one ReduceSum, in float32."""
     axes = e.const("axes", np.array([0], np.int64))
-    if trees > 512:
+    if not trees or trees > 512:
         return e.op("ReduceSum", [values, axes], keepdims=0)
     parts = [e.name("tree") for _ in range(trees)]
     e.nodes.append(helper.make_node("Split", [values], parts, name=e.name("split"), axis=0))
