@@ -23,13 +23,17 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "NO_LIBCUDA",
     "TENSORRT_DISTRIBUTIONS",
     "CudaDevice",
     "CudaInfo",
+    "bindings_mismatch",
+    "cuda_bindings_version",
     "cuda_devices",
     "cuda_info",
     "decode_cuda_version",
     "parse_driver_version",
+    "pick_devices",
     "tensorrt_version",
 ]
 
@@ -138,12 +142,56 @@ def _driver_version_text() -> str | None:
         return None
 
 
+NO_LIBCUDA = "libcuda.so.1 not found, no NVIDIA driver installed"
+
+
+def pick_devices(
+    driver: list[CudaDevice], reason: str | None, smi: Any
+) -> tuple[list[CudaDevice], str | None]:
+    """libcuda's devices; nvidia-smi's (``smi()``) only when libcuda itself could not load.
+
+    libcuda honours ``CUDA_VISIBLE_DEVICES`` (``""``: no device) and nvidia-smi ignores it, so
+    "no device" from a loaded libcuda is the answer, not a reason to ask nvidia-smi.
+    """
+    if driver or reason != NO_LIBCUDA:
+        return driver, reason
+    # nvidia-smi sees devices in some containers where libcuda is not on the loader path.
+    found = list(smi())
+    return (found, None) if found else (driver, reason)
+
+
+def bindings_mismatch(driver_api: str | None, bindings: str | None) -> str | None:
+    """Why cuda-python ``bindings`` (a version) cannot run on a driver of CUDA ``driver_api``."""
+    if not driver_api or not bindings:
+        return None
+    try:
+        have, need = int(driver_api.split(".")[0]), int(bindings.split(".")[0])
+    except ValueError:
+        return None
+    if need <= have:
+        return None
+    return (
+        f"cuda-python {bindings} needs a CUDA {need} driver; this driver is CUDA {driver_api}: "
+        f"pip install 'duh[gpu-cu{have}]'"
+    )
+
+
+def cuda_bindings_version() -> str | None:
+    """The installed cuda-python bindings' version (``cuda-bindings``, else ``cuda-python``)."""
+    for dist in ("cuda-bindings", "cuda-python"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def _query_driver() -> tuple[list[CudaDevice], str | None, str | None]:
     """Devices and the driver's CUDA API version from libcuda; ([], None, reason) without one."""
     try:
         lib = ctypes.CDLL("libcuda.so.1")
     except OSError:
-        return [], None, "libcuda.so.1 not found, no NVIDIA driver installed"
+        return [], None, NO_LIBCUDA
     status = lib.cuInit(0)
     if status == _CUDA_ERROR_NO_DEVICE:
         return [], None, "the NVIDIA driver reports no CUDA device"
@@ -242,12 +290,8 @@ def _query_runtime() -> str | None:
 @functools.cache
 def cuda_info() -> CudaInfo:
     """Describe CUDA on this host (cached: devices do not come and go while duh runs)."""
-    devices, api, reason = _query_driver()
-    if not devices:
-        # nvidia-smi sees devices in some containers where libcuda is not on the loader path.
-        smi = cuda_devices()
-        if smi:
-            devices, reason = list(smi), None
+    found, api, reason = _query_driver()
+    devices, reason = pick_devices(found, reason, cuda_devices)
     driver = devices[0].driver_version if devices else _driver_version_text()
     info = CudaInfo(
         devices=tuple(devices),

@@ -14,6 +14,7 @@ from duh.targets._gpu._pipeline import (
     int8_quantize_config,
     prepare_int8,
 )
+from duh.targets._gpu._placement import misplaced_qdq, place_for_tensorrt
 from duh.targets._gpu._profiles import (
     PROFILE_PREFIX,
     InputProfile,
@@ -40,7 +41,9 @@ __all__ = [
     "gpu_default_passes",
     "input_profiles",
     "int8_quantize_config",
+    "misplaced_qdq",
     "parse_shape_range",
+    "place_for_tensorrt",
     "prepare_int8",
     "profile_ranges",
     "qdq_counts",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from duh.errors import TargetError
 from duh.targets._base import PassSpec, TargetSpec
+from duh.targets._gpu._placement import misplaced_qdq, place_for_tensorrt
 from duh.targets._gpu._qdq import check_qdq, fold_bias_dequantize, qdq_counts
 
 if TYPE_CHECKING:
@@ -54,6 +55,16 @@ def prepare_int8(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     notes = []
     if folded:
         notes.append(f"{folded} int32 bias DequantizeLinear node(s) folded to float biases")
+    model, rewired = place_for_tensorrt(model)
+    if rewired:
+        notes.append(
+            f"TensorRT placement: {rewired} activation Q/DQ input(s) off ReLU/Clip/pooling "
+            "(Q/DQ kept on weighted-op inputs and residual Add inputs)"
+        )
+    misplaced = misplaced_qdq(model)
+    if misplaced:
+        raise TargetError(f"Q/DQ placement left for TensorRT: {misplaced[0]}")
+    counts = qdq_counts(model)
     problems = check_qdq(model)
     if problems:
         shown = "; ".join(str(p) for p in problems[:3])
@@ -64,6 +75,6 @@ def prepare_int8(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
         )
     notes.append(
         f"explicit Q/DQ meets TensorRT's rules: {counts['QuantizeLinear']} Q, "
-        f"{counts['DequantizeLinear'] - folded} DQ"
+        f"{counts['DequantizeLinear']} DQ"
     )
     return model, notes

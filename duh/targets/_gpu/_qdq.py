@@ -88,6 +88,15 @@ class _Graph:
             source.input[0] in self.constants
         )
 
+    def weight(self, name: str) -> np.ndarray | None:
+        """The constant behind ``name``: itself, or a QuantizeLinear's float input (QAT models)."""
+        if name in self.constants:
+            return self.constants[name]
+        source = self.producer.get(name)
+        if source is not None and source.op_type == "QuantizeLinear":
+            return self.constants.get(source.input[0])
+        return None
+
 
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
     for a in node.attribute:
@@ -182,7 +191,7 @@ def _check_per_channel(
         ]
     if node.op_type == "QuantizeLinear":
         return []  # its DequantizeLinear is checked against the consumer
-    weight = g.constants.get(data)
+    weight = g.weight(data)  # float weight -> Q -> DQ: the rank is that of Q's input
     rank = weight.ndim if weight is not None else 0
     axis = _attr(node, "axis", 1)
     axis = axis + rank if axis < 0 and rank else axis

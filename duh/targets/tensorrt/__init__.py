@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from duh._cache import cache_key
-from duh._cuda import CudaInfo, cuda_info
+from duh._cuda import CudaInfo, bindings_mismatch, cuda_bindings_version, cuda_info
 from duh.errors import ArtifactError, MissingDependencyError, TargetError
 from duh.host import HostInfo
 from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec, register_target
@@ -108,7 +108,11 @@ def check_engine_compat(req: Mapping[str, Any], info: CudaInfo, device: int = 0)
 
 
 def _cuda_python_missing() -> bool:
-    return importlib.util.find_spec("cuda") is None
+    # ``cuda`` is a namespace other packages also provide: ask for cuda-python's own module.
+    try:
+        return importlib.util.find_spec("cuda.bindings") is None
+    except ImportError:
+        return True
 
 
 @register_target
@@ -133,6 +137,9 @@ class TensorRtTarget:
             return "package tensorrt missing: pip install 'duh[gpu]'"
         if _cuda_python_missing():
             return "package cuda-python missing (CUDA buffers for engines): pip install 'duh[gpu]'"
+        mismatch = bindings_mismatch(cuda_info().cuda_driver_api, cuda_bindings_version())
+        if mismatch:
+            return mismatch
         gpu = host.cuda[0]
         if _cc(gpu.compute_capability) < MIN_COMPUTE_CAPABILITY:
             return (

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,30 @@ from typing import Any
 from duh.errors import TargetError
 from duh.targets._gpu import InputProfile, TrtSettings
 
-__all__ = ["build_engine", "make_logger"]
+__all__ = ["build_engine", "make_logger", "network_flags"]
 
 log = logging.getLogger(__name__)
 
-def make_logger(trt: Any) -> Any:
-    """A TensorRT logger that forwards to duh's log and keeps the latest error for messages."""
+_LOGGERS: dict[int, Any] = {}
+_LOGGER_LOCK = threading.Lock()
 
+
+def make_logger(trt: Any) -> Any:
+    """The process's one TensorRT logger (per tensorrt module), its last error cleared.
+
+    TensorRT keeps the first logger it is given while any builder or runtime lives, so a fresh
+    logger per build would never hear the errors (and one freed early can crash it): every
+    builder and runtime gets this one, and each call resets ``last_error`` for its own messages.
+    """
+    with _LOGGER_LOCK:
+        logger = _LOGGERS.get(id(trt))
+        if logger is None:
+            logger = _LOGGERS[id(trt)] = _new_logger(trt)
+        logger.last_error = ""
+        return logger
+
+
+def _new_logger(trt: Any) -> Any:
     class _Logger(trt.ILogger):  # type: ignore[misc,name-defined]
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
@@ -63,16 +81,22 @@ def _progress_monitor(trt: Any) -> Any | None:
     return _Progress()
 
 
-def _network_flags(trt: Any) -> int:
+def network_flags(trt: Any) -> int:
+    """Creation flags for a strongly typed network, right for TensorRT 10 and 11.
+
+    TensorRT 10 builds strongly typed networks on request (``STRONGLY_TYPED``, bit 1 << value);
+    TensorRT 11 builds nothing else and deprecates the flag with value 0, which would set the
+    EXPLICIT_BATCH bit 0 it also removed: it is left out there.
+    """
     flags = 0
     strongly = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if strongly is not None:
+    if strongly is not None and int(strongly) > 0:
         flags |= 1 << int(strongly)
     return flags
 
 
 def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path) -> tuple[Any, Any]:
-    network = builder.create_network(_network_flags(trt))
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i)).strip() for i in range(parser.num_errors)]
@@ -133,7 +157,11 @@ def build_engine(
         config.add_optimization_profile(profile)
     cached = timing_cache.read_bytes() if timing_cache.is_file() else b""
     cache = config.create_timing_cache(cached)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise TargetError(
+            f"TensorRT refused the timing cache {timing_cache}: "
+            f"{logger.last_error or 'no reason given'}; delete it and build again"
+        )
     notes.append(
         f"timing cache {'reused' if cached else 'started'}: {timing_cache.name} "
         f"({len(cached)} bytes before the build)"

@@ -7,6 +7,7 @@ from several threads take turns on a lock; buffers grow to the largest shape see
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,7 @@ from duh.runtime.contract import EngineOptions, OpTiming
 from duh.targets._util import import_engine
 from duh.targets.tensorrt._build import make_logger
 
-__all__ = ["TensorRtEngine", "cuda_check", "cuda_runtime"]
+__all__ = ["TensorRtEngine", "cuda_check", "cuda_runtime", "host_view"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,33 @@ def cuda_check(cudart: Any, result: Any, what: str) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def host_view(ptr: int, shape: Sequence[int], dtype: np.dtype) -> np.ndarray:
+    """A numpy array over ``ptr`` (host memory duh allocated, e.g. with ``cudaMallocHost``)."""
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = (ctypes.c_uint8 * max(count * dtype.itemsize, 1)).from_address(ptr)
+    return np.frombuffer(memoryview(raw).cast("B"), dtype=dtype, count=count).reshape(tuple(shape))
+
+
+def _grow(
+    cudart: Any, buffers: dict[str, tuple[int, int]], name: str, nbytes: int, *, pinned: bool
+) -> int:
+    """``name``'s buffer in ``buffers``, reallocated when it is smaller than ``nbytes``."""
+    ptr, size = buffers.get(name, (0, 0))
+    if size >= nbytes:
+        return ptr
+    if pinned:
+        free, alloc = cudart.cudaFreeHost, cudart.cudaMallocHost
+    else:
+        free, alloc = cudart.cudaFree, cudart.cudaMalloc
+    if ptr:
+        cuda_check(cudart, free(ptr), "freeing memory")
+        del buffers[name]
+    where = "pinned host" if pinned else "device"
+    ptr = int(cuda_check(cudart, alloc(nbytes), f"allocating {nbytes} bytes of {where} memory"))
+    buffers[name] = (ptr, nbytes)
+    return ptr
+
+
 def _profiler(trt: Any) -> Any:
     class _LayerTimes(trt.IProfiler):  # type: ignore[misc,name-defined]
         def __init__(self) -> None:
@@ -76,7 +104,8 @@ class TensorRtEngine:
         trt = import_engine("tensorrt", "tensorrt", "gpu", "the tensorrt engine")
         cudart = cuda_runtime()
         self._trt, self._cudart = trt, cudart
-        cuda_check(cudart, cudart.cudaSetDevice(int(config.get("device", 0))), "selecting the GPU")
+        self._device = int(config.get("device", 0))
+        self._select_device()
         self._logger = make_logger(trt)
         self._runtime = trt.Runtime(self._logger)
         if config.get("version_compatible"):
@@ -90,6 +119,11 @@ class TensorRtEngine:
             )
         self._engine = engine
         self._context = engine.create_execution_context()
+        if self._context is None:
+            raise TargetError(
+                "TensorRT could not create an execution context for the engine: "
+                f"{self._logger.last_error or 'no reason given'} (is the GPU out of memory?)"
+            )
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self._inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         have = set(names) - set(self._inputs)
@@ -100,24 +134,27 @@ class TensorRtEngine:
         self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
         self._stream = cuda_check(cudart, cudart.cudaStreamCreate(), "creating a CUDA stream")
         self._buffers: dict[str, tuple[int, int]] = {}
+        self._pinned: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._layer_times = None
         if options.profile:
             self._layer_times = _profiler(trt)
             self._context.profiler = self._layer_times
 
+    def _select_device(self) -> None:
+        # The current device is per thread: a server thread calling run() would otherwise
+        # allocate and launch on GPU 0.
+        cudart = self._cudart
+        cuda_check(cudart, cudart.cudaSetDevice(self._device), f"selecting GPU {self._device}")
+
     def _buffer(self, name: str, nbytes: int) -> int:
-        ptr, size = self._buffers.get(name, (0, 0))
-        if size >= nbytes:
-            return ptr
-        if ptr:
-            cuda_check(self._cudart, self._cudart.cudaFree(ptr), "freeing device memory")
-        allocated = cuda_check(
-            self._cudart, self._cudart.cudaMalloc(nbytes), f"allocating {nbytes} bytes"
-        )
-        ptr = int(allocated)
-        self._buffers[name] = (ptr, nbytes)
-        return ptr
+        return _grow(self._cudart, self._buffers, name, nbytes, pinned=False)
+
+    def _host(self, name: str, array_shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A pinned (page-locked) host array for ``name``, reused across runs."""
+        nbytes = max(int(np.prod(array_shape, dtype=np.int64)) * dtype.itemsize, 1)
+        ptr = _grow(self._cudart, self._pinned, name, nbytes, pinned=True)
+        return host_view(ptr, array_shape, dtype)
 
     def _copy(self, dst: int, src: int, nbytes: int, kind: Any) -> None:
         cudart = self._cudart
@@ -131,7 +168,7 @@ class TensorRtEngine:
         to_device = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         to_host = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         with self._lock:
-            staged = []
+            self._select_device()
             for name in self._inputs:
                 array = np.ascontiguousarray(feed[name], dtype=self._dtypes[name])
                 if not self._context.set_input_shape(name, array.shape):
@@ -140,9 +177,10 @@ class TensorRtEngine:
                         f"optimization profile; rebuild with --shape {name}=MIN:OPT:MAX covering it"
                     )
                 ptr = self._buffer(name, max(array.nbytes, 1))
-                self._copy(ptr, array.ctypes.data, array.nbytes, to_device)
+                host = self._host(name, array.shape, array.dtype)
+                np.copyto(host, array)  # pinned staging: DMA straight from page-locked memory
+                self._copy(ptr, host.ctypes.data, array.nbytes, to_device)
                 self._context.set_tensor_address(name, ptr)
-                staged.append(array)  # kept alive until the stream is synchronized
             results: dict[str, np.ndarray] = {}
             for name in self._outputs:
                 shape = tuple(self._context.get_tensor_shape(name))
@@ -151,7 +189,7 @@ class TensorRtEngine:
                         f"output {name!r} has a data-dependent shape {list(shape)}, which duh's "
                         "TensorRT runtime does not support; build for onnxruntime:cuda instead"
                     )
-                out = np.empty(shape, dtype=self._dtypes[name])
+                out = self._host(name, shape, self._dtypes[name])
                 self._context.set_tensor_address(name, self._buffer(name, max(out.nbytes, 1)))
                 results[name] = out
             if not self._context.execute_async_v3(int(self._stream)):
@@ -162,7 +200,8 @@ class TensorRtEngine:
             for name, out in results.items():
                 self._copy(out.ctypes.data, self._buffers[name][0], out.nbytes, to_host)
             cuda_check(cudart, cudart.cudaStreamSynchronize(self._stream), "running the engine")
-        return results
+            # The pinned buffers are reused by the next run: hand back copies.
+            return {name: out.copy() for name, out in results.items()}
 
     def op_profile(self) -> list[OpTiming]:
         """Per-layer times TensorRT reported, summed over every run so far."""
@@ -177,9 +216,14 @@ class TensorRtEngine:
     def close(self) -> None:
         """Free the device buffers and the stream, then the engine."""
         with self._lock:
+            if self._stream is not None:
+                self._select_device()
             for ptr, _size in self._buffers.values():
                 self._cudart.cudaFree(ptr)
             self._buffers.clear()
+            for ptr, _size in self._pinned.values():
+                self._cudart.cudaFreeHost(ptr)
+            self._pinned.clear()
             if self._stream is not None:
                 self._cudart.cudaStreamDestroy(self._stream)
                 self._stream = None
