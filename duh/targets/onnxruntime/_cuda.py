@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -166,7 +167,8 @@ def probe_tensorrt(ort: Any) -> str | None:
     so = ort.SessionOptions()
     so.log_severity_level = 3
     try:
-        with _quiet_stdout():
+        with _quiet_stdout(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "not in available provider names": answered below
             session = ort.InferenceSession(
                 onnx.ModelProto.SerializeToString(model), so,
                 providers=[TRT_EP, "CPUExecutionProvider"],
