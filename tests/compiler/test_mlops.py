@@ -55,3 +55,23 @@ def test_zipmap_output_is_the_probability_matrix(
         got["output_probability"], zipmap_matrix(want_maps, labels), rtol=1e-5, atol=1e-6
     )
     assert list(got["output_label"]) == list(want_label)
+
+
+def test_string_class_labels_come_back_as_str_on_openvino(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+
+    iris = load_iris()
+    x = iris.data.astype(np.float32)
+    names = np.array(["setosa", "versicolor", "virginica"])[iris.target]
+    est = RandomForestClassifier(5, max_depth=3, random_state=0).fit(x, names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx.save(to_onnx(est, x[:1], target_opset={"": 17, "ai.onnx.ml": 3}), tmp_path / "s.onnx")
+    result = duh.build(tmp_path / "s.onnx", "openvino:cpu-fp32", tmp_path / "s.duh", cache=False)
+    assert result.manifest is not None and result.manifest.checks["passed"]
+    got = duh.load(tmp_path / "s.duh").run({"X": x[::10]})["output_label"]
+    ref = ort.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"])
+    assert got.dtype == object and list(got) == list(ref.run(None, {"X": x[::10]})[0])

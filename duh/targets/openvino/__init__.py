@@ -52,6 +52,13 @@ def _reason(exc: BaseException) -> str:
     return (meaningful or lines or [type(exc).__name__])[0]
 
 
+def _output(tensor: Any) -> np.ndarray:
+    """An output tensor as numpy: strings as str objects (what ONNX Runtime gives), not bytes."""
+    if tensor.element_type != _ov().Type.string:
+        return np.array(tensor.data, copy=True)
+    return np.array(tensor.str_data, dtype=object).reshape(tuple(tensor.shape))
+
+
 def _check_inputs(converted: Any, model: onnx.ModelProto) -> None:
     """Refuse a conversion whose inputs are not the model's.
 
@@ -272,7 +279,7 @@ class OpenVinoEngine:
             # request's output memory is reused by its next inference.
             request.infer(feed, share_inputs=True, share_outputs=True)
             return {
-                name: request.get_output_tensor(index).data.copy()
+                name: _output(request.get_output_tensor(index))
                 for name, index in self._output_indices
             }
         except RuntimeError as exc:  # what OpenVINO raises for a feed it cannot run
