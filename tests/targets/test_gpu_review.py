@@ -153,7 +153,11 @@ def test_a_foreign_cuda_namespace_is_not_cuda_python(
     monkeypatch.syspath_prepend(str(tmp_path))
     for name in [m for m in sys.modules if m == "cuda" or m.startswith("cuda.")]:
         monkeypatch.delitem(sys.modules, name)
-    assert _cuda_python_missing()
+    try:
+        assert _cuda_python_missing()
+    finally:  # the fake namespace must not outlive the test (monkeypatch restores the real one)
+        for name in [m for m in sys.modules if m == "cuda" or m.startswith("cuda.")]:
+            del sys.modules[name]
 
 
 # 10. pinned staging views ---------------------------------------------------------------------
