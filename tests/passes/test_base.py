@@ -38,6 +38,8 @@ def test_every_pass_declares_its_contract() -> None:
         "fold-constants": (False, False),
         "fp16": (False, False),
         "fuse": (False, False),
+        "lower-ml": (False, False),
+        "lower-sequences": (False, False),
         "prune": (True, False),
         "quantize": (True, True),
         "simplify": (False, False),
