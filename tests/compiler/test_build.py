@@ -100,9 +100,9 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     result = build(FIXTURES / "digits_cnn.onnx", "openvino:cpu-fp32", out, dry_run=True)
     assert result.dry_run and result.output is None
     assert [p["name"] for p in result.candidates[0].passes] == [
-        "simplify", "fold-constants", "fuse", "cleanup"
+        "lower-ml", "lower-sequences", "simplify", "fold-constants", "fuse", "cleanup"
     ]
-    assert result.candidates[0].passes[0]["config"]["skip_fuse_bn"] is False
+    assert result.candidates[0].passes[2]["config"]["skip_fuse_bn"] is False
     assert list(tmp_path.iterdir()) == []
 
 
