@@ -2,9 +2,10 @@
 
 The rows of the input (numpy files, an image folder, a CSV/Parquet table) are cut into shards;
 each shard runs in batches on a worker holding one engine (``duh.load``) and its outputs are
-written atomically as ``shard-NNNNN.npz``, so that a job resumes where it was stopped. Locally a
-process pool sized to the cores runs the shards; ``duh.integrations.ray`` runs the same shards on
-Ray Data. This package uses the runtime only, never the compiler.
+written atomically as ``shard-NNNNN.npz``, so that a job resumes where it was stopped. Locally
+one engine in this process runs the shards on every core (``workers=N``: a pool of N processes);
+``duh.integrations.ray`` runs the same shards on Ray Data. This package uses the runtime only,
+never the compiler.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from duh.batch._job import (
     BatchRequest,
     BatchResult,
     Ledger,
+    cores,
     failure,
     plan_batch,
     read_outputs,
-    run_batch,
-    worker_counts,
 )
-from duh.batch._shards import ShardDone, ShardJob, ShardRunner, WorkerSpec, shard_name
+from duh.batch._local import local_workers, run_batch, worker_counts
+from duh.batch._shards import ShardDone, ShardJob, ShardRunner, WorkerSpec, shard_name, write_shard
 from duh.batch._sources import TABLE_SUFFIXES, Source, open_source
 
 __all__ = [
@@ -36,12 +37,15 @@ __all__ = [
     "ShardRunner",
     "Source",
     "WorkerSpec",
+    "cores",
     "failure",
+    "local_workers",
     "open_source",
     "plan_batch",
     "read_outputs",
     "run_batch",
     "shard_name",
     "worker_counts",
+    "write_shard",
 ]
 

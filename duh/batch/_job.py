@@ -1,4 +1,4 @@
-"""A batch job: its plan (shards, what is already done), its record on disk, and the local pool.
+"""A batch job: its plan (shards, what is already done), and its record on disk.
 
 The output folder holds one ``shard-NNNNN.npz`` per shard (the outputs of rows
 ``N*shard_size`` onwards, in input order) and ``batch.json``, the job's record: which artifact,
@@ -10,15 +10,10 @@ the same folder is refused.
 from __future__ import annotations
 
 import json
-import logging
-import multiprocessing
 import os
 import tempfile
-import time
 import zipfile
-from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +21,7 @@ from typing import Any
 import numpy as np
 
 import duh
-from duh.batch._shards import ShardDone, ShardJob, ShardRunner, WorkerSpec, shard_name
+from duh.batch._shards import ShardDone, ShardJob, shard_name
 from duh.batch._sources import Source, open_source
 from duh.errors import ConfigError, DuhError
 from duh.host import host_info
@@ -45,18 +40,18 @@ __all__ = [
     "BatchRequest",
     "BatchResult",
     "Ledger",
+    "cores",
+    "failure",
     "plan_batch",
     "read_outputs",
-    "run_batch",
 ]
-
-log = logging.getLogger(__name__)
 
 RECORD_NAME = "batch.json"
 _FORMAT = 1
 
 
-def _cores() -> int:
+def cores() -> int:
+    """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -67,12 +62,22 @@ class BatchRequest:
     artifact: Path
     input: Path
     output: Path
-    batch_size: int = field(default=64, metadata={"help": "rows per engine call"})
+    batch_size: int = field(
+        default=64,
+        metadata={
+            "help": "rows per engine call (a model with a fixed batch dimension uses its own); "
+            "compare sizes with `duh bench ART --batch 8,32,128`"
+        },
+    )
     shard_size: int = field(
         default=1024, metadata={"help": "rows per output file (the unit of resume)"}
     )
     workers: int | None = field(
-        default=None, metadata={"help": "worker processes, one engine each (default: one per core)"}
+        default=None,
+        metadata={
+            "help": "engines at once (default 1: in this process, on every core; N > 1: N "
+            "worker processes, seconds to start; Ray: one actor per CPU)"
+        },
     )
     threads: int | None = field(
         default=None, metadata={"help": "engine threads per worker (default: cores / workers)"}
@@ -269,73 +274,6 @@ def failure(done: ShardDone) -> DuhError:
     error = DuhError(f"shard {done.index}: {done.error}")
     error.exit_code = done.exit_code
     return error
-
-
-_RUNNER: list[ShardRunner] = []
-
-
-def _init_worker(worker: WorkerSpec) -> None:
-    _RUNNER.append(ShardRunner(worker))
-
-
-def _run_in_worker(job: ShardJob) -> ShardDone:
-    return _RUNNER[0](job)
-
-
-def worker_counts(request: BatchRequest, cores: int | None = None) -> tuple[int, int]:
-    """(workers, threads per worker): one worker per core unless told, the cores shared out."""
-    cores = cores or _cores()
-    workers = request.workers or cores
-    return workers, request.threads or max(1, cores // workers)
-
-
-def run_batch(
-    request: BatchRequest, on_shard: Callable[[ShardDone], None] | None = None,
-    plan: BatchPlan | None = None,
-) -> BatchResult:
-    """Run the job on a local process pool (one engine per worker), skipping finished shards.
-
-    ``on_shard`` is called in this process after each shard is written and recorded.
-    """
-    plan = plan or plan_batch(request)
-    ledger = Ledger(plan)
-    workers, threads = worker_counts(request)
-    workers = max(1, min(workers, len(plan.pending) or 1))
-    spec = WorkerSpec(request.artifact, threads, dict(request.engine_options))
-    began = time.perf_counter()
-    ran = 0
-    if plan.pending:
-        log.info("batch: %d shards to run on %d workers", len(plan.pending), workers)
-        context = multiprocessing.get_context("spawn")  # no engine state forked from this process
-        with ProcessPoolExecutor(workers, context, _init_worker, (spec,)) as pool:
-            futures: set[Future[ShardDone]] = {
-                pool.submit(_run_in_worker, plan.job(i)) for i in plan.pending
-            }
-            try:
-                while futures:
-                    finished, futures = wait(futures, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        try:
-                            done = future.result()
-                        except BrokenProcessPool:
-                            raise DuhError(
-                                "a batch worker process died (out of memory?); the finished "
-                                "shards are kept: run the same command again to resume"
-                            ) from None
-                        if done.error:
-                            raise failure(done)
-                        ledger.record(done)
-                        ran += done.count
-                        if on_shard is not None:
-                            on_shard(done)
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-    return BatchResult(
-        request.output, plan.total, len(plan.shards), len(plan.pending), len(plan.done), ran,
-        time.perf_counter() - began, workers, "local",
-    )
 
 
 def read_outputs(output: str | Path) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ from duh.batch._sources import Source
 from duh.errors import DuhError, InputError
 from duh.runtime import Session
 
-__all__ = ["ShardDone", "ShardJob", "ShardRunner", "WorkerSpec", "shard_name"]
+__all__ = ["ShardDone", "ShardJob", "ShardRunner", "WorkerSpec", "shard_name", "write_shard"]
 
 
 def shard_name(index: int) -> str:
@@ -112,6 +112,12 @@ def _write_atomic(path: Path, arrays: Mapping[str, np.ndarray]) -> str:
     return digest
 
 
+def write_shard(job: ShardJob, outputs: Mapping[str, np.ndarray], began: float) -> ShardDone:
+    """Write a shard's outputs atomically; ``began`` is when its work started (for its time)."""
+    digest = _write_atomic(job.output / shard_name(job.index), outputs)
+    return ShardDone(job.index, job.stop - job.start, digest, time.perf_counter() - began)
+
+
 class ShardRunner:
     """Runs shards with one session, loaded once (``duh.load``)."""
 
@@ -120,16 +126,17 @@ class ShardRunner:
             worker.artifact, threads=worker.threads, engine_options=dict(worker.engine_options)
         )
 
+    def infer(self, job: ShardJob, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The outputs of a shard's rows (``job.source.read``), run in batches."""
+        return _run_batches(self.session, arrays, job.stop - job.start, job.batch_size)
+
     def __call__(self, job: ShardJob) -> ShardDone:
         """Run one shard; a user error comes back in ``ShardDone.error`` (to cross processes)."""
         began = time.perf_counter()
         try:
-            arrays = job.source.read(job.start, job.stop)
-            outputs = _run_batches(self.session, arrays, job.stop - job.start, job.batch_size)
-            digest = _write_atomic(job.output / shard_name(job.index), outputs)
+            return write_shard(job, self.infer(job, job.source.read(job.start, job.stop)), began)
         except DuhError as exc:
             return ShardDone(job.index, 0, error=str(exc), exit_code=exc.exit_code)
-        return ShardDone(job.index, job.stop - job.start, digest, time.perf_counter() - began)
 
     def close(self) -> None:
         """Release the engine."""

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 import duh
 from duh.batch import RECORD_NAME, BatchRequest, plan_batch, read_outputs, run_batch, shard_name
 from duh.cli import app
-from duh.errors import ConfigError
+from duh.errors import ConfigError, DuhError
 from fixtures.serve_models import reference, write_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,17 +41,25 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]
     return folder, x
 
 
+@pytest.fixture(scope="module")
+def one_by_one(samples: tuple[Path, np.ndarray]) -> np.ndarray:
+    """``Session.run`` over the 10,000 samples one at a time."""
+    return _one_by_one(DIGITS, samples[1], "input")
+
+
+@pytest.mark.parametrize("workers", [None, 2], ids=["in-process", "pool-of-2"])
 def test_ten_thousand_samples_match_session_run_one_by_one(
-    samples: tuple[Path, np.ndarray], tmp_path: Path
+    samples: tuple[Path, np.ndarray], one_by_one: np.ndarray, workers: int | None, tmp_path: Path
 ) -> None:
-    folder, x = samples
+    folder, _ = samples
     request = BatchRequest(DIGITS, folder, tmp_path / "out", batch_size=64, shard_size=1500,
-                           workers=2)
+                           workers=workers)
     result = run_batch(request)
     assert (result.samples, result.shards, result.shards_run, result.samples_run) == (
         10_000, 7, 7, 10_000)
+    assert result.workers == (workers or 1)  # one engine in this process unless told
     got = read_outputs(tmp_path / "out")["logits"]
-    np.testing.assert_allclose(got, _one_by_one(DIGITS, x, "input"), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, one_by_one, rtol=1e-5, atol=1e-5)
 
 
 def test_a_finished_job_is_not_run_again(samples: tuple[Path, np.ndarray], tmp_path: Path) -> None:
@@ -75,36 +83,40 @@ def test_another_job_in_the_same_folder_is_refused(
         plan_batch(BatchRequest(DIGITS, folder, tmp_path / "other"))
 
 
-def test_killed_half_way_then_resumed_redoes_and_loses_no_shard(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "pool-of-2"])
+def test_killed_half_way_then_resumed_redoes_and_loses_no_shard(
+    workers: int, tmp_path: Path
+) -> None:
     # The heavy MLP at batch 1 takes seconds for 6,000 rows: time to kill the job in the middle.
     model = write_model("heavy", tmp_path / "heavy.onnx")
     x = np.random.default_rng(1).standard_normal((6000, 256)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "duh", "batch", str(model), "-i", str(tmp_path / "x.npy"),
-           "-o", str(out), "--shard-size", "200", "--batch-size", "1", "--workers", "2",
+           "-o", str(out), "--shard-size", "100", "--batch-size", "1", "--workers", str(workers),
            "--threads", "1"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while len(list(out.glob("shard-*.npz"))) < 4:
+    while len(list(out.glob("shard-*.npz"))) < 3:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         assert time.monotonic() < deadline, "no shard appeared"
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the parent and its workers, at once
     proc.wait()
     before = {p.name: p.stat() for p in out.glob("shard-*.npz")}
-    assert 4 <= len(before) < 30, "the job was not stopped half way"
+    assert 3 <= len(before) < 60, "the job was not stopped half way"
 
-    result = run_batch(BatchRequest(model, tmp_path / "x.npy", out, batch_size=1,
-                                    shard_size=200, workers=2))
+    # The batch size is not part of the job (the shards are): the rest runs at batch 64.
+    result = run_batch(BatchRequest(model, tmp_path / "x.npy", out, batch_size=64,
+                                    shard_size=100, workers=workers))
     assert result.shards_skipped == len(before)
-    assert result.shards_run == 30 - len(before)
+    assert result.shards_run == 60 - len(before)
     for name, stat in before.items():  # not rewritten: same file, same time
         now = (out / name).stat()
         assert (now.st_ino, now.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [RECORD_NAME, *(shard_name(i) for i in range(30))])
+        [RECORD_NAME, *(shard_name(i) for i in range(60))])
     np.testing.assert_allclose(read_outputs(out)["y"], reference("heavy", x), rtol=1e-3,
                                atol=1e-3)
 
@@ -141,6 +153,29 @@ def test_an_image_folder_uses_the_preprocessing_spec(tmp_path: Path) -> None:
                   for i in range(12)])
     np.testing.assert_allclose(read_outputs(tmp_path / "out")["logits"],
                                _one_by_one(DIGITS, x, "input"), rtol=1e-5, atol=1e-5)
+
+
+def test_a_shard_that_fails_stops_the_job_and_keeps_the_finished_ones(tmp_path: Path) -> None:
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(images / f"{i:02d}.png")
+    good = (images / "11.png").read_bytes()
+    (images / "11.png").write_bytes(b"not a png")  # in shard 2 (rows 10-11)
+    spec = "order=gray,scale=0.0078125"
+    out = tmp_path / "out"
+    with pytest.raises(DuhError, match=r"shard 2: .*11\.png cannot be read"):
+        run_batch(BatchRequest(DIGITS, images, out, preprocess=spec, shard_size=5))
+    # Shard 1 was being written while shard 2 was read: it is finished and recorded all the same.
+    assert sorted(p.name for p in out.iterdir()) == [RECORD_NAME, shard_name(0), shard_name(1)]
+    assert set(json.loads((out / RECORD_NAME).read_text())["shards"]) == {"0", "1"}
+    (images / "11.png").write_bytes(good)
+    again = run_batch(BatchRequest(DIGITS, images, out, preprocess=spec, shard_size=5))
+    assert (again.shards_skipped, again.shards_run, again.samples_run) == (2, 1, 2)
+    assert read_outputs(out)["logits"].shape == (12, 10)
 
 
 def test_cli_summary_json_and_errors(samples: tuple[Path, np.ndarray], tmp_path: Path) -> None:
