@@ -64,7 +64,9 @@ def run_batch(
     ledger = Ledger(plan)
     workers, threads = local_workers(request)
     workers = max(1, min(workers, len(plan.pending) or 1))
-    spec = WorkerSpec(request.artifact, threads, dict(request.engine_options))
+    # In this process the engine shares the cores with the shard reader and writer threads.
+    spin = False if workers == 1 else None
+    spec = WorkerSpec(request.artifact, threads, dict(request.engine_options), spin)
     began = time.perf_counter()
     ran = 0
     if plan.pending:

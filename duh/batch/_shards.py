@@ -37,6 +37,9 @@ class WorkerSpec:
     artifact: Path
     threads: int | None = None
     engine_options: Mapping[str, str] = field(default_factory=dict)
+    # Off where threads reading and writing shards share the cores with the engine's threads:
+    # spinning pool threads would take the cores those need between runs.
+    spin: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +126,8 @@ class ShardRunner:
 
     def __init__(self, worker: WorkerSpec) -> None:
         self.session = duh.load(
-            worker.artifact, threads=worker.threads, engine_options=dict(worker.engine_options)
+            worker.artifact, threads=worker.threads, engine_options=dict(worker.engine_options),
+            spin=worker.spin,
         )
 
     def infer(self, job: ShardJob, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
