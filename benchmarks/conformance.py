@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import queue
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._conformance_corpus import SUITES, Case, discover
+from benchmarks._subprocess import kill_group, read_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = ("cpu", "openvino:cpu-fp32", "openvino:cpu-bf16", "tvm:cpu", "cpu-int8")
@@ -46,20 +46,6 @@ def _stderr_tail(err: Any, limit: int = 2000) -> str:
     err.seek(0)
     return err.read().decode("utf-8", "replace")[-limit:]
 
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
-def _read_lines(fd: int, lines: queue.Queue[str | None]) -> None:
-    with os.fdopen(fd, "r") as stream:
-        for line in stream:
-            lines.put(line)
-    lines.put(None)
 
 
 def _one_worker(case: Case, targets: Sequence[str], timeout: float) -> dict[str, dict[str, Any]]:
@@ -87,7 +73,7 @@ def _one_worker(case: Case, targets: Sequence[str], timeout: float) -> dict[str,
         )
         os.close(write_fd)
         lines: queue.Queue[str | None] = queue.Queue()
-        reader = threading.Thread(target=_read_lines, args=(read_fd, lines), daemon=True)
+        reader = threading.Thread(target=read_lines, args=(read_fd, lines), daemon=True)
         reader.start()
         current = targets[0]
         deadline = time.monotonic() + timeout
@@ -95,7 +81,7 @@ def _one_worker(case: Case, targets: Sequence[str], timeout: float) -> dict[str,
             try:
                 line = lines.get(timeout=max(deadline - time.monotonic(), 0.0))
             except queue.Empty:
-                _kill(proc)
+                kill_group(proc)
                 results[current] = {"status": "timeout", "detail": f"no result in {timeout:g} s"}
                 break
             if line is None:

@@ -25,7 +25,6 @@ import os
 import queue
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._fuzz_mutations import KINDS, mutate
+from benchmarks._subprocess import kill_group, read_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = Path(os.environ.get("DUH_MODELS_DIR", "~/.cache/duh/models")).expanduser()
@@ -51,20 +51,6 @@ def seeds(max_mb: float) -> list[Path]:
         found += [p for p in sorted(ZOO.glob("*.onnx")) if p.stat().st_size <= max_mb * 1e6]
     return found
 
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
-def _read_lines(fd: int, lines: queue.Queue[str | None]) -> None:
-    with os.fdopen(fd, "r") as stream:
-        for line in stream:
-            lines.put(line)
-    lines.put(None)
 
 
 def _worker(
@@ -86,14 +72,14 @@ def _worker(
         proc.stdin.write("".join(f"{c}\n" for c in cases).encode())
         proc.stdin.close()
         lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=_read_lines, args=(read_fd, lines), daemon=True).start()
+        threading.Thread(target=read_lines, args=(read_fd, lines), daemon=True).start()
         current = str(cases[0])
         deadline = time.monotonic() + timeout + 60.0  # the worker's imports come first
         while True:
             try:
                 line = lines.get(timeout=max(deadline - time.monotonic(), 0.0))
             except queue.Empty:
-                _kill(proc)
+                kill_group(proc)
                 results[current] = _failed("timeout", f"no answer in {timeout:g} s")
                 break
             if line is None:
