@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                 ort_ms, ov_ms = t.medians_ms
                 rows.append({"model": name, "batch": batch, "ort_native_ms": round(ort_ms, 4),
                              "openvino_lowered_ms": round(ov_ms, 4),
-                             "ratio": round(ov_ms / ort_ms, 2), "top1_agreement": agree})  # fmt: skip
+                             "ratio": round(ov_ms / ort_ms, 2),
+                             "top1_agreement": agree})
             for s in sessions.values():
                 s.close()
     head = ("model", "batch", "ORT native ms", "OV lowered ms", "OV/ORT", "top-1")
