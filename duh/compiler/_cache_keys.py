@@ -14,6 +14,7 @@ import json
 import platform
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,20 +63,35 @@ def _version(distributions: tuple[str, ...]) -> str:
     return f"{distributions[0]}==absent"
 
 
+@functools.cache
+def duh_build() -> str:
+    """duh's version and a sha256 of its own source files.
+
+    An editable install keeps its version while its code changes: keyed on the version alone, a
+    changed pass would be served the outputs its old code cached.
+    """
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return f"{__version__}+{digest.hexdigest()}"
+
+
 def engine_versions(engines: Iterable[str]) -> dict[str, str]:
-    """duh's version and each engine's installed version (a plugin duh does not know: by name)."""
-    out = {"duh": __version__}
+    """duh's build and each engine's installed version (a plugin duh does not know: by name)."""
+    out = {"duh": duh_build()}
     for engine in sorted(set(engines)):
         out[engine] = _version(_ENGINE_DISTRIBUTIONS.get(engine, (engine,)))
     return out
 
 
 def pass_versions(names: Iterable[str]) -> dict[str, str]:
-    """duh's version and the versions of the libraries the passes ``names`` run."""
+    """duh's build and the versions of the libraries the passes ``names`` run."""
     libraries = set(_PASS_BASE)
     for name in names:
         libraries.update(_PASS_EXTRA.get(name, ()))
-    return {"duh": __version__, **{lib: _version((lib,)) for lib in sorted(libraries)}}
+    return {"duh": duh_build(), **{lib: _version((lib,)) for lib in sorted(libraries)}}
 
 
 def host_class(host: HostInfo, cuda: bool = False) -> dict[str, Any]:
