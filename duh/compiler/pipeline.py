@@ -7,7 +7,6 @@ import json
 import logging
 import tempfile
 import time
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import onnx
 
+from duh._toml import read_toml
 from duh.compiler._cache_keys import cpu_class, pass_versions, stage_key
 from duh.compiler._stage_cache import StageCache
 from duh.errors import ConfigError, DuhError, PassError
@@ -75,12 +75,7 @@ def parse_pass_list(text: str) -> list[PassSpec]:
 def load_recipe(path: str | Path) -> list[PassSpec]:
     """Read a TOML recipe: ``[[pass]]`` tables, each a ``name`` and that pass's options."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"recipe {str(path)!r} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"recipe {path.name} is not valid TOML: {exc}") from None
+    data = read_toml(path)
     steps = data.get("pass")
     if not isinstance(steps, list) or not steps or set(data) - {"pass"}:
         raise ConfigError(

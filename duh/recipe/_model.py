@@ -10,12 +10,12 @@ is one ``ConfigError`` naming it and what is valid.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from duh._toml import read_toml
 from duh.errors import ConfigError
 
 __all__ = ["BUILD_KEYS", "BuildEntry", "Recipe", "entry_from_options", "load_recipe_file"]
@@ -256,12 +256,7 @@ def _options(
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"recipe {str(path)!r} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"recipe {path.name} is not valid TOML: {exc}") from None
+    data = read_toml(path)
     if path.name == "pyproject.toml":
         table = data.get("tool", {}).get("duh")
         if not isinstance(table, dict):
