@@ -251,13 +251,19 @@ def test_unnamed_dynamic_dims_are_independent(tmp_path: Path) -> None:
 
 
 def test_tuning_records_are_cached_and_reused(conv_model: Path, tmp_path: Path) -> None:
-    first = build_model(conv_model, "tvm:cpu", tmp_path / "a.duh", target_options={"tune_trials": "8"})
+    # cache=False: the build cache would copy the first artifact instead of compiling again; the
+    # tuning records are TVM's own cache, which the second compile must find.
+    first = build_model(
+        conv_model, "tvm:cpu", tmp_path / "a.duh", target_options={"tune_trials": "8"}, cache=False
+    )
     assert first.manifest is not None
     tuning = first.manifest.engine_config["tuning"]
     assert tuning["trials"] == 8 and tuning["reused_cache"] is False and tuning["tasks"] >= 1
     records = cache_dir("tvm") / "tuning" / tuning["cache_key"]
     assert (records / "database_tuning_record.json").stat().st_size > 0
-    second = build_model(conv_model, "tvm:cpu", tmp_path / "b.duh", target_options={"tune_trials": "8"})
+    second = build_model(
+        conv_model, "tvm:cpu", tmp_path / "b.duh", target_options={"tune_trials": "8"}, cache=False
+    )
     assert second.manifest is not None
     again = second.manifest.engine_config["tuning"]
     assert again["reused_cache"] is True and again["cache_key"] == tuning["cache_key"]
