@@ -242,7 +242,8 @@ class Ledger:
         output = plan.request.output
         output.mkdir(parents=True, exist_ok=True)
         # Temporary files of shards a killed run was writing: never renamed, so never results.
-        for stale in output.glob(".shard-*.tmp"):
+        # The same for a record a killed run was rewriting.
+        for stale in (*output.glob(".shard-*.tmp"), *output.glob(f".{RECORD_NAME}.*.tmp")):
             stale.unlink(missing_ok=True)
         self._write()
 
