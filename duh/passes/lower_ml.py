@@ -46,6 +46,7 @@ class _Emitter:
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.features = features  # value name -> its last dim, where fixed
+        self.notes: list[str] = []  # what a lowering chose that the user should know
         self._count = itertools.count()
 
     def name(self, hint: str) -> str:
@@ -234,8 +235,15 @@ def _lower_linear(e: _Emitter, node: onnx.NodeProto) -> str:
             return f"post_transform {transform} is not lowered"
     width = e.features.get(node.input[0])
     if width is not None and coefficients.size != rows * width:
-        # ONNX Runtime then reads the coefficients with the input's stride: not C x F weights
-        return f"{coefficients.size} coefficients do not fit {rows} outputs x {width} features"
+        if coefficients.size < rows * width:
+            return f"{coefficients.size} coefficients do not fit {rows} outputs x {width} features"
+        # More weights than the input has features (a model trained on more columns than it
+        # declares): ONNX Runtime, the reference, reads the first C x F with the input's stride.
+        e.notes.append(
+            f"{node.op_type} {node.name!r}: {coefficients.size} coefficients for {rows} outputs x "
+            f"{width} features; the first {rows * width} read as ONNX Runtime reads them"
+        )
+        coefficients = coefficients[: rows * width]
     weights = coefficients.reshape(rows, -1).T.copy()
     x = _as_float(e, node.input[0])
     scores = e.op("MatMul", [x, e.const("coefficients", weights)])
@@ -326,6 +334,7 @@ class LowerMl(PassBase):
             inits.extend(e.inits)
             lowered += 1
             notes.append(f"{node.op_type} {node.name!r} lowered to {len(e.nodes)} standard ops")
+            notes.extend(e.notes)
         if not lowered:
             return PassResult(model, False, tuple(notes))
         del out.graph.node[:]

@@ -105,6 +105,21 @@ def test_a_form_it_cannot_reproduce_is_one_pass_error() -> None:
         create_pass("lower-ml").run(model, CTX)
 
 
+def test_surplus_coefficients_are_read_as_onnx_runtime_reads_them() -> None:
+    # A model trained on 4 columns that declares a 2-feature input (ONNX Runtime's own
+    # logreg_iris sample): ONNX Runtime reads the first C x F weights with the input's stride.
+    x = datasets.load_iris().data.astype(np.float32)
+    est = linear_model.LogisticRegression(max_iter=500).fit(x, datasets.load_iris().target)
+    model = _convert(est, x, classifier=True)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[1].dim_value = 2
+    result = create_pass("lower-ml").run(model, CTX)
+    assert any("read as ONNX Runtime reads them" in n for n in result.notes), result.notes
+    (label, prob), (got_label, got_prob) = _run(model, x[:, :2]), _run(result.model, x[:, :2])
+    np.testing.assert_array_equal(got_label, label)
+    np.testing.assert_allclose(got_prob, prob, rtol=1e-5, atol=1e-6)
+
+
 def test_the_lowered_forest_runs_on_openvino(tmp_path: Path) -> None:
     pytest.importorskip("openvino")
     import duh

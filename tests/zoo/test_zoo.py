@@ -38,10 +38,6 @@ def test_zoo_model_builds_for_cpu_and_matches_the_source(name: str, tmp_path: Pa
 # one-line refusal with these words (or start passing), never a crash or a silent mismatch.
 _BY_CRITERIA = "passed verification against the source"
 KNOWN_REFUSALS = {
-    # ONNX Runtime's sample reads 12 coefficients with its 2-feature input's stride: not the
-    # C x F weights the spec defines, so not lowered for engines without ai.onnx.ml.
-    ("logreg_iris", "openvino:cpu-fp32"): "cannot be lowered",
-    ("logreg_iris", "cpu-bf16"): "cannot be lowered",
     # INT8 reaches cosine 0.88 on the mel front end; only keeping every quantized op in float
     # passes, which would be an fp32 model under an INT8 name: refused.
     ("oww_melspectrogram", "cpu-int8"): _BY_CRITERIA,
