@@ -4,7 +4,8 @@ Random inputs break models whose inputs carry meaning: a token id past the embed
 mask of 7s, a sample rate the model branches on. A small walk from each integer input through
 value-preserving ops (Cast, Unsqueeze, Reshape, ...) finds the ops that give it meaning:
 
-- the indices of a ``Gather`` (or ``OneHot``) on a table of N rows: values in ``[0, N)``;
+- the indices of a ``Gather``/``Scatter*`` (or ``OneHot``) on a table of N rows: values in
+  ``[0, N)``, 0 when N is a dynamic dimension;
 - a ``Where`` condition or a ``Mul``/``Sub``/logic op after a ``Cast`` (a mask): 0 or 1;
 - an ``Equal``/``Greater``/``Less`` against a constant (``sr == 16000``): that constant, unless
   the input also indexes a table.
@@ -39,6 +40,11 @@ _PASS_THROUGH = frozenset(
         "Squeeze", "Tile", "Transpose", "Unsqueeze",
     }
 )  # fmt: skip
+# Ops whose input 1 indexes input 0 along an axis (an index past it fails the run), and the
+# ones without one axis (ND indices: 0 is the safe value).
+_AXIS_INDEXERS = frozenset({"Gather", "GatherElements", "ScatterElements", "Scatter"})
+_INDEXERS = _AXIS_INDEXERS | {"GatherND", "ScatterND"}
+_GATHERS = frozenset({"Gather", "GatherElements", "GatherND"})
 _MASK_USERS = frozenset({"Mul", "Sub", "And", "Or", "Not", "Xor"})
 _COMPARE = frozenset({"Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual"})
 _QUANTIZED = frozenset(
@@ -148,13 +154,24 @@ def _analyse(
                     if out and out not in seen:
                         seen.add(out)
                         todo.append((out, cast or op == "Cast"))
-            elif op == "Gather" and index == 1:
+            elif op in _GATHERS and index == 0:
+                # values gathered from: still the input's values (edge_index[0] of a graph net)
+                for out in node.output:
+                    if out and out not in seen:
+                        seen.add(out)
+                        todo.append((out, cast))
+            elif op in _INDEXERS and index == 1:
                 table = shapes.get(node.input[0], ())
                 axis = _attr(node, "axis", 0)
-                size = table[axis] if -len(table) <= axis < len(table) else None
-                if size:
-                    high = min(high, float(size))
-                    reasons.append(f"indexes a Gather table of {size}")
+                size = (
+                    table[axis]
+                    if -len(table) <= axis < len(table) and op in _AXIS_INDEXERS
+                    else None
+                )
+                # A table sized by a dynamic dimension (another input's rows): synthetic inputs
+                # give such dims size 1 or more, so 0 is the one index that always fits.
+                high = min(high, float(size) if size else 1.0)
+                reasons.append(f"indexes a {op} table of {size or 'dynamic size'}")
             elif op == "OneHot" and index == 0:
                 depth = _scalar(values, node.input[1])
                 if depth:

@@ -65,6 +65,33 @@ def token_model(path: Path, vocab: int = 3) -> Path:
     return save(path, nodes, [ids, keep], [out], inits)
 
 
+def graph_net_model(path: Path) -> Path:
+    """A message-passing step: x[edge_index[0]] scatter-added into rows edge_index[1] of a
+    [num_nodes, 4] buffer; edge_index indexes a table of dynamic size (PyTorch Geometric)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["num_nodes", 4])
+    edges = helper.make_tensor_value_info("edge_index", TensorProto.INT64, [2, "num_edges"])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["num_nodes", 4])
+    nodes = [
+        helper.make_node("Gather", ["edge_index", "zero"], ["src"], axis=0),
+        helper.make_node("Gather", ["edge_index", "one"], ["dst"], axis=0),
+        helper.make_node("Gather", ["x", "src"], ["msg"], axis=0),
+        helper.make_node("Unsqueeze", ["dst", "axes"], ["dst2"]),
+        helper.make_node("Shape", ["msg"], ["msg_shape"]),
+        helper.make_node("Expand", ["dst2", "msg_shape"], ["dst_rows"]),
+        helper.make_node("Mul", ["x", "nought"], ["empty"]),
+        helper.make_node(
+            "ScatterElements", ["empty", "dst_rows", "msg"], ["out"], axis=0, reduction="add"
+        ),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(0, np.int64), "zero"),
+        numpy_helper.from_array(np.array(1, np.int64), "one"),
+        numpy_helper.from_array(np.array([1], np.int64), "axes"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "nought"),
+    ]
+    return save(path, nodes, [x, edges], [out], inits, opset=18)
+
+
 def shifted_index_model(path: Path) -> Path:
     """idx + 5 indexes a table of 8 rows: what the walk cannot see through (Add), random breaks."""
     idx = helper.make_tensor_value_info("idx", TensorProto.INT64, [1, 4])

@@ -116,6 +116,18 @@ def test_synthetic_ids_stay_inside_the_gather_table_and_masks_are_0_or_1(tmp_pat
     assert result.manifest is not None and result.manifest.checks["passed"] is True
 
 
+def test_indices_into_a_dynamic_sized_table_stay_in_range(tmp_path: Path) -> None:
+    # edge_index reaches Gather and ScatterElements through a Gather on itself: the rows it
+    # indexes are num_nodes, a dynamic dimension, so 0 is the one index that always fits.
+    model = _wild.graph_net_model(tmp_path / "gnn.onnx")
+    source = ingest(model)
+    ranges = input_ranges(source.model, source.inputs)
+    assert (ranges["edge_index"].low, ranges["edge_index"].high) == (0, 1)
+    assert "ScatterElements" in ranges["edge_index"].reason
+    result = build(model, ORT, tmp_path / "gnn.duh")
+    assert result.manifest is not None and result.manifest.checks["passed"] is True
+
+
 def test_a_scalar_compared_with_a_constant_takes_that_constant(tmp_path: Path) -> None:
     model = _wild.sample_rate_model(tmp_path / "vad.onnx")
     source = ingest(model)
