@@ -26,7 +26,8 @@ from duh.compiler._artifact_cache import (
     restore,
 )
 from duh.compiler._candidates import run_candidates
-from duh.compiler._feeds import check_feeds, input_ranges, quantized_ops
+from duh.compiler._datastats import write_data_stats
+from duh.compiler._feeds import CheckFeeds, check_feeds, input_ranges, quantized_ops
 from duh.compiler._request import BuildRequest, Candidate, Plan, Selection
 from duh.compiler._stage_cache import StageCache
 from duh.compiler.artifact import staging, work_prefix, write_manifest
@@ -245,6 +246,7 @@ def build(
         assert selection.chosen.out_dir is not None
         for item in selection.chosen.out_dir.iterdir():
             os.replace(item, stage / item.name)
+        write_data_stats(stage, source.inputs, _reference_sources(calibration, checks, check_data))
         warnings = _warnings(request, selection.chosen.spec)
         seconds = time.perf_counter() - started
         manifest = _manifest(request, selection, stage, warnings, seconds)
@@ -255,6 +257,19 @@ def build(
     return BuildResult(
         out_path, target, selection.chosen.spec, tried, source, manifest, tuple(warnings), seconds
     )
+
+
+def _reference_sources(
+    calibration: CalibrationSet | None, checks: CheckFeeds, check_data: str | Path | None
+) -> list[tuple[str, Sequence[Mapping[str, Any]], bool]]:
+    """The real inputs a build saw, for the artifact's reference statistics (drift)."""
+    out: list[tuple[str, Sequence[Mapping[str, Any]], bool]] = []
+    if calibration is not None:
+        feeds = (*calibration.feeds, *calibration.check)
+        out.append((calibration.source, feeds, calibration.synthetic))
+    if check_data is not None:
+        out.append((checks.source, checks.feeds, checks.synthetic))
+    return out
 
 
 def _reuse(

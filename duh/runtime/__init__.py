@@ -12,6 +12,15 @@ from duh.runtime._data import (
     synthetic_feed,
     synthetic_shapes,
 )
+from duh.runtime._datastats import (
+    DATA_STATS_NAME,
+    DataStats,
+    InputStats,
+    bin_counts,
+    feature_axis,
+    feature_rows,
+    read_data_stats,
+)
 from duh.runtime._engine import Engine, EngineOptions, OpTiming
 from duh.runtime._manifest import (
     FORMAT_VERSION,
@@ -35,27 +44,34 @@ from duh.runtime._signing import (
 from duh.runtime._timing import Timings, measure_interleaved
 
 __all__ = [
+    "DATA_STATS_NAME",
     "DATA_SUFFIXES",
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "SIGNATURE_NAME",
+    "DataStats",
     "Dim",
     "Engine",
     "EngineOptions",
+    "InputStats",
     "Manifest",
     "OpTiming",
     "Session",
     "TensorSpec",
     "Timings",
     "ValueRange",
+    "bin_counts",
     "check_feed",
     "check_host",
     "check_signing_key",
     "dtype_name",
+    "feature_axis",
+    "feature_rows",
     "generate_keypair",
     "hash_files",
     "load",
     "measure_interleaved",
+    "read_data_stats",
     "read_manifest",
     "read_samples",
     "sha256_file",
