@@ -118,6 +118,34 @@ def serve(
     access_log: bool = typer.Option(
         False, "--access-log", help="one JSON line per request on stdout"
     ),
+    job_ttl_s: float = typer.Option(
+        600.0, "--job-ttl-s", help="seconds an async job's result is kept after it finishes"
+    ),
+    max_jobs: int = typer.Option(
+        1000, "--max-jobs", help="async jobs held at most (queued, running, finished): 503 beyond"
+    ),
+    allow_webhook_hosts: str | None = typer.Option(
+        None, "--allow-webhook-hosts",
+        help="comma-separated hosts job webhooks may go to (default: loopback addresses only)",
+    ),
+    drift_window: int = typer.Option(
+        1024, "--drift-window",
+        help="rows of live inputs a drift score covers (0: no drift monitoring)",
+    ),
+    drift_alert: float | None = typer.Option(
+        None, "--drift-alert",
+        help="log a warning (once per window) when an input's drift PSI passes this, e.g. 0.2",
+    ),
+    log_samples: float = typer.Option(
+        0.0, "--log-samples",
+        help="share of answered requests logged with their answers to JSONL, e.g. 0.01",
+    ),
+    log_samples_file: Path = typer.Option(
+        Path("duh-samples.jsonl"), "--log-samples-file", help="the JSONL file of --log-samples"
+    ),
+    log_samples_max_mb: float = typer.Option(
+        64.0, "--log-samples-max-mb", help="the samples file rotates to FILE.1 beyond this size"
+    ),
     model_control: str = typer.Option(
         "none", "--model-control",
         help="none: the repository load/unload endpoints are off; explicit: they are on",
@@ -183,6 +211,18 @@ def serve(
         drain_timeout_s=drain_timeout, access_log=access_log, security=security,
         tls_cert=tls_cert, tls_key=tls_key,
     )
+    extras = duh_serve.ExtrasConfig(
+        jobs=duh_serve.JobConfig(
+            ttl_s=job_ttl_s, max_jobs=max_jobs,
+            webhook_hosts=tuple(h.strip() for h in (allow_webhook_hosts or "").split(",")
+                                if h.strip()),
+        ),
+        drift=duh_serve.DriftConfig(window=drift_window, alert=drift_alert),
+        samples=duh_serve.SampleConfig(
+            rate=log_samples, path=log_samples_file,
+            max_bytes=int(log_samples_max_mb * (1 << 20)),
+        ),
+    )
     if access_log:
         _access_log_handler()
 
@@ -197,6 +237,7 @@ def serve(
         sys.stdout.flush()
 
     request = duh_serve.ServeRequest(
+        extras=extras,
         sources=tuple(duh_serve.parse_artifact(a) for a in artifacts or []),
         repository=repository, options=options, config=config, routing=routing,
     )

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Any
 from duh.serve._batching import BatchConfig
 
 if TYPE_CHECKING:
+    from duh.serve._drift import DriftConfig
+    from duh.serve._extras import ExtrasConfig
+    from duh.serve._jobs import JobConfig
     from duh.serve._model import LoadOptions, ModelSource
     from duh.serve._repository import (
         Routing,
@@ -23,15 +26,20 @@ if TYPE_CHECKING:
         parse_shadow,
         parse_split,
     )
+    from duh.serve._samples import SampleConfig
     from duh.serve._security import Security
     from duh.serve._server import Addresses, ServeConfig, ServeRequest, run, serve
 
 __all__ = [
     "Addresses",
     "BatchConfig",
+    "DriftConfig",
+    "ExtrasConfig",
+    "JobConfig",
     "LoadOptions",
     "ModelSource",
     "Routing",
+    "SampleConfig",
     "Security",
     "ServeConfig",
     "ServeRequest",
@@ -44,6 +52,10 @@ __all__ = [
 ]
 
 _LAZY = {
+    "DriftConfig": "_drift",
+    "ExtrasConfig": "_extras",
+    "JobConfig": "_jobs",
+    "SampleConfig": "_samples",
     "LoadOptions": "_model",
     "ModelSource": "_model",
     "Routing": "_repository",

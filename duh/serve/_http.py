@@ -2,8 +2,8 @@
 
 Routes: ``/v2``, ``/v2/health/{live,ready}``, ``/v2/models/{m}[/versions/{v}]`` with ``/ready``,
 ``/infer``, ``/config`` and ``/stats``, the repository extension (``/v2/repository/index``,
-``/v2/repository/models/{m}/load|unload``) and Prometheus ``/metrics``. Errors are
-``{"error": "..."}`` with 400, 404, 413 or 503 (with Retry-After when worth retrying).
+``/v2/repository/models/{m}/load|unload``), async ``/jobs`` and Prometheus ``/metrics``.
+Errors are ``{"error": "..."}`` with 400, 404, 413 or 503 (with Retry-After when worth retrying).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from aiohttp import web
 import duh
 from duh.serve._codec import decode_http_request, encode_http_response, json_dumps
 from duh.serve._errors import BodyTooLargeError, ServeError, UnavailableError
+from duh.serve._extras import Extras
 from duh.serve._frontend import Frontend
 from duh.serve._logging import RECORD_KEY
 from duh.serve._metrics import Metrics
@@ -46,8 +47,11 @@ def error_response(exc: ServeError, draining: bool = False) -> web.Response:
 
 
 class _Routes:
-    def __init__(self, frontend: Frontend, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(
+        self, frontend: Frontend, metrics: Metrics, max_body_bytes: int, extras: Extras | None
+    ) -> None:
         self.frontend = frontend
+        self.extras = extras
         self.repository = frontend.repository
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
@@ -86,6 +90,8 @@ class _Routes:
                 version.name, version.version, decoded.id, outputs, binary
             )
             frontend.succeeded(version, started)
+            if self.extras is not None:
+                self.extras.observe(version, decoded, outputs)
         except ServeError as exc:
             request[RECORD_KEY] = {"model": match["model"], "error": exc.reason}
             return error_response(exc, frontend.draining)
@@ -136,7 +142,13 @@ class _Routes:
         else:
             self.repository.route(name, None)
             versions = [self.repository.route(name, v)[0] for v in self.repository.versions(name)]
-        return _json({"model_stats": [v.metrics.stats_json() for v in versions]})
+        stats = [v.metrics.stats_json() for v in versions]
+        if self.extras is not None:
+            for entry in stats:
+                drift = self.extras.stats(entry["name"], entry["version"])
+                if drift is not None:
+                    entry["drift"] = drift
+        return _json({"model_stats": stats})
 
     async def repository_index(self, request: web.Request) -> web.StreamResponse:
         return _json(self.repository.index())
@@ -153,6 +165,8 @@ class _Routes:
         return _json({})
 
     async def prometheus(self, request: web.Request) -> web.StreamResponse:
+        if self.extras is not None:
+            self.extras.drift.flush()
         body, content_type = self.metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
@@ -171,9 +185,11 @@ def _guard(handler: Handler) -> Handler:
     return guarded
 
 
-def build_app(frontend: Frontend, metrics: Metrics, max_body_bytes: int) -> web.Application:
-    """The aiohttp application serving ``frontend``."""
-    routes = _Routes(frontend, metrics, max_body_bytes)
+def build_app(
+    frontend: Frontend, metrics: Metrics, max_body_bytes: int, extras: Extras | None = None
+) -> web.Application:
+    """The aiohttp application serving ``frontend`` (and ``extras``' jobs, drift, samples)."""
+    routes = _Routes(frontend, metrics, max_body_bytes, extras)
     app = web.Application(client_max_size=max_body_bytes)
     add = app.router.add_route
     model = "/v2/models/{model}"
@@ -189,6 +205,9 @@ def build_app(frontend: Frontend, metrics: Metrics, max_body_bytes: int) -> web.
         add("GET", f"{prefix}/ready", _guard(routes.model_ready))
         add("GET", f"{prefix}/config", _guard(routes.model_config))
         add("GET", f"{prefix}/stats", _guard(routes.model_stats))
+        if extras is not None:
+            add("POST", f"{prefix}/jobs", _guard(extras.jobs.submit))
+            add("GET", f"{prefix}/jobs/{{job}}", _guard(extras.jobs.status))
     add("POST", "/v2/repository/index", _guard(routes.repository_index))
     add("GET", "/v2/repository/index", _guard(routes.repository_index))
     add("POST", "/v2/repository/models/{model}/load", _guard(routes.repository_load))

@@ -18,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from duh.errors import ConfigError
+from duh.serve._extras import Extras, ExtrasConfig
 from duh.serve._frontend import Frontend
 from duh.serve._http import build_app
 from duh.serve._logging import ACCESS_LOGGER, JsonAccessLogger
@@ -70,6 +71,7 @@ class ServeRequest:
     options: LoadOptions = field(default_factory=LoadOptions)
     config: ServeConfig = field(default_factory=ServeConfig)
     routing: Mapping[str, Routing] = field(default_factory=dict)
+    extras: ExtrasConfig = field(default_factory=ExtrasConfig)
 
 
 async def run(
@@ -90,7 +92,8 @@ async def run(
                       request.routing)
     await repo.start()
     frontend = Frontend(repo, config.security)
-    app = build_app(frontend, metrics, config.max_body_bytes)
+    extras = Extras(request.extras, frontend, metrics.registry)
+    app = build_app(frontend, metrics, config.max_body_bytes, extras)
     access = logging.getLogger(ACCESS_LOGGER)
     runner = web.AppRunner(
         app,
@@ -127,7 +130,9 @@ async def run(
                            tuple(repo.names())))
     log.info("serving %s on http://%s:%d", ", ".join(repo.names()), config.host, port)
     await stop.wait()
-    return await _shutdown(frontend, runner, site, grpc_server, repo, config.drain_timeout_s)
+    clean = await _shutdown(frontend, runner, site, grpc_server, repo, config.drain_timeout_s)
+    await extras.close()
+    return clean
 
 
 async def _shutdown(

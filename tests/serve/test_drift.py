@@ -1,0 +1,112 @@
+"""Drift monitoring against a real ``duh serve``: the digits CNN built with its calibration set;
+held-out digits stay below the alert, digits with inverted contrast go far above it."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import duh
+from tests.serve.conftest import ServerProcess
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+WINDOW = 200
+ROWS = 25  # per request: a quarter window is two requests
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("drift") / "digits.duh"
+    duh.build(FIXTURES / "digits_cnn.onnx", "onnxruntime:cpu-fp32", out,
+              calib=FIXTURES / "digits_calib.npz")
+    return out
+
+
+@pytest.fixture(scope="module")
+def drift_server(digits: Path, serve_models: dict[str, Path]) -> Iterator[ServerProcess]:
+    proc = ServerProcess([f"digits={digits}", f"light={serve_models['light']}",
+                          "--drift-window", str(WINDOW), "--drift-alert", "0.2"])
+    yield proc
+    assert proc.stop() == 0, proc.log()
+
+
+def _send(server: ServerProcess, images: np.ndarray) -> None:
+    for start in range(0, len(images), ROWS):
+        batch = images[start : start + ROWS]
+        status, doc = server.post_json("/v2/models/digits/infer", {"inputs": [{
+            "name": "input", "shape": list(batch.shape), "datatype": "FP32",
+            "data": batch.ravel().tolist()}]})
+        assert status == 200, doc
+
+
+def _drift(server: ServerProcess, model: str = "digits") -> dict[str, Any] | None:
+    status, _, body = server.request("GET", f"/v2/models/{model}/stats")
+    assert status == 200
+    (entry,) = json.loads(body)["model_stats"]
+    return entry.get("drift")
+
+
+def _gauge(server: ServerProcess, name: str) -> float:
+    _, _, body = server.request("GET", "/metrics")
+    line = re.search(rf'^{name}\{{input="input",model="digits",version="1"\}} (\S+)$',
+                     body.decode(), re.M)
+    assert line is not None, body.decode()[:2000]
+    return float(line[1])
+
+
+def _warnings(server: ServerProcess) -> list[str]:
+    """The drift warnings logged (the log handler may wrap one over several lines)."""
+    text = " ".join(" ".join(server.stderr).split())
+    return text.split("drift: model digits")[1:]
+
+
+def test_held_out_digits_stay_below_and_inverted_digits_pass_the_alert(
+    drift_server: ServerProcess,
+) -> None:
+    test = np.load(FIXTURES / "digits_test.npz")["input"]
+    held_out, later = test[:WINDOW], test[WINDOW : 2 * WINDOW]
+    _send(drift_server, held_out)
+    drift = _drift(drift_server)
+    assert drift is not None and "digits_calib.npz" in drift["reference"]
+    real = drift["inputs"]["input"]
+    assert real["window_rows"] == WINDOW and real["features"] == 1
+    assert real["psi"] < 0.2 and real["ks"] < 0.1, real
+    assert _gauge(drift_server, "duh_input_drift_psi") == pytest.approx(real["psi"])
+    assert not _warnings(drift_server)
+
+    _send(drift_server, 1.0 - later)  # inverted contrast: white background, dark strokes
+    shifted = _drift(drift_server)["inputs"]["input"]  # type: ignore[index]
+    assert shifted["psi"] > 0.2 and shifted["psi"] > 10 * real["psi"], shifted
+    assert shifted["ks"] > 0.3
+    assert _gauge(drift_server, "duh_input_drift_psi") == pytest.approx(shifted["psi"])
+    deadline = time.monotonic() + 5
+    while not _warnings(drift_server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (warning,) = _warnings(drift_server)  # once per window, however many quarters pass it
+    assert "input 'input'" in warning and "--drift-alert 0.2" in warning
+    assert _gauge(drift_server, "duh_input_drift_alerts_total") == 1.0
+
+    # Real digits again: as the window refills with them the score falls back below the alert.
+    _send(drift_server, np.concatenate([test[2 * WINDOW :], test[: 3 * WINDOW - len(test)]]))
+    back = _drift(drift_server)["inputs"]["input"]  # type: ignore[index]
+    assert back["psi"] < 0.2, back
+
+
+def test_a_model_without_reference_statistics_is_not_monitored(
+    drift_server: ServerProcess,
+) -> None:
+    x = np.zeros((1, 256), np.float32)
+    status, _ = drift_server.post_json("/v2/models/light/infer", {"inputs": [{
+        "name": "x", "shape": [1, 256], "datatype": "FP32", "data": x.ravel().tolist()}]})
+    assert status == 200
+    assert _drift(drift_server, "light") is None
+    _, _, body = drift_server.request("GET", "/metrics")
+    assert 'model="light"' not in "".join(
+        line for line in body.decode().splitlines() if line.startswith("duh_input_drift"))
