@@ -47,6 +47,7 @@ from duh.passes._quantize_modes import (
     quantized_op_counts,
 )
 from duh.passes._quantize_opset import qdq_opset
+from duh.passes._quantize_prep import unshare_biases
 from duh.passes._sensitivity import OpSensitivity, float_region, rank_sensitivity
 
 __all__ = [
@@ -200,6 +201,9 @@ class Quantize(PassBase):
             note = f"model is already quantized ({summary}); not quantized again"
             log.warning(note)
             return PassResult(model, False, (note,))
+        model, copies = unshare_biases(model)
+        if copies:
+            log.info("quantize: %d shared bias initializer(s) copied, one per node", copies)
         mode = self.resolved_mode(model)
         if mode == "static":
             return self._static(model, ctx)
