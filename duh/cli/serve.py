@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -173,6 +174,34 @@ def serve(
         None, "--require-signed",
         help="Ed25519 public key: serve only artifacts whose signature it verifies",
     ),
+    memory_budget: str | None = typer.Option(
+        None, "--memory-budget",
+        help="resident memory all models may take (e.g. 8G): models load on first request and "
+        "the least recently used idle one unloads when a load would not fit",
+    ),
+    preload: bool = typer.Option(
+        False, "--preload", help="with --memory-budget: load models at start, as many as fit"
+    ),
+    pin: list[str] | None = typer.Option(
+        None, "--pin", help="keep this model resident (loaded at start; repeatable)"
+    ),
+    cache: list[str] | None = typer.Option(
+        None, "--cache",
+        help="response cache for a model, NAME:SIZE, e.g. digits:64M (repeatable)",
+    ),
+    rate_limit: str | None = typer.Option(
+        None, "--rate-limit",
+        help="per-client token bucket (API key, else address), e.g. 100/s,burst=200: 429 beyond",
+    ),
+    max_concurrency: list[str] | None = typer.Option(
+        None, "--max-concurrency",
+        help="most requests in flight for a model, NAME:N, e.g. digits:4: 429 beyond (repeatable)",
+    ),
+    watchdog_s: float | None = typer.Option(
+        None, "--watchdog-s",
+        help="an engine call running longer fails (500) and its instance is replaced; an "
+        "instance whose engine call raises is replaced too",
+    ),
     as_json: JsonFlag = False,
 ) -> None:
     """Serve artifacts with dynamic batching over the Open Inference Protocol (as Triton does)."""
@@ -201,6 +230,16 @@ def serve(
         threads=threads,
         engine_options=parse_key_values(engine_option, "--option/--engine-option"),
         public_key=require_signed,
+        response_cache=dict(duh_serve.parse_cache(c) for c in cache or []),
+        watchdog_s=watchdog_s,
+    )
+    memory = duh_serve.MemoryConfig(
+        budget_bytes=duh_serve.parse_size(memory_budget) if memory_budget else None,
+        preload=preload, pin=tuple(pin or ()),
+    )
+    limits = duh_serve.Limits(
+        rate=duh_serve.parse_rate_limit(rate_limit) if rate_limit else None,
+        concurrency=dict(duh_serve.parse_concurrency(c) for c in max_concurrency or []),
     )
     security = duh_serve.Security(
         model_control=model_control, admin_key=admin_key, api_key=api_key,
@@ -240,10 +279,19 @@ def serve(
         extras=extras,
         sources=tuple(duh_serve.parse_artifact(a) for a in artifacts or []),
         repository=repository, options=options, config=config, routing=routing,
+        memory=memory, limits=limits,
     )
     clean = serve_forever(request, on_ready=ready)
     if as_json:
         _json_line({"event": "stopped", "clean": clean})
+    if duh_serve.abandoned_instances():
+        # A hung engine call is still running in an abandoned thread: the engine's teardown at
+        # interpreter exit would run under it (and abort), so leave without it.
+        if not as_json:
+            console.print("stopped (an engine call abandoned by --watchdog-s was still running)")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0 if clean else 1)
     if not clean:
         raise typer.Exit(1)
     if not as_json:

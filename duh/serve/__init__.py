@@ -17,8 +17,11 @@ from duh.serve._batching import BatchConfig
 if TYPE_CHECKING:
     from duh.serve._drift import DriftConfig
     from duh.serve._extras import ExtrasConfig
+    from duh.serve._instances import abandoned_instances
     from duh.serve._jobs import JobConfig
     from duh.serve._model import LoadOptions, ModelSource
+    from duh.serve._modelcache import MemoryConfig, parse_size
+    from duh.serve._ratelimit import Limits, parse_concurrency, parse_rate_limit
     from duh.serve._repository import (
         Routing,
         discover,
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
         parse_shadow,
         parse_split,
     )
+    from duh.serve._respcache import parse_cache
     from duh.serve._samples import SampleConfig
     from duh.serve._security import Security
     from duh.serve._server import Addresses, ServeConfig, ServeRequest, run, serve
@@ -36,16 +40,23 @@ __all__ = [
     "DriftConfig",
     "ExtrasConfig",
     "JobConfig",
+    "Limits",
     "LoadOptions",
+    "MemoryConfig",
     "ModelSource",
     "Routing",
     "SampleConfig",
     "Security",
     "ServeConfig",
     "ServeRequest",
+    "abandoned_instances",
     "discover",
     "parse_artifact",
+    "parse_cache",
+    "parse_concurrency",
+    "parse_rate_limit",
     "parse_shadow",
+    "parse_size",
     "parse_split",
     "run",
     "serve",
@@ -58,6 +69,13 @@ _LAZY = {
     "SampleConfig": "_samples",
     "LoadOptions": "_model",
     "ModelSource": "_model",
+    "abandoned_instances": "_instances",
+    "MemoryConfig": "_modelcache",
+    "parse_size": "_modelcache",
+    "Limits": "_ratelimit",
+    "parse_concurrency": "_ratelimit",
+    "parse_rate_limit": "_ratelimit",
+    "parse_cache": "_respcache",
     "Routing": "_repository",
     "discover": "_repository",
     "parse_artifact": "_repository",

@@ -22,6 +22,7 @@ import numpy as np
 from duh.errors import DuhError
 from duh.serve._batching import BatchConfig, select_batch
 from duh.serve._errors import InternalServeError, ServeError, UnavailableError
+from duh.serve._instances import Failover, Watchdog, abandon
 
 __all__ = ["BatchConfig", "Batcher", "Pending"]
 
@@ -67,6 +68,7 @@ class Batcher:
         config: BatchConfig,
         loop: asyncio.AbstractEventLoop,
         on_batch: BatchHook | None = None,
+        failover: Failover | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -76,12 +78,19 @@ class Batcher:
         self._queue: deque[Pending] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._closing = False
-        self._threads = [
-            threading.Thread(target=self._work, args=(i,), name=f"duh-{name}-{i}", daemon=True)
-            for i in range(max(1, config.instances))
-        ]
+        self._failover = failover
+        count = max(1, config.instances)
+        self._generation = [0] * count  # bumped when a hung instance's thread is abandoned
+        self._watchdog = (
+            Watchdog(name, failover.watchdog_s, self._hung) if failover is not None else None
+        )
+        self._threads = [self._thread(i, 0, False) for i in range(count)]
         for thread in self._threads:
             thread.start()
+
+    def _thread(self, instance: int, generation: int, revive: bool) -> threading.Thread:
+        return threading.Thread(target=self._work, args=(instance, generation, revive),
+                                name=f"duh-{self.name}-{instance}", daemon=True)
 
     @property
     def depth(self) -> int:
@@ -120,9 +129,11 @@ class Batcher:
             self._closing = True
             self._cond.notify_all()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        for thread in self._threads:
+        for thread in list(self._threads):  # abandoned (hung) threads are not waited for
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             thread.join(remaining)
+        if self._watchdog is not None:
+            self._watchdog.close()
         return not any(t.is_alive() for t in self._threads)
 
     # -- worker side ---------------------------------------------------------------------------
@@ -142,15 +153,64 @@ class Batcher:
                 return batch
             self._cond.wait(choice.wait_s)
 
-    def _work(self, instance: int) -> None:
-        while True:
+    def _work(self, instance: int, generation: int, revive: bool) -> None:
+        if revive:
+            self._replace(instance, hung=True)
+        while self._generation[instance] == generation:
             with self._cond:
                 batch = self._next_batch()
             if batch is None:
                 return
-            self._execute(instance, batch)
+            if not self._execute(instance, batch, generation) and self._failover is not None:
+                if self._generation[instance] == generation:
+                    self._replace(instance, hung=False)
 
-    def _execute(self, instance: int, batch: list[Pending]) -> None:
+    def _replace(self, instance: int, hung: bool) -> None:
+        """Load a fresh session for ``instance`` (on its thread, the others keep serving)."""
+        assert self._failover is not None
+        reason = "hang" if hung else "error"
+        log.warning("model %s: replacing instance %d after an engine %s", self.name, instance,
+                    reason)
+        try:
+            self._failover.replace(instance, hung)
+        except Exception:  # the old session serves on; its next failure tries again
+            log.exception("model %s: loading a fresh session for instance %d failed", self.name,
+                          instance)
+        self._failover.replaced(reason)
+
+    def _hung(self, instance: int, generation: int, batch: Sequence[Pending]) -> None:
+        """The watchdog's call: fail the hung batch, abandon its thread, start a new one."""
+        assert self._failover is not None
+        with self._cond:
+            if self._generation[instance] != generation or self._closing:
+                return
+            self._generation[instance] = generation + 1
+            thread = self._thread(instance, generation + 1, True)
+            abandon(self._threads[instance])
+            self._threads[instance] = thread
+        error = InternalServeError(
+            f"model {self.name}: the engine call ran past the watchdog's "
+            f"{self._failover.watchdog_s:g} s (--watchdog-s); its instance is being replaced"
+        )
+        log.error("model %s: instance %d hung past %.3gs; replacing it", self.name, instance,
+                  self._failover.watchdog_s)
+        self._loop.call_soon_threadsafe(_fail_all, list(batch), error)
+        thread.start()
+
+    def _guarded(self, instance: int, generation: int,
+                 batch: list[Pending]) -> list[dict[str, np.ndarray]] | None:
+        """``_compute`` under the watchdog; None when it was declared hung meanwhile."""
+        if self._watchdog is None:
+            return self._compute(instance, batch)
+        self._watchdog.started(instance, generation, batch)
+        try:
+            results = self._compute(instance, batch)
+        finally:
+            current = self._watchdog.finished(instance, generation)
+        return results if current else None
+
+    def _execute(self, instance: int, batch: list[Pending], generation: int = 0) -> bool:
+        """Run a batch and answer its requests; False when an engine call raised."""
         now = time.perf_counter()
         live = [p for p in batch if not p.future.done()]  # timed out or abandoned: skip
         expired = [p for p in live if p.deadline is not None and p.deadline <= now]
@@ -158,38 +218,43 @@ class Batcher:
             live = [p for p in live if p.deadline is None or p.deadline > now]
             self._loop.call_soon_threadsafe(_fail_all, expired, _timeout_error(self.name))
         if not live:
-            return
+            return True
         for p in live:
             p.started = now
         started = time.perf_counter()
         try:
-            results = self._compute(instance, live)
+            results = self._guarded(instance, generation, live)
         except Exception as exc:  # noqa: BLE001 - every engine failure goes to its callers
             if len(live) == 1:
                 self._loop.call_soon_threadsafe(_fail_all, live, self._failure(exc))
-                return
+                return False
             # One bad request must not fail its batch neighbours: each runs again alone, and
             # only those that fail alone get the error.
             log.info("model %s: a batch of %d failed (%s); running each alone", self.name,
                      len(live), exc)
-            for p in live:
-                self._execute_alone(instance, p, now)
-            return
+            return all([self._execute_alone(instance, p, now, generation) for p in live])
+        if results is None:  # declared hung: its callers were answered, this thread retires
+            return True
         compute = time.perf_counter() - started
         self._loop.call_soon_threadsafe(_resolve_all, live, results)
         if self._on_batch is not None:
             self._on_batch(sum(p.rows for p in live), [now - p.enqueued for p in live], compute)
+        return True
 
-    def _execute_alone(self, instance: int, pending: Pending, now: float) -> None:
+    def _execute_alone(self, instance: int, pending: Pending, now: float,
+                       generation: int) -> bool:
         started = time.perf_counter()
         try:
-            result = self._compute(instance, [pending])
+            result = self._guarded(instance, generation, [pending])
         except Exception as exc:  # noqa: BLE001 - the failure goes to this caller only
             self._loop.call_soon_threadsafe(_fail_all, [pending], self._failure(exc))
-            return
+            return False
+        if result is None:
+            return True
         self._loop.call_soon_threadsafe(_resolve_all, [pending], result)
         if self._on_batch is not None:
             self._on_batch(pending.rows, [now - pending.enqueued], time.perf_counter() - started)
+        return True
 
     def _failure(self, exc: Exception) -> ServeError:
         """The error a caller gets for an engine call that raised ``exc`` (500 with the reason)."""

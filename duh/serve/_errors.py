@@ -9,6 +9,7 @@ __all__ = [
     "ForbiddenError",
     "InternalServeError",
     "ModelNotFoundError",
+    "RateLimitedError",
     "RequestError",
     "ServeError",
     "UnauthorizedError",
@@ -75,3 +76,10 @@ class ForbiddenError(ServeError):
 
     status = 403
     reason = "forbidden"
+
+
+class RateLimitedError(UnavailableError):
+    """The client or the model is over its rate or concurrency limit (HTTP 429)."""
+
+    status = 429
+    reason = "rate_limited"

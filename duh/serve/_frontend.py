@@ -11,7 +11,9 @@ import numpy as np
 from duh.serve._codec import InferRequest
 from duh.serve._errors import ServeError, UnavailableError
 from duh.serve._model import ModelVersion
+from duh.serve._ratelimit import Limiter, Limits
 from duh.serve._repository import Repository
+from duh.serve._respcache import ResponseCache, request_key
 from duh.serve._security import Security
 
 __all__ = ["Frontend"]
@@ -20,9 +22,18 @@ __all__ = ["Frontend"]
 class Frontend:
     """Runs requests against the repository and counts those in flight, for a clean drain."""
 
-    def __init__(self, repository: Repository, security: Security | None = None) -> None:
+    def __init__(
+        self, repository: Repository, security: Security | None = None,
+        limits: Limits | None = None,
+    ) -> None:
         self.repository = repository
         self.security = security or Security()
+        policy = repository.metrics.policy
+        self.limiter = Limiter(limits or Limits(), policy)
+        self._caches = {
+            name: ResponseCache(name, size, policy)
+            for name, size in repository.options.response_cache.items()
+        }
         self.draining = False
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -55,18 +66,47 @@ class Frontend:
         decode: Callable[[], InferRequest],
         started: float,
     ) -> tuple[ModelVersion, InferRequest, dict[str, np.ndarray]]:
-        """Route, decode, mirror to the shadow version, run; records success or failure."""
-        chosen, shadow = self.repository.route(model, version)
+        """Route (loading the model when it is not resident), decode, mirror to the shadow
+        version, answer from the response cache or run; records success or failure."""
+        self.limiter.enter(model)
+        try:
+            chosen, shadow = await self.repository.acquire(model, version)
+        except BaseException:
+            self.limiter.leave(model)
+            raise
         try:
             request = decode()
             self.security.check_limits(request)
             if shadow is not None:
                 self._mirror(shadow, request)
-            outputs = await chosen.infer(request)
+            cache = self._caches.get(chosen.name)
+            if cache is None:
+                outputs = await chosen.infer(request)
+            else:
+                outputs = await self._cached(cache, chosen, request)
         except ServeError as exc:
             chosen.metrics.failed(exc.reason, time.perf_counter() - started)
             raise
+        finally:
+            self.repository.release(chosen.name)
+            self.limiter.leave(model)
         return chosen, request, outputs
+
+    async def _cached(
+        self, cache: ResponseCache, chosen: ModelVersion, request: InferRequest
+    ) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
+        key = request_key(chosen.name, chosen.version, chosen.artifact_id, request)
+        found = cache.get(key)
+        if found is not None:
+            chosen.metrics.cached(True, time.perf_counter() - started)
+            return found
+        looked_up = time.perf_counter() - started
+        outputs = await chosen.infer(request)
+        inserting = time.perf_counter()
+        cache.put(key, outputs)
+        chosen.metrics.cached(False, looked_up + time.perf_counter() - inserting)
+        return outputs
 
     def succeeded(self, version: ModelVersion, started: float) -> None:
         """Record a request answered (after its response was encoded)."""

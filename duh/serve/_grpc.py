@@ -30,6 +30,7 @@ from duh.serve._errors import RequestError, ServeError, UnavailableError
 from duh.serve._frontend import Frontend
 from duh.serve._http import EXTENSIONS
 from duh.serve._metrics import Metrics
+from duh.serve._ratelimit import client_key
 
 __all__ = ["SERVICE", "start_grpc"]
 
@@ -67,6 +68,7 @@ def _status(exc: ServeError) -> Any:
         403: grpc.StatusCode.PERMISSION_DENIED,
         404: grpc.StatusCode.NOT_FOUND,
         413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+        429: grpc.StatusCode.RESOURCE_EXHAUSTED,
         503: grpc.StatusCode.UNAVAILABLE,
     }.get(exc.status, grpc.StatusCode.INTERNAL)
 
@@ -205,7 +207,10 @@ class _Service:
 
     async def model_infer(self, request: Any, context: Any) -> Any:
         started = time.perf_counter()
-        self.frontend.security.check_infer(_metadata(context))
+        metadata = _metadata(context)
+        self.frontend.security.check_infer(metadata)
+        peer = (context.peer() or "").rpartition(":")[0] or None  # ipv4:HOST:PORT, port dropped
+        self.frontend.limiter.take(client_key(metadata, peer), request.model_name)
         self.frontend.admit()
         try:
             version, decoded, outputs = await self.frontend.infer(

@@ -20,7 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["Metrics", "VersionMetrics"]
+__all__ = ["Metrics", "PolicyMetrics", "VersionMetrics"]
 
 _LATENCY_BUCKETS = (
     0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
@@ -65,6 +65,7 @@ class Metrics:
         self.shadow = Counter(
             "duh_inference_shadow_request", "Requests mirrored to a shadow version, by outcome",
             (*_LABELS, "outcome"), registry=r)
+        self.policy = PolicyMetrics(r)
 
     def version(self, model: str, version: str) -> VersionMetrics:
         """The metrics of one model version, with label children bound once."""
@@ -108,6 +109,7 @@ class VersionMetrics:
         self.queue_depth = metrics.queue_depth.labels(*labels)
         self._lock = threading.Lock()
         self._stats = {k: _Duration() for k in ("success", "fail", "queue", "compute_infer")}
+        self._cache = {k: _Duration() for k in ("cache_hit", "cache_miss")}
         self._batches: dict[int, _Duration] = {}
         self._inference_count = 0
         self._execution_count = 0
@@ -126,9 +128,22 @@ class VersionMetrics:
         with self._lock:
             self._stats["fail"].add(seconds)
 
+    def restarted(self, reason: str) -> None:
+        """An engine instance was replaced after an engine ``error`` or a ``hang``."""
+        self._metrics.policy.restarts.labels(self.model, self.version, reason).inc()
+
+    def instances(self, ready: int) -> None:
+        """How many engine instances take requests now."""
+        self._metrics.policy.instances_ready.labels(self.model, self.version).set(ready)
+
     def shadowed(self, outcome: str) -> None:
         """A request mirrored to this (shadow) version: ``ok``, ``failed`` or ``dropped``."""
         self._metrics.shadow.labels(self.model, self.version, outcome).inc()
+
+    def cached(self, hit: bool, seconds: float) -> None:
+        """A response-cache lookup (a hit), or a lookup and insert (a miss), took ``seconds``."""
+        with self._lock:
+            self._cache["cache_hit" if hit else "cache_miss"].add(seconds)
 
     def batch(self, rows: int, waits: Sequence[float], compute_s: float) -> None:
         """One engine call of ``rows`` rows for requests that waited ``waits`` seconds."""
@@ -160,11 +175,60 @@ class VersionMetrics:
                     **{k: v.to_json() for k, v in self._stats.items()},
                     "compute_input": dict(zero),
                     "compute_output": dict(zero),
-                    "cache_hit": dict(zero),
-                    "cache_miss": dict(zero),
+                    **{k: v.to_json() for k, v in self._cache.items()},
                 },
                 "batch_stats": [
                     {"batch_size": size, "compute_infer": d.to_json()}
                     for size, d in sorted(self._batches.items())
                 ],
             }
+
+
+class PolicyMetrics:
+    """Metrics of the model cache, the response cache, rate limits and instance failover."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        model = ("model",)
+        self.loads = Counter(
+            "duh_model_loads", "Model loads (at start, on first request, by the load API)",
+            model, registry=r)
+        self.evictions = Counter(
+            "duh_model_evictions", "Models unloaded to keep within --memory-budget", model,
+            registry=r)
+        self.load_duration = Histogram(
+            "duh_model_load_duration_seconds", "Time to load and warm up every version of a model",
+            model, buckets=_LATENCY_BUCKETS, registry=r)
+        self.resident = Gauge(
+            "duh_model_resident_bytes", "Measured resident memory of a loaded model (0: unloaded)",
+            model, registry=r)
+        self.budget = Gauge(
+            "duh_model_memory_budget_bytes", "The --memory-budget (0: none)", registry=r)
+        self.load_waiting = Gauge(
+            "duh_model_load_waiting_requests", "Requests waiting for their model to load", model,
+            registry=r)
+        self.cache_hits = Counter(
+            "duh_response_cache_hits", "Requests answered from the response cache", _LABELS,
+            registry=r)
+        self.cache_misses = Counter(
+            "duh_response_cache_misses", "Requests the response cache did not hold", _LABELS,
+            registry=r)
+        self.cache_bytes = Gauge(
+            "duh_response_cache_bytes", "Bytes held by a model's response cache", model,
+            registry=r)
+        self.cache_entries = Gauge(
+            "duh_response_cache_entries", "Responses held by a model's response cache", model,
+            registry=r)
+        self.cache_evictions = Counter(
+            "duh_response_cache_evictions", "Responses dropped to keep within the cache's size",
+            model, registry=r)
+        self.rate_limited = Counter(
+            "duh_rate_limited_requests",
+            "Requests refused with 429: limit=rate (a client's token bucket) or concurrency "
+            "(a model's --max-concurrency)", ("limit", "model"), registry=r)
+        self.restarts = Counter(
+            "duh_instance_restarts",
+            "Engine instances replaced: reason=error (the engine call raised) or hang (it ran "
+            "past --watchdog-s)", (*_LABELS, "reason"), registry=r)
+        self.instances_ready = Gauge(
+            "duh_instances_ready", "Engine instances taking requests", _LABELS, registry=r)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,21 @@ import numpy as np
 
 import duh
 from duh.errors import InputError
-from duh.runtime import Session, TensorSpec, check_feed
+from duh.runtime import MANIFEST_NAME, Session, TensorSpec, check_feed, sha256_file
 from duh.serve._batcher import BatchConfig, Batcher, Pending
 from duh.serve._codec import DATATYPES, InferRequest, datatype_of
 from duh.serve._errors import RequestError, UnavailableError
+from duh.serve._instances import Failover
 from duh.serve._metrics import Metrics, VersionMetrics
 
-__all__ = ["LoadOptions", "ModelSource", "ModelVersion", "load_version"]
+__all__ = [
+    "LoadOptions",
+    "ModelSource",
+    "ModelVersion",
+    "VersionPolicy",
+    "artifact_id",
+    "load_version",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +66,24 @@ class LoadOptions:
         default=None,
         metadata={"help": "Ed25519 public key: load only artifacts whose signature it verifies"},
     )
+    response_cache: Mapping[str, int] = field(
+        default_factory=dict, metadata={"help": "model name -> response cache size in bytes"}
+    )
+    watchdog_s: float | None = field(
+        default=None,
+        metadata={"help": "an engine call running longer fails its requests (500) and its "
+                  "instance is replaced; an engine call that raises replaces its instance too"},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class VersionPolicy:
+    """What a loaded version needs beyond its sessions: identity, caching, failover."""
+
+    artifact_id: str = ""  # what the response cache keys on (see ``artifact_id``)
+    cached: bool = False  # whether its model has a response cache
+    watchdog_s: float | None = None  # failover on: the watchdog's limit
+    opener: Callable[[], Session] | None = None  # loads a fresh session (failover)
 
 
 def _spec_datatype(spec: TensorSpec) -> str:
@@ -78,8 +105,13 @@ class ModelVersion:
         batch: BatchConfig,
         loop: asyncio.AbstractEventLoop,
         metrics: VersionMetrics,
+        policy: VersionPolicy | None = None,
     ) -> None:
+        policy = policy or VersionPolicy()
         self.name = source.name
+        self.artifact_id = policy.artifact_id
+        self.cached = policy.cached
+        self._opener = policy.opener
         self.version = source.version
         self.path = source.path
         self.sessions = list(sessions)
@@ -94,6 +126,9 @@ class ModelVersion:
         self._input_types = {s.name: _spec_datatype(s) for s in self.inputs}
         self._output_names = [s.name for s in self.outputs]
         self._loop = loop
+        failover = None
+        if policy.watchdog_s is not None and policy.opener is not None:
+            failover = Failover(policy.watchdog_s, self._replace, metrics.restarted)
         self.batcher = Batcher(
             f"{self.name}:{self.version}",
             self._run,
@@ -106,8 +141,26 @@ class ModelVersion:
             ),
             loop,
             metrics.batch,
+            failover,
         )
         metrics.queue_depth.set_function(lambda: self.batcher.depth)
+        metrics.instances(len(self.sessions))
+
+    def _replace(self, instance: int, hung: bool) -> None:
+        """A fresh session for ``instance`` (failover; blocking, on that instance's thread).
+
+        A hung session is left to its abandoned thread (closing it under a running call is not
+        safe); a failed one is closed once replaced.
+        """
+        assert self._opener is not None
+        self.metrics.instances(len(self.sessions) - 1)
+        try:
+            fresh = self._opener()
+        finally:
+            self.metrics.instances(len(self.sessions))
+        old, self.sessions[instance] = self.sessions[instance], fresh
+        if not hung:
+            old.close()
 
     def _run(self, instance: int, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.sessions[instance].run(feed)
@@ -235,6 +288,7 @@ class ModelVersion:
                 {"name": self.name, "kind": self.instance_kind, "count": len(self.sessions)}
             ],
         }
+        config["response_cache"] = {"enable": self.cached}
         if self.batchable:
             config["dynamic_batching"] = {
                 "preferred_batch_size": list(batch.preferred_batch_sizes),
@@ -278,14 +332,26 @@ def load_version(
     instances = max(1, options.batch.instances)
     threads = options.threads or max(1, (os.cpu_count() or 1) // instances)
     extra = dict(options.engine_options)
-    sessions = []
-    for _ in range(instances):
+
+    def open_session() -> Session:
         # Idle pool threads must not spin on the cores the event loop and batcher need.
         session = duh.load(source.path, threads=threads, engine_options=extra, spin=False,
                            public_key=options.public_key)
         _warm_up(session)
-        sessions.append(session)
+        return session
+
+    sessions = [open_session() for _ in range(instances)]
     log.info("loaded %s version %s from %s (%d instance(s), %s)", source.name, source.version,
              source.path, instances, sessions[0].engine_name)
-    return ModelVersion(source, sessions, options.batch, loop, metrics.version(source.name,
-                                                                               source.version))
+    policy = VersionPolicy(artifact_id(source.path), source.name in options.response_cache,
+                           options.watchdog_s, open_session)
+    return ModelVersion(source, sessions, options.batch, loop,
+                        metrics.version(source.name, source.version), policy)
+
+
+def artifact_id(path: Path) -> str:
+    """What identifies an artifact's content: the sha256 of its manifest (which holds every
+    file's sha256, checked at load), or of the file itself for a plain ``.onnx``."""
+    if path.is_dir():
+        return hashlib.sha256((path / MANIFEST_NAME).read_bytes()).hexdigest()
+    return sha256_file(path)

@@ -24,6 +24,8 @@ from duh.serve._http import build_app
 from duh.serve._logging import ACCESS_LOGGER, JsonAccessLogger
 from duh.serve._metrics import Metrics
 from duh.serve._model import LoadOptions, ModelSource
+from duh.serve._modelcache import MemoryConfig
+from duh.serve._ratelimit import Limits
 from duh.serve._repository import Repository, Routing
 from duh.serve._security import Security, ssl_context
 
@@ -72,6 +74,8 @@ class ServeRequest:
     config: ServeConfig = field(default_factory=ServeConfig)
     routing: Mapping[str, Routing] = field(default_factory=dict)
     extras: ExtrasConfig = field(default_factory=ExtrasConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    limits: Limits = field(default_factory=Limits)
 
 
 async def run(
@@ -89,9 +93,9 @@ async def run(
         raise ConfigError("TLS needs both --tls-cert and --tls-key")
     metrics = Metrics()
     repo = Repository(request.sources, request.repository, request.options, metrics,
-                      request.routing)
+                      request.routing, request.memory)
     await repo.start()
-    frontend = Frontend(repo, config.security)
+    frontend = Frontend(repo, config.security, request.limits)
     extras = Extras(request.extras, frontend, metrics.registry)
     app = build_app(frontend, metrics, config.max_body_bytes, extras)
     access = logging.getLogger(ACCESS_LOGGER)
