@@ -138,20 +138,19 @@ class _Monitor:
         self.windows = {name: _InputWindow(s, config) for name, s in stats.inputs.items()}
         self.gauges = gauges
         self.requests = 0
+        self._plan = [(name, w, w.stats.axis, w.stats.features) for name, w in self.windows.items()]
 
     def observe(self, inputs: Mapping[str, np.ndarray]) -> None:
         """Buffer one request's inputs; bin the buffer when it is large enough."""
         full = False
-        for name, window in self.windows.items():
+        for name, window, axis, width in self._plan:
             array = inputs.get(name)
             if array is None or array.dtype.kind not in "biuf":
                 continue
-            axis = window.stats.axis
-            if axis is not None and (array.ndim <= axis
-                                     or array.shape[axis] != window.stats.features):
+            if axis is not None and (array.ndim <= axis or array.shape[axis] != width):
                 continue  # a shape the reference does not describe
             window.pending.append(array)
-            window.pending_rows += int(array.shape[0]) if array.ndim else 1
+            window.pending_rows += array.shape[0] if array.ndim else 1
             full = full or window.pending_rows >= window.slot_rows
         self.requests += 1
         if full or self.requests % _FLUSH_REQUESTS == 0:
@@ -232,7 +231,8 @@ class DriftMonitors:
                     "Windows whose PSI passed --drift-alert (one warning each)", _LABELS,
                     registry=r),
         )
-        self._monitors: dict[tuple[str, str, str], _Monitor | None] = {}
+        # (model, version) -> (artifact id, monitor): a reloaded other artifact starts afresh.
+        self._monitors: dict[tuple[str, str], tuple[str, _Monitor | None]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -241,22 +241,24 @@ class DriftMonitors:
 
     def monitor(self, model: str, version: str, path: Any, artifact_id: str) -> _Monitor | None:
         """The monitor of a version (None when its artifact records no reference statistics)."""
-        key = (model, version, artifact_id)
-        if key not in self._monitors:
+        key = (model, version)
+        found = self._monitors.get(key)
+        if found is None or found[0] != artifact_id:
             stats = read_data_stats(path)
             if stats is None:
                 log.info("model %s version %s: its artifact records no reference statistics "
                          "(built without real calibration or check data): drift not monitored",
                          model, version)
-                self._monitors[key] = None
+                found = (artifact_id, None)
             else:
-                self._monitors[key] = _Monitor(model, version, stats, self.config, self.gauges)
-        return self._monitors[key]
+                found = (artifact_id, _Monitor(model, version, stats, self.config, self.gauges))
+            self._monitors[key] = found
+        return found[1]
 
     def observe(self, model: str, version: str, path: Any, artifact_id: str,
                 inputs: Mapping[str, np.ndarray]) -> None:
         """Count one answered request's inputs."""
-        if not self.enabled:
+        if self.config.window <= 0:
             return
         found = self.monitor(model, version, path, artifact_id)
         if found is not None:
@@ -264,13 +266,11 @@ class DriftMonitors:
 
     def flush(self) -> None:
         """Bin every buffered request (before metrics are read)."""
-        for found in self._monitors.values():
+        for _, found in self._monitors.values():
             if found is not None:
                 found.flush()
 
     def to_json(self, model: str, version: str) -> dict[str, Any] | None:
         """The ``drift`` entry of a version's statistics; None when it is not monitored."""
-        for (name, ver, _), found in self._monitors.items():
-            if name == model and ver == version and found is not None:
-                return found.to_json()
-        return None
+        found = self._monitors.get((model, version))
+        return found[1].to_json() if found is not None and found[1] is not None else None

@@ -212,6 +212,10 @@ class JobStore:
                 self.observe(version, request, outputs)
         except ServeError as exc:
             job.status, job.error, job.code = "failed", str(exc), exc.status
+        except Exception as exc:
+            # A bug, not the request's fault: the job says so (500) and the log has the trace.
+            log.exception("job %s failed", job.id)
+            job.status, job.error, job.code = "failed", f"internal error: {exc}", 500
         finally:
             job.finished = time.time()
             frontend.release()
