@@ -195,6 +195,25 @@ def test_a_quantized_source_is_verified_by_int8_criteria(tmp_path: Path) -> None
     assert result.manifest.source["quantized"] == ["DequantizeLinear", "QuantizeLinear"]
 
 
+def test_int8_criteria_hold_label_outputs_to_agreement_not_equality() -> None:
+    from duh.compiler.verify import _check_output, tolerance_for
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 40, (4, 50))
+    flipped = labels.copy()
+    flipped[0, :6] = (flipped[0, :6] + 1) % 40  # 6 of 200 labels flip: 0.97 agree
+    int8, fp32 = tolerance_for("int8"), tolerance_for("fp32")
+    ok = _check_output("cls", list(labels), list(flipped), int8)
+    assert ok.passed and ok.top1 == pytest.approx(0.97) and "0.970 of its values" in ok.reason
+    worse = flipped.copy()
+    worse[1, :10] = (worse[1, :10] + 1) % 40
+    bad = _check_output("cls", list(labels), list(worse), int8)
+    assert not bad.passed and "< 0.95" in bad.reason
+    # fp32 stays exact
+    assert not _check_output("cls", list(labels), list(flipped), fp32).passed
+    assert _check_output("cls", list(labels), list(labels), fp32).passed
+
+
 def test_a_float_source_keeps_fp32_tolerances(tmp_path: Path) -> None:
     result = build(FIXTURES / "multi_io.onnx", ORT, tmp_path / "f.duh")
     assert result.manifest is not None
