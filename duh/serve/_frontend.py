@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from duh.errors import ConfigError
 from duh.serve._codec import InferRequest
 from duh.serve._errors import ServeError, UnavailableError
 from duh.serve._model import ModelVersion
@@ -34,6 +35,11 @@ class Frontend:
             name: ResponseCache(name, size, policy)
             for name, size in repository.options.response_cache.items()
         }
+        for option, names in (("--cache", self._caches), ("--max-concurrency",
+                                                          self.limiter.limits.concurrency)):
+            unknown = sorted(n for n in names if not repository.serves(n))
+            if unknown:
+                raise ConfigError(f"{option} names model {unknown[0]!r}, which is not served")
         self.draining = False
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -44,6 +50,10 @@ class Frontend:
     def ready(self) -> bool:
         """Whether the server takes inference requests (models loaded, not draining)."""
         return self.repository.ready and not self.draining
+
+    def rate_limit(self, client: str, model: str) -> None:
+        """Take a token of ``client``'s bucket (429 when empty); see ``Limiter.take``."""
+        self.limiter.take(client, model if self.repository.serves(model) else "")
 
     def admit(self) -> None:
         """Count a request in; refuse it once the server drains."""

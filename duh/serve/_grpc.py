@@ -210,7 +210,7 @@ class _Service:
         metadata = _metadata(context)
         self.frontend.security.check_infer(metadata)
         peer = (context.peer() or "").rpartition(":")[0] or None  # ipv4:HOST:PORT, port dropped
-        self.frontend.limiter.take(client_key(metadata, peer), request.model_name)
+        self.frontend.rate_limit(client_key(metadata, peer), request.model_name)
         self.frontend.admit()
         try:
             version, decoded, outputs = await self.frontend.infer(

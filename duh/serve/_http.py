@@ -63,7 +63,7 @@ class _Routes:
         match = request.match_info
         try:
             frontend.security.check_infer(request.headers)
-            frontend.limiter.take(client_key(request.headers, request.remote), match["model"])
+            frontend.rate_limit(client_key(request.headers, request.remote), match["model"])
         except ServeError as exc:
             return error_response(exc)
         try:

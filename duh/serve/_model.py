@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 import duh
-from duh.errors import InputError
+from duh.errors import ConfigError, InputError
 from duh.runtime import MANIFEST_NAME, Session, TensorSpec, check_feed, sha256_file
 from duh.serve._batcher import BatchConfig, Batcher, Pending
 from duh.serve._codec import DATATYPES, InferRequest, datatype_of
@@ -74,6 +74,10 @@ class LoadOptions:
         metadata={"help": "an engine call running longer fails its requests (500) and its "
                   "instance is replaced; an engine call that raises replaces its instance too"},
     )
+
+    def __post_init__(self) -> None:
+        if self.watchdog_s is not None and not self.watchdog_s > 0:
+            raise ConfigError(f"--watchdog-s {self.watchdog_s:g}: give a number of seconds > 0")
 
 
 @dataclass(frozen=True, slots=True)

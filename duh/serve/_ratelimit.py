@@ -132,8 +132,10 @@ class Limiter:
     def enter(self, model: str) -> None:
         """Count a request for ``model`` in; raises ``RateLimitedError`` over its limit."""
         cap = self.limits.concurrency.get(model)
+        if cap is None:
+            return
         count = self._inflight.get(model, 0)
-        if cap is not None and count >= cap:
+        if count >= cap:
             self._metrics.rate_limited.labels("concurrency", model).inc()
             raise RateLimitedError(
                 f"model {model} has {count} requests in flight, its --max-concurrency; retry",
@@ -143,4 +145,5 @@ class Limiter:
 
     def leave(self, model: str) -> None:
         """Count a request for ``model`` out."""
-        self._inflight[model] = self._inflight.get(model, 1) - 1
+        if model in self.limits.concurrency:
+            self._inflight[model] = self._inflight.get(model, 1) - 1

@@ -98,6 +98,11 @@ class Repository:
             return sorted(set(self._models) | (self._known - self._unloaded))
         return sorted(self._models)
 
+    def serves(self, name: str) -> bool:
+        """Whether ``name`` is a served model (loaded, or loading on its first request)."""
+        return name in self._models or (self.memory.lazy and name in self._known
+                                        and name not in self._unloaded)
+
     def _sources_of(self, name: str | None) -> list[ModelSource]:
         """The versions to load for ``name`` (all models when None); the repository wins."""
         found = discover(self.root, name) if self.root is not None else []

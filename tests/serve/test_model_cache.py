@@ -137,6 +137,29 @@ def test_budget_options_are_checked(start_server, repo_dir) -> None:
         start_server("--repository", repo_dir, "--memory-budget", "1G", "--pin", "nope")
     with pytest.raises(RuntimeError, match="the pinned models do not fit --memory-budget"):
         start_server("--repository", repo_dir, "--memory-budget", "1M", "--pin", "m0")
+    with pytest.raises(RuntimeError, match="--cache names model 'nope', which is not served"):
+        start_server("--repository", repo_dir, "--cache", "nope:1M")
+
+
+def test_requests_wait_for_a_load_up_to_the_queue_bound(start_server, repo_dir) -> None:
+    server = start_server("--repository", repo_dir, "--memory-budget", "1G",
+                          "--max-queue-size", "2")
+    assert server.request("GET", "/v2/health/ready")[0] == 200  # nothing loaded, all loadable
+    status, _, body = server.request("GET", "/v2/models/m1")
+    assert status == 404 and b"loads on its first inference request" in body
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: _infer(server, "m1", i), range(8)))
+    answered = [r for r in results if r[2] == 200]
+    refused = [r for r in results if r[2] == 503]
+    assert len(answered) >= 2 and len(refused) >= 1, [r[2] for r in results]
+    assert len(answered) + len(refused) == 8
+    for _, i, _, body in answered:
+        np.testing.assert_allclose(body["outputs"][0]["data"], _reference(1, i), rtol=1e-3,
+                                   atol=1e-4)
+    for *_, body in refused:
+        assert "is loading and 2 requests already wait for it" in body["error"]
+    assert _metrics(server)['duh_model_loads_total{model="m1"}'] == 1
+    assert server.stop() == 0
 
 
 def test_victims_are_least_recently_used_idle_first() -> None:
