@@ -101,6 +101,12 @@ def test_failed_job_and_unknown_ids(job_server: ServerProcess) -> None:
     assert status == 404 and "nope" in doc["error"]
     status, doc = job_server.post_json(JOBS, {"inputs": "x"})
     assert status == 400 and "inputs" in doc["error"]
+    # A pinned version: the job runs on it and its id is found under the model.
+    x = _rows(1, 5)
+    status, job = job_server.post_json("/v2/models/light/versions/1/jobs", _body(x))
+    assert status == 202
+    done = _wait(job_server, job["id"])
+    assert done["version"] == "1" and done["result"]["model_version"] == "1"
 
 
 class _Hooks(http.server.BaseHTTPRequestHandler):
@@ -167,3 +173,24 @@ def test_ttl_bounded_store_and_api_key(
     status, _, answer = server.request("POST", JOBS, body, key)
     assert status == 202, answer
     assert server.stop() == 0, server.log()
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--max-jobs", "0", "--max-jobs 0: give at least 1"),
+    ("--job-ttl-s", "0", "--job-ttl-s 0.0: give a number of seconds above 0"),
+    ("--drift-window", "3", "--drift-window 3: give at least 16 rows"),
+    ("--drift-alert", "-1", "--drift-alert -1.0: give a PSI above 0"),
+    ("--log-samples", "2", "--log-samples 2.0: give a share from 0 to 1"),
+])
+def test_bad_options_fail_in_one_line(serve_models: dict[str, Path], option: str, value: str,
+                                      message: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "from duh.cli import main; main()", "serve",
+         f"light={serve_models['light']}", "--port", "0", option, value],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode != 0
+    assert message in " ".join(done.stderr.split()), done.stderr
