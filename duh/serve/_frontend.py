@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -12,7 +12,7 @@ from duh.errors import ConfigError
 from duh.serve._codec import InferRequest
 from duh.serve._errors import ServeError, UnavailableError
 from duh.serve._model import ModelVersion
-from duh.serve._ratelimit import Limiter, Limits
+from duh.serve._ratelimit import Limiter, Limits, client_key
 from duh.serve._repository import Repository
 from duh.serve._respcache import ResponseCache, request_key
 from duh.serve._security import Security
@@ -51,8 +51,15 @@ class Frontend:
         """Whether the server takes inference requests (models loaded, not draining)."""
         return self.repository.ready and not self.draining
 
-    def rate_limit(self, client: str, model: str) -> None:
-        """Take a token of ``client``'s bucket (429 when empty); see ``Limiter.take``."""
+    def rate_limit(self, headers: Mapping[str, str], peer: str | None, model: str) -> None:
+        """Take a token of the client's bucket (429 when empty); see ``Limiter.take``.
+
+        With the server's own ``--api-key`` every client sends the same key: they are told
+        apart by address then.
+        """
+        if self.limiter.limits.rate is None:
+            return
+        client = client_key({} if self.security.api_key else headers, peer)
         self.limiter.take(client, model if self.repository.serves(model) else "")
 
     def admit(self) -> None:

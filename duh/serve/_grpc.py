@@ -30,7 +30,6 @@ from duh.serve._errors import RequestError, ServeError, UnavailableError
 from duh.serve._frontend import Frontend
 from duh.serve._http import EXTENSIONS
 from duh.serve._metrics import Metrics
-from duh.serve._ratelimit import client_key
 
 __all__ = ["SERVICE", "start_grpc"]
 
@@ -210,7 +209,7 @@ class _Service:
         metadata = _metadata(context)
         self.frontend.security.check_infer(metadata)
         peer = (context.peer() or "").rpartition(":")[0] or None  # ipv4:HOST:PORT, port dropped
-        self.frontend.rate_limit(client_key(metadata, peer), request.model_name)
+        self.frontend.rate_limit(metadata, peer, request.model_name)
         self.frontend.admit()
         try:
             version, decoded, outputs = await self.frontend.infer(

@@ -22,7 +22,6 @@ from duh.serve._extras import Extras
 from duh.serve._frontend import Frontend
 from duh.serve._logging import RECORD_KEY
 from duh.serve._metrics import Metrics
-from duh.serve._ratelimit import client_key
 
 __all__ = ["EXTENSIONS", "build_app"]
 
@@ -63,7 +62,7 @@ class _Routes:
         match = request.match_info
         try:
             frontend.security.check_infer(request.headers)
-            frontend.rate_limit(client_key(request.headers, request.remote), match["model"])
+            frontend.rate_limit(request.headers, request.remote, match["model"])
         except ServeError as exc:
             return error_response(exc)
         try:
