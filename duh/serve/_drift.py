@@ -84,7 +84,8 @@ class _InputWindow:
         self.rows = np.zeros(_SLOTS, dtype=np.int64)
         self.slot = 0
         self.filled = 0  # completed quarters (up to _SLOTS)
-        self.pending: list[np.ndarray] = []
+        self.pending: list[np.ndarray] = []  # small requests' arrays, binned together later
+        self.sampled: list[np.ndarray] = []  # large requests' values, sampled on arrival
         self.pending_rows = 0
         self.seen = 0
         self.psi: float | None = None
@@ -138,18 +139,23 @@ class _Monitor:
         self.windows = {name: _InputWindow(s, config) for name, s in stats.inputs.items()}
         self.gauges = gauges
         self.requests = 0
-        self._plan = [(name, w, w.stats.axis, w.stats.features) for name, w in self.windows.items()]
+        limit = config.max_values
+        self._plan = [(name, w, w.stats.axis, w.stats.features, limit * w.stats.features)
+                      for name, w in self.windows.items()]
 
     def observe(self, inputs: Mapping[str, np.ndarray]) -> None:
         """Buffer one request's inputs; bin the buffer when it is large enough."""
         full = False
-        for name, window, axis, width in self._plan:
+        for name, window, axis, width, most in self._plan:
             array = inputs.get(name)
             if array is None or array.dtype.kind not in "biuf":
                 continue
             if axis is not None and (array.ndim <= axis or array.shape[axis] != width):
                 continue  # a shape the reference does not describe
-            window.pending.append(array)
+            if array.size > most:  # an image: keep a strided sample, not the whole tensor
+                window.sampled.append(feature_rows(array, axis, self.config.max_values))
+            else:
+                window.pending.append(array)
             window.pending_rows += array.shape[0] if array.ndim else 1
             full = full or window.pending_rows >= window.slot_rows
         self.requests += 1
@@ -159,17 +165,17 @@ class _Monitor:
     def flush(self) -> None:
         """Bin every buffered request, update scores, gauges and warnings."""
         for name, window in self.windows.items():
-            if not window.pending:
+            if not (window.pending or window.sampled):
                 continue
-            arrays, batch_rows = window.pending, window.pending_rows
-            window.pending, window.pending_rows = [], 0
+            arrays, parts, batch_rows = window.pending, window.sampled, window.pending_rows
+            window.pending, window.sampled, window.pending_rows = [], [], 0
             axis, limit = window.stats.axis, self.config.max_values
-            shapes = {a.shape[1:] for a in arrays}
-            if len(shapes) == 1 and arrays[0].ndim:
+            if arrays and len({a.shape[1:] for a in arrays}) == 1 and arrays[0].ndim:
                 # One shape (the common case): one concatenation, one binning pass.
-                rows = feature_rows(np.concatenate(arrays), axis, limit * len(arrays))
+                parts.append(feature_rows(np.concatenate(arrays), axis, limit * len(arrays)))
             else:
-                rows = np.concatenate([feature_rows(a, axis, limit) for a in arrays])
+                parts.extend(feature_rows(a, axis, limit) for a in arrays)
+            rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
             if window.add(rows, batch_rows) and window.psi is not None:
                 self._publish(name, window)
 
