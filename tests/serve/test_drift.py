@@ -110,3 +110,34 @@ def test_a_model_without_reference_statistics_is_not_monitored(
     _, _, body = drift_server.request("GET", "/metrics")
     assert 'model="light"' not in "".join(
         line for line in body.decode().splitlines() if line.startswith("duh_input_drift"))
+
+
+def test_images_are_sampled_per_channel_and_the_shifted_channel_is_named() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from duh.compiler._datastats import reference_stats
+    from duh.runtime import TensorSpec
+    from duh.serve import DriftConfig
+    from duh.serve._drift import DriftMonitors, _Monitor
+
+    rng = np.random.default_rng(7)
+
+    def images(n: int, shift: float = 0.0) -> np.ndarray:
+        x = rng.standard_normal((n, 3, 32, 32)).astype(np.float32) + np.arange(3)[:, None, None]
+        x[:, 2] += shift
+        return x.astype(np.float32)
+
+    stats = reference_stats([TensorSpec("img", "float32", ("N", 3, 32, 32))],
+                            [{"img": images(200)}], "photos")
+    assert stats is not None and stats.inputs["img"].axis == 1
+    config = DriftConfig(window=64)
+    gauges = DriftMonitors(config, CollectorRegistry()).gauges
+    same, shifted = (_Monitor("m", "1", stats, config, gauges) for _ in range(2))
+    for _ in range(64):  # one image per request: 3072 values, sampled to 512 per channel
+        same.observe({"img": images(1)})
+        shifted.observe({"img": images(1, shift=1.5)})
+    calm = same.to_json()["inputs"]["img"]
+    moved = shifted.to_json()["inputs"]["img"]
+    assert calm["window_rows"] == 64 and calm["psi_max"] < 0.05, calm
+    assert moved["worst_feature"] == 2 and moved["psi_max"] > 1.0, moved
+    assert moved["psi"] > 0.2  # the mean over the three channels passes too
