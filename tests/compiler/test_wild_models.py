@@ -214,6 +214,19 @@ def test_int8_criteria_hold_label_outputs_to_agreement_not_equality() -> None:
     assert _check_output("cls", list(labels), list(labels), fp32).passed
 
 
+def test_an_output_of_near_zeros_is_judged_by_its_differences_not_its_cosine() -> None:
+    from duh.compiler.verify import _check_output, tolerance_for
+
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0, 1e-7, (2, 1, 16, 16)).astype(np.float32)  # a map of near-zeros
+    got = ref + rng.uniform(-5e-8, 5e-8, ref.shape).astype(np.float32)
+    fp32 = tolerance_for("fp32")
+    check = _check_output("map", list(ref), list(got), fp32)
+    assert check.cosine < fp32.min_cosine and check.passed, check
+    # the same cosine on differences above the floor still fails
+    assert not _check_output("map", list(ref * 1e4), list(got * 1e4), fp32).passed
+
+
 def test_a_float_source_keeps_fp32_tolerances(tmp_path: Path) -> None:
     result = build(FIXTURES / "multi_io.onnx", ORT, tmp_path / "f.duh")
     assert result.manifest is not None
