@@ -27,6 +27,7 @@ from duh.serve._codec import (
     tensor_to_raw,
 )
 from duh.serve._errors import RequestError, ServeError, UnavailableError
+from duh.serve._extras import Extras
 from duh.serve._frontend import Frontend
 from duh.serve._http import EXTENSIONS
 from duh.serve._metrics import Metrics
@@ -139,8 +140,10 @@ def decode_grpc_request(message: Any) -> InferRequest:
 
 
 class _Service:
-    def __init__(self, frontend: Frontend, pb: Any, config_pb: Any) -> None:
+    def __init__(self, frontend: Frontend, pb: Any, config_pb: Any,
+                 extras: Extras | None = None) -> None:
         self.frontend = frontend
+        self.extras = extras
         self.repository = frontend.repository
         self.pb = pb
         self.config_pb = config_pb
@@ -224,6 +227,8 @@ class _Service:
                 raw_output_contents=[tensor_to_raw(a) for a in outputs.values()],
             )
             self.frontend.succeeded(version, started)
+            if self.extras is not None:  # drift and sample logging see gRPC requests too
+                self.extras.observe(version, decoded, outputs)
             return response
         finally:
             self.frontend.release()
@@ -259,7 +264,8 @@ def _guard(handler: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any]
 
 async def start_grpc(frontend: Frontend, metrics: Metrics, host: str, port: int,
                      max_message_bytes: int = 64 << 20,
-                     tls: tuple[bytes, bytes] | None = None) -> tuple[Any, int]:
+                     tls: tuple[bytes, bytes] | None = None,
+                     extras: Extras | None = None) -> tuple[Any, int]:
     """Start the gRPC server; returns it (``stop(grace)`` to drain) and the port it bound.
 
     ``tls`` (PEM key, PEM certificate chain) serves over TLS instead of plaintext.
@@ -268,7 +274,7 @@ async def start_grpc(frontend: Frontend, metrics: Metrics, host: str, port: int,
     import grpc
     from grpc import aio
 
-    service = _Service(frontend, pb, config_pb)
+    service = _Service(frontend, pb, config_pb, extras)
     methods = {
         "ServerLive": (service.server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
         "ServerReady": (service.server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse),

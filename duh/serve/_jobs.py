@@ -31,7 +31,6 @@ from duh.serve._codec import InferRequest, decode_http_request, encode_http_resp
 from duh.serve._errors import ModelNotFoundError, RequestError, ServeError, UnavailableError
 from duh.serve._frontend import Frontend
 from duh.serve._model import ModelVersion
-from duh.serve._ratelimit import client_key
 
 __all__ = ["JobConfig", "JobStore"]
 
@@ -155,7 +154,7 @@ class JobStore:
         frontend = self.frontend
         match = request.match_info
         frontend.security.check_infer(request.headers)
-        frontend.limiter.take(client_key(request.headers, request.remote), match["model"])
+        frontend.rate_limit(request.headers, request.remote, match["model"])
         self._expire()
         if len(self._jobs) >= self.config.max_jobs:
             self.rejected.inc()

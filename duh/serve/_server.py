@@ -120,7 +120,7 @@ async def run(
         if config.tls_cert is not None and config.tls_key is not None:
             pem = (config.tls_key.read_bytes(), config.tls_cert.read_bytes())
         grpc_server, grpc_port = await start_grpc(
-            frontend, metrics, config.host, config.grpc_port, config.max_body_bytes, pem
+            frontend, metrics, config.host, config.grpc_port, config.max_body_bytes, pem, extras
         )
         grpc_address = f"{config.host}:{grpc_port}"
     if stop is None:

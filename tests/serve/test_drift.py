@@ -32,7 +32,8 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def drift_server(digits: Path, serve_models: dict[str, Path]) -> Iterator[ServerProcess]:
     proc = ServerProcess([f"digits={digits}", f"light={serve_models['light']}",
-                          "--drift-window", str(WINDOW), "--drift-alert", "0.2"])
+                          "--drift-window", str(WINDOW), "--drift-alert", "0.2",
+                          "--grpc-port", "0"])
     yield proc
     assert proc.stop() == 0, proc.log()
 
@@ -110,6 +111,19 @@ def test_a_model_without_reference_statistics_is_not_monitored(
     _, _, body = drift_server.request("GET", "/metrics")
     assert 'model="light"' not in "".join(
         line for line in body.decode().splitlines() if line.startswith("duh_input_drift"))
+
+
+def test_grpc_requests_count_too(drift_server: ServerProcess) -> None:
+    import tritonclient.grpc as grpcclient
+
+    before = _drift(drift_server)["inputs"]["input"]["rows_seen"]  # type: ignore[index]
+    images = np.load(FIXTURES / "digits_test.npz")["input"][:30]
+    client = grpcclient.InferenceServerClient(str(drift_server.grpc))
+    tensor = grpcclient.InferInput("input", list(images.shape), "FP32")
+    tensor.set_data_from_numpy(images)
+    assert client.infer("digits", [tensor]).as_numpy("logits").shape == (30, 10)
+    after = _drift(drift_server)["inputs"]["input"]["rows_seen"]  # type: ignore[index]
+    assert after == before + 30
 
 
 def test_images_are_sampled_per_channel_and_the_shifted_channel_is_named() -> None:

@@ -175,6 +175,13 @@ def test_ttl_bounded_store_and_api_key(
     assert server.stop() == 0, server.log()
 
 
+def test_job_submissions_are_rate_limited(serve_models: dict[str, Path], start_server: Any) -> None:
+    server = start_server(f"light={serve_models['light']}", "--rate-limit", "0.1/s,burst=2")
+    codes = [server.post_json(JOBS, _body(_rows(1, 6)))[0] for _ in range(3)]
+    assert codes == [202, 202, 429]
+    assert server.stop() == 0, server.log()
+
+
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("--max-jobs", "0", "--max-jobs 0: give at least 1"),
     ("--job-ttl-s", "0", "--job-ttl-s 0.0: give a number of seconds above 0"),
