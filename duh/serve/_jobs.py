@@ -165,8 +165,10 @@ class JobStore:
                 "finished results and retry later, or raise --max-jobs",
                 "jobs_full", retry_after_s=max(1, int(wait) + 1),
             )
-        # The model must exist now: a job for a model the server lacks fails at submission.
-        frontend.repository.route(match["model"], match.get("version"))
+        # A job for a model the server lacks fails at submission (one not resident under
+        # --memory-budget is served: its job loads it, as an inference request would).
+        if not frontend.repository.serves(match["model"]):
+            frontend.repository.route(match["model"], match.get("version"))  # raises: not found
         body = await request.read()
         decoded = decode_http_request(body, request.headers.get(_HEADER))
         callback = self._callback(body, request.headers.get(_HEADER))

@@ -175,10 +175,18 @@ def test_ttl_bounded_store_and_api_key(
     assert server.stop() == 0, server.log()
 
 
-def test_job_submissions_are_rate_limited(serve_models: dict[str, Path], start_server: Any) -> None:
-    server = start_server(f"light={serve_models['light']}", "--rate-limit", "0.1/s,burst=2")
-    codes = [server.post_json(JOBS, _body(_rows(1, 6)))[0] for _ in range(3)]
-    assert codes == [202, 202, 429]
+def test_job_submissions_are_rate_limited_and_load_a_model_not_resident(
+    serve_models: dict[str, Path], start_server: Any
+) -> None:
+    # Under --memory-budget the model loads on its first request: here, a job.
+    server = start_server(f"light={serve_models['light']}", "--rate-limit", "0.1/s,burst=2",
+                          "--memory-budget", "4G")
+    x = _rows(1, 6)
+    answers = [server.post_json(JOBS, _body(x)) for _ in range(3)]
+    assert [status for status, _ in answers] == [202, 202, 429]
+    done = _wait(server, answers[0][1]["id"])
+    assert done["status"] == "done", done
+    np.testing.assert_allclose(_output(done), reference("light", x), rtol=1e-4, atol=1e-4)
     assert server.stop() == 0, server.log()
 
 
