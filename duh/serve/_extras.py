@@ -1,6 +1,6 @@
 """What serving adds around inference: async jobs, drift monitoring, sampled request logging.
 
-``Extras`` is made once per server; the HTTP front end hands it every answered request.
+``Extras`` is made once per server; the HTTP and gRPC front ends hand it every answered request.
 """
 
 from __future__ import annotations
