@@ -45,6 +45,13 @@ _PASS_THROUGH = frozenset(
 _AXIS_INDEXERS = frozenset({"Gather", "GatherElements", "ScatterElements", "Scatter"})
 _INDEXERS = _AXIS_INDEXERS | {"GatherND", "ScatterND"}
 _GATHERS = frozenset({"Gather", "GatherElements", "GatherND"})
+_INT_TYPES = frozenset(
+    {
+        onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32,
+        onnx.TensorProto.INT64, onnx.TensorProto.UINT8, onnx.TensorProto.UINT16,
+        onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
+    }
+)  # fmt: skip
 _MASK_USERS = frozenset({"Mul", "Sub", "And", "Or", "Not", "Xor"})
 _COMPARE = frozenset({"Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual"})
 _QUANTIZED = frozenset(
@@ -195,6 +202,29 @@ def _analyse(
     return None
 
 
+def _ids_held_as_floats(
+    name: str,
+    users: Mapping[str, list[tuple[onnx.NodeProto, int]]],
+    values: Mapping[str, np.ndarray],
+    shapes: Mapping[str, tuple[int | None, ...]],
+) -> ValueRange | None:
+    """A float input every use of which casts it to an integer type: ids a model (a Keras
+    Embedding through tf2onnx) holds as floats. Fractions there round to another id where
+    engines' precisions differ (a bf16 input), so it takes whole numbers."""
+    uses = users.get(name, [])
+    if not uses or not all(
+        node.op_type == "Cast" and _attr(node, "to", 0) in _INT_TYPES for node, _ in uses
+    ):
+        return None
+    found = [_analyse(node.output[0], users, values, shapes) for node, _ in uses]
+    ranges = [r for r in found if r is not None and r.reason.startswith(("indexes", "OneHot"))]
+    if ranges:
+        low = max(r.low for r in ranges)
+        high = min(r.high for r in ranges)
+        return ValueRange(low, high, "; ".join(r.reason for r in ranges), integral=True)
+    return ValueRange(0, 10, "ids held as floats: every use casts them to integers", True)
+
+
 def input_ranges(model: onnx.ModelProto, inputs: Sequence[TensorSpec]) -> dict[str, ValueRange]:
     """Integer inputs whose values the graph constrains, with the range each must keep."""
     nodes = list(_nodes(model.graph))
@@ -207,6 +237,15 @@ def input_ranges(model: onnx.ModelProto, inputs: Sequence[TensorSpec]) -> dict[s
     shapes = _shapes(model)
     ranges = {}
     for spec in inputs:
+        if spec.dtype != "object" and np.dtype(spec.dtype).kind == "f":
+            held = _ids_held_as_floats(spec.name, users, values, shapes)
+            if held is not None:
+                log.info(
+                    "synthetic %s: whole numbers in [%g, %g): %s",
+                    spec.name, held.low, held.high, held.reason,
+                )  # fmt: skip
+                ranges[spec.name] = held
+            continue
         if spec.dtype == "object" or np.dtype(spec.dtype).kind not in "iu":
             continue
         found = _analyse(spec.name, users, values, shapes)

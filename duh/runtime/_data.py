@@ -180,6 +180,8 @@ class ValueRange:
     low: float
     high: float
     reason: str = ""
+    # Whole numbers even for a float input (ids a model holds as floats and casts to integers).
+    integral: bool = False
 
 
 def _checked_shape(spec: TensorSpec, shape: Sequence[object]) -> tuple[int, ...]:
@@ -216,6 +218,9 @@ def synthetic_feed(
         if kind == "f":
             if bound is None:
                 feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+            elif bound.integral:
+                high = max(int(bound.high), int(bound.low) + 1)
+                feed[spec.name] = rng.integers(int(bound.low), high, shape).astype(spec.dtype)
             else:
                 feed[spec.name] = rng.uniform(bound.low, bound.high, shape).astype(spec.dtype)
         elif kind in "iu" and bound is not None:

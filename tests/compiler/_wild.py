@@ -92,6 +92,31 @@ def graph_net_model(path: Path) -> Path:
     return save(path, nodes, [x, edges], [out], inits, opset=18)
 
 
+def float_ids_model(path: Path) -> Path:
+    """Keras through tf2onnx: ids held as floats, cast to int32, through an arithmetic select
+    (idx < 0 ? idx + N : idx) the walk cannot follow, into an Embedding table of 12 rows."""
+    ids = helper.make_tensor_value_info("ids", TensorProto.FLOAT, ["batch", 6])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 6, 4])
+    nodes = [
+        helper.make_node("Cast", ["ids"], ["i"], to=TensorProto.INT32),
+        helper.make_node("Less", ["i", "zero"], ["neg"]),
+        helper.make_node("Cast", ["neg"], ["negi"], to=TensorProto.INT32),
+        helper.make_node("Not", ["neg"], ["pos"]),
+        helper.make_node("Cast", ["pos"], ["posi"], to=TensorProto.INT32),
+        helper.make_node("Add", ["i", "rows"], ["wrapped"]),
+        helper.make_node("Mul", ["negi", "wrapped"], ["a"]),
+        helper.make_node("Mul", ["i", "posi"], ["b"]),
+        helper.make_node("Add", ["a", "b"], ["idx"]),
+        helper.make_node("Gather", ["table", "idx"], ["out"]),
+    ]
+    inits = [
+        _weight("table", (12, 4)),
+        numpy_helper.from_array(np.array(0, np.int32), "zero"),
+        numpy_helper.from_array(np.array(12, np.int32), "rows"),
+    ]
+    return save(path, nodes, [ids], [out], inits)
+
+
 def shifted_index_model(path: Path) -> Path:
     """idx + 5 indexes a table of 8 rows: what the walk cannot see through (Add), random breaks."""
     idx = helper.make_tensor_value_info("idx", TensorProto.INT64, [1, 4])

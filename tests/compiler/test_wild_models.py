@@ -128,6 +128,16 @@ def test_indices_into_a_dynamic_sized_table_stay_in_range(tmp_path: Path) -> Non
     assert result.manifest is not None and result.manifest.checks["passed"] is True
 
 
+def test_ids_held_as_floats_get_whole_numbers(tmp_path: Path) -> None:
+    model = _wild.float_ids_model(tmp_path / "keras_ids.onnx")
+    source = ingest(model)
+    ranges = input_ranges(source.model, source.inputs)
+    assert ranges["ids"].integral and (ranges["ids"].low, ranges["ids"].high) == (0, 10)
+    [feed] = synthetic_feeds(source.inputs, 1, ranges=ranges)
+    assert feed["ids"].dtype == np.float32 and np.array_equal(feed["ids"], np.round(feed["ids"]))
+    assert feed["ids"].min() >= 0 and feed["ids"].max() <= 9
+
+
 def test_a_scalar_compared_with_a_constant_takes_that_constant(tmp_path: Path) -> None:
     model = _wild.sample_rate_model(tmp_path / "vad.onnx")
     source = ingest(model)
