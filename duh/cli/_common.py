@@ -24,15 +24,18 @@ from rich.status import Status
 from duh.errors import ConfigError, DuhError
 
 __all__ = [
+    "Dynamic",
     "EngineOptions",
     "JsonFlag",
     "Quiet",
     "Shapes",
     "Threads",
+    "TrustCode",
     "Verbose",
     "console",
     "err_console",
     "handle_errors",
+    "parse_dynamic",
     "parse_key_values",
     "parse_shapes",
     "print_json",
@@ -80,6 +83,20 @@ Shapes = Annotated[
         "--shape",
         help="input shape NAME=1x3x224x224 (repeatable); build also takes TensorRT's range "
         "NAME=MIN:OPT:MAX, bench a name repeated for a mix of shapes",
+    ),
+]
+TrustCode = Annotated[
+    bool,
+    typer.Option(
+        "--trust-code",
+        help="allow sources whose reading runs code: pickle/joblib, TorchScript, .pt2, module.py",
+    ),
+]
+Dynamic = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--dynamic",
+        help="front ends: keep axis AXIS of input NAME dynamic in the export, NAME:0 (repeatable)",
     ),
 ]
 
@@ -194,6 +211,22 @@ def parse_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
                 f"--shape {value!r} is not NAME=DxDxD (e.g. input=1x3x224x224)"
             ) from None
     return shapes
+
+
+def parse_dynamic(values: Sequence[str] | None) -> dict[str, tuple[int, ...]]:
+    """Parse repeated ``--dynamic NAME:AXIS`` options (``NAME:0,1`` for several axes)."""
+    axes: dict[str, set[int]] = {}
+    for value in values or []:
+        name, sep, spec = value.rpartition(":")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            axes.setdefault(name.strip(), set()).update(int(a) for a in spec.split(","))
+        except ValueError:
+            raise ConfigError(
+                f"--dynamic {value!r} is not NAME:AXIS (e.g. input:0 keeps the batch dynamic)"
+            ) from None
+    return {name: tuple(sorted(a)) for name, a in axes.items()}
 
 
 def shape_profile_options(values: list[str] | None) -> dict[str, str]:

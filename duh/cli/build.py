@@ -10,12 +10,15 @@ import typer
 from rich.table import Table
 
 from duh.cli._common import (
+    Dynamic,
     EngineOptions,
     JsonFlag,
     Shapes,
+    TrustCode,
     console,
     err_console,
     handle_errors,
+    parse_dynamic,
     parse_key_values,
     parse_shapes,
     print_json,
@@ -111,6 +114,16 @@ def render_result(result: Any) -> None:
                     "[green]pass[/]" if out["passed"] else f"[red]{out['reason']}[/]",
                 )
             console.print(ct)
+            framework = checks.get("framework")
+            if framework:
+                made = manifest.source.get("frontend", {})
+                worst = min(framework["outputs"], key=lambda o: o["cosine"])
+                verdict = "[green]pass[/]" if framework["passed"] else "[red]fail[/]"
+                console.print(
+                    f"against {made.get('frontend', 'the framework')} {made.get('version', '')} "
+                    f"itself: {verdict} (lowest cosine {worst['cosine']:.6f}, max abs "
+                    f"{max(o['max_abs'] for o in framework['outputs']):.3g})"
+                )
         else:
             console.print("[yellow]verification skipped (--no-verify)[/]")
     for warning in result.warnings:
@@ -121,7 +134,11 @@ def render_result(result: Any) -> None:
 
 @handle_errors
 def build(
-    model: Path | None = typer.Argument(None, help="the source model (.onnx); or -c RECIPE"),
+    model: Path | None = typer.Argument(
+        None,
+        help="the source model: .onnx, or a front end's (.pt2, module.py:factory, .pt, ...); "
+        "or -c RECIPE",
+    ),
     config: Path | None = typer.Option(
         None, "--config", "-c", help="project recipe: duh.toml, or pyproject.toml's [tool.duh]"
     ),
@@ -196,6 +213,14 @@ def build(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="print the resolved engines and pipelines; write nothing"
     ),
+    trust_code: TrustCode = False,
+    dynamic: Dynamic = None,
+    quantizer: str | None = typer.Option(
+        None,
+        "--quantizer",
+        help="quantize in the framework before export: inc (Intel Neural Compressor, PyTorch; "
+        "inc:static, inc:rtn, inc:smoothquant), with --target cpu-int8 and --calib",
+    ),
     sign: Path | None = typer.Option(
         None, "--sign", help="Ed25519 private key (PEM) to sign the manifest with (duh keygen)"
     ),
@@ -224,6 +249,8 @@ def build(
             "quantize_mode": quantize_mode, "keep_io_types": keep_io_types, "shape": shapes,
             "tune_trials": tune_trials, "option": parse_key_values(option, "--option"),
             "verify": not no_verify, "check_data": check_data, "check_samples": check_samples,
+            "trust_code": trust_code, "dynamic": parse_dynamic(dynamic) or None,
+            "quantizer": quantizer,
         }  # fmt: skip
         plan = Recipe((entry_from_options(model, cli_keys),))
     if no_cache:

@@ -25,7 +25,13 @@ from typing import Any
 import onnx
 from google.protobuf.message import Error as ProtobufError
 
-from duh.compiler._cache_keys import engine_versions, feeds_digest, host_class, pass_versions
+from duh.compiler._cache_keys import (
+    engine_versions,
+    feeds_digest,
+    host_class,
+    pass_versions,
+    source_file_digest,
+)
 from duh.compiler._cache_keys import stage_key as _stage_key
 from duh.compiler._ingest_checks import refuse_outside
 from duh.compiler._request import BuildRequest, Candidate
@@ -73,6 +79,11 @@ def _model_digest(path: Path) -> str:
     import onnx
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
+    if path.suffix.lower() != ".onnx":
+        # A front end's source (.pt2, module.py:factory, a SavedModel directory): its bytes.
+        head, sep, name = str(path).rpartition(":")
+        file = Path(head) if sep and head.endswith(".py") else path
+        return _stage_key("source", source_file_digest(file), {"factory": name if sep else None})
     digest = hashlib.sha256()
     _file_digest(digest, path)
     model = onnx.load(str(path), load_external_data=False)
@@ -176,6 +187,7 @@ def artifact_key(request: BuildRequest) -> str:
         "checks": [request.checks.source, feeds_digest(request.checks.feeds)],
         "tolerance": None if request.tolerance is None else request.tolerance.to_json(),
         "budget_s": request.budget_s,
+        "frontend": None if request.frontend is None else dict(request.frontend),
         "versions": {**pass_versions(names), **engine_versions(s.engine for s in specs)},
         "host": host_class(request.host, cuda=any(s.device == "cuda" for s in specs)),
     }

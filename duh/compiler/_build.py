@@ -29,9 +29,16 @@ from duh.compiler._candidates import run_candidates
 from duh.compiler._datastats import write_data_stats
 from duh.compiler._feeds import CheckFeeds, check_feeds, input_ranges, quantized_ops
 from duh.compiler._request import BuildRequest, Candidate, Plan, Selection
+from duh.compiler._sources import (
+    checks_section,
+    framework_outputs,
+    frontend_options,
+    quantize_source,
+    read_source,
+)
 from duh.compiler._stage_cache import StageCache
 from duh.compiler.artifact import staging, work_prefix, write_manifest
-from duh.compiler.ingest import SourceModel, ingest
+from duh.compiler.ingest import SourceModel
 from duh.compiler.pipeline import PassManager, parse_pass_list
 from duh.compiler.verify import Tolerance
 from duh.errors import CalibrationError
@@ -154,6 +161,9 @@ def build(
     select_budget_s: float = 2.0,
     pass_options: Mapping[str, Mapping[str, Any]] | None = None,
     cache: bool = True,
+    trust_code: bool = False,
+    dynamic: Mapping[str, tuple[int, ...]] | None = None,
+    quantizer: str | None = None,
 ) -> BuildResult:
     """Compile ``model`` for ``target`` into an artifact directory, verified against the source.
 
@@ -166,6 +176,12 @@ def build(
     the passes that run, e.g. ``{"quantize": {"calibrator": "entropy"}}``. Raises a ``DuhError``
     subclass for anything a user can fix. With ``cache`` (default), every stage's output is kept
     in the build cache (``$DUH_CACHE_DIR``) and reused when its inputs come again.
+
+    ``model`` may also be a front end's source (a PyTorch ``.pt2``, ``module.py:factory``, ...;
+    see ``duh.frontends``): it is exported to ONNX and the artifact is verified against the
+    framework's own outputs too. ``trust_code`` allows sources whose reading runs code
+    (pickle, TorchScript, Python); ``dynamic`` (input -> axes) keeps axes dynamic in the export;
+    ``quantizer`` (``inc``, ``inc:RECIPE``) quantizes in the framework before the export.
     """
     started = time.perf_counter()
     shapes = dict(shapes or {})
@@ -178,14 +194,17 @@ def build(
             "calib_options": calib_options, "shapes": shapes, "verify": verify,
             "check_samples": check_samples, "check_data": check_data, "tolerance": tolerance,
             "target_options": target_options, "select_budget_s": select_budget_s,
-            "pass_options": pass_options,
+            "pass_options": pass_options, "trust_code": trust_code, "dynamic": dynamic,
+            "quantizer": quantizer,
         }  # fmt: skip
         inputs = input_key(Path(model), options, host)
         hit = _reuse(stages, inputs, "inputs", Path(model), output, target, started)
         if hit is not None:
             return hit
     log.info("reading %s", Path(model).name)
-    source = ingest(model, shapes)
+    source, exported = read_source(
+        model, shapes, frontend_options(shapes, target_options, trust_code, dynamic)
+    )
     wanted = parse_target(target)
     specs = candidates(wanted, host)
     if isinstance(passes, str):
@@ -215,6 +234,8 @@ def build(
     options.setdefault("shapes", shapes)
     holdout = max(check_samples, 1) if verify and check_data is None else 0
     calibration = _load_calibration(calib, source, calib_samples, holdout, options)
+    if quantizer is not None:
+        source, exported = quantize_source(model, source, exported, quantizer, calibration, shapes)
     checks = check_feeds(
         source, check_samples, shapes, calibration, check_data, options.get("preprocess")
     )
@@ -232,6 +253,8 @@ def build(
         budget_s=select_budget_s,
         quantized_source=quantized_ops(source.model),
         cache=stages,
+        frontend=None if exported is None else dict(exported.record),
+        framework=framework_outputs(exported, checks.feeds) if verify else None,
     )
     key = artifact_key(request)
     hit = _reuse(stages, key, "artifact", source.path, out_path, target, started)
@@ -352,11 +375,10 @@ def _manifest(
             "external_data": list(source.external_data),
             "quantized": list(request.quantized_source),
             "output_labels": {u.name: u.to_json() for u in source.unzipped},
+            **({"frontend": dict(request.frontend)} if request.frontend is not None else {}),
         },
         passes=tuple(r.to_json() for r in chosen.records),
-        checks=chosen.report.to_json()
-        if chosen.report is not None
-        else {"passed": None, "skipped": True},
+        checks=checks_section(chosen),
         selection={
             "method": selection.method,
             "chosen": spec.name,

@@ -30,6 +30,7 @@ __all__ = [
     "feeds_digest",
     "host_class",
     "pass_versions",
+    "source_file_digest",
     "stage_key",
 ]
 
@@ -118,6 +119,20 @@ def feeds_digest(feeds: Sequence[Mapping[str, np.ndarray]]) -> str:
             digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
             digest.update(array.tobytes())
         digest.update(b"\1")
+    return digest.hexdigest()
+
+
+def source_file_digest(path: Path) -> str:
+    """sha256 of a source file's bytes; of a directory's (a SavedModel), every file's relative
+    path and bytes, in sorted order."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
     return digest.hexdigest()
 
 

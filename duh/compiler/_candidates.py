@@ -199,10 +199,29 @@ def verify_candidate(
         session.close()
         return replace(candidate, error=f"fails on the check inputs: {exc}", failure=exc), None
     candidate = replace(candidate, report=report)
-    if not report.passed:
+    if report.passed and request.framework is not None:
+        # A front end's source: the artifact answers for the framework's outputs too, not
+        # only for the ONNX the front end exported.
+        log.info("verifying %s against the original framework", spec.name)
+        framework = compare_outputs(
+            request.framework, session, request.checks.feeds, spec.precision, tol,
+            request.checks.source, criteria,
+        )  # fmt: skip
+        candidate = replace(candidate, framework_report=framework)
+    if not candidate.usable:
         session.close()
         return candidate, None
     return candidate, session
+
+
+def _failure(candidate: Candidate) -> str:
+    """Why a built candidate failed its check (against the ONNX source or the framework)."""
+    report, framework = candidate.report, candidate.framework_report
+    if report is not None and not report.passed:
+        return report.failure_text()
+    if framework is not None and not framework.passed:
+        return f"against the original framework: {framework.failure_text()}"
+    return "?"
 
 
 def _no_candidate(request: BuildRequest, candidates: Sequence[Candidate]) -> DuhError:
@@ -210,7 +229,7 @@ def _no_candidate(request: BuildRequest, candidates: Sequence[Candidate]) -> Duh
     if len(candidates) == 1 and candidates[0].failure is not None:
         return candidates[0].failure
     reasons = "; ".join(
-        f"{c.spec.name}: {c.error or (c.report.failure_text() if c.report else '?')}"
+        f"{c.spec.name}: {c.error or _failure(c)}"
         + (f"; {c.fallback[-1]}" if c.fallback else "")
         for c in candidates
     )

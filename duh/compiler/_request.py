@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from duh.calibration import CalibrationSet
 from duh.compiler._feeds import CheckFeeds
 from duh.compiler._stage_cache import StageCache
@@ -47,6 +49,9 @@ class BuildRequest:
     quantized_source: tuple[str, ...] = ()
     # The build cache (disabled: nothing looked up or stored); it records every lookup.
     cache: StageCache = field(default_factory=lambda: StageCache(Path(), enabled=False))
+    # A front end's source: its export record, and the framework's own outputs on the checks.
+    frontend: Mapping[str, Any] | None = None
+    framework: tuple[dict[str, np.ndarray], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +73,14 @@ class Candidate:
     # The INT8 fallback's rebuilds (what each kept in float and the cosine it reached).
     fallback: tuple[str, ...] = ()
     failure: DuhError | None = field(default=None, compare=False, repr=False)
+    # Against the original framework's outputs (a front end's source), besides the ONNX check.
+    framework_report: VerifyReport | None = None
 
     @property
     def usable(self) -> bool:
         """Built, loaded, and verified (or not checked): a candidate selection may keep."""
-        return self.error is None and (self.report is None or self.report.passed)
+        framework = self.framework_report is None or self.framework_report.passed
+        return self.error is None and (self.report is None or self.report.passed) and framework
 
     def to_json(self) -> dict[str, Any]:
         """The form stored in the manifest's ``selection`` section."""

@@ -14,6 +14,7 @@ from duh.frontends._base import (
     Exported,
     Frontend,
     FrontendOptions,
+    QuantizeRequest,
     Reference,
     frontend,
     is_onnx,
@@ -24,6 +25,7 @@ __all__ = [
     "Exported",
     "Frontend",
     "FrontendOptions",
+    "QuantizeRequest",
     "Reference",
     "export",
     "find",
@@ -32,7 +34,7 @@ __all__ = [
 ]
 
 # The built-in front ends, by module; each registers itself when imported (imports no framework).
-_BUILTINS: tuple[str, ...] = ()
+_BUILTINS: tuple[str, ...] = ("sklearn", "tensorflow", "torch")
 _loaded = False
 
 

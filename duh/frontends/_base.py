@@ -8,7 +8,7 @@ not only against the ONNX it exported.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ __all__ = [
     "Exported",
     "Frontend",
     "FrontendOptions",
+    "QuantizeRequest",
     "Reference",
     "frontend",
     "registered",
@@ -49,6 +50,20 @@ class FrontendOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class QuantizeRequest:
+    """What a framework-side quantizer (neural-compressor on PyTorch) is given."""
+
+    # Calibration inputs, by ONNX input name (the build's --calib samples).
+    feeds: Sequence[Mapping[str, np.ndarray]]
+    # The quantizer's recipe: "static" (INT8, PT2E), "smoothquant", "rtn" (weight-only).
+    recipe: str = "static"
+    # Accuracy budget (--max-drop): a relative loss the quantizer's autotune may spend.
+    max_drop: float | None = None
+    # Inputs the autotune judges candidates on (the build's check inputs).
+    eval_feeds: Sequence[Mapping[str, np.ndarray]] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Exported:
     """An exported model, how it was made, and the way back to the framework."""
 
@@ -59,6 +74,9 @@ class Exported:
     reference: Reference | None = None
     # Example inputs the source came with (module.py:factory's example_inputs), by ONNX input name.
     sample_inputs: Mapping[str, np.ndarray] | None = None
+    # Quantizes in the framework before export (--quantizer): the quantized model, exported,
+    # with its reference still the original model. None: the front end has no quantizer.
+    quantize: Callable[[QuantizeRequest], Exported] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,9 @@ BUILD_KEYS: dict[str, str] = {
     "tolerance": "accuracy budget {atol, rtol, min_cosine, min_top1, elementwise}",
     "pass_options": "options of the passes that run, {PASS = {FIELD = VALUE}}",
     "bench": "bench gates for CI, {fail_if = ['p99_ms>20', ...]} (duh bench --fail-if)",
+    "trust_code": "allow sources whose reading runs code: pickle, TorchScript, module.py",
+    "dynamic": "front ends: axes kept dynamic in the export, {NAME = [0]} (--dynamic NAME:0)",
+    "quantizer": "quantize in the framework before export: inc, inc:RECIPE (--quantizer)",
 }
 _PATHS = ("model", "output", "recipe", "calib", "calib_config", "check_data")
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -59,6 +62,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "tolerance": (dict,),
     "pass_options": (dict,),
     "bench": (dict,),
+    "trust_code": (bool,),
+    "dynamic": (dict,),
+    "quantizer": (str,),
 }
 _TOP_KEYS = ("defaults", "models")
 _BENCH_KEYS = ("fail_if",)
@@ -91,6 +97,9 @@ class BuildEntry:
     tolerance: Mapping[str, Any] | None = None
     pass_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     bench: Mapping[str, Any] = field(default_factory=dict)
+    trust_code: bool = False
+    dynamic: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    quantizer: str | None = None
 
     @property
     def model_name(self) -> str:

@@ -77,6 +77,9 @@ def build_kwargs(entry: BuildEntry) -> dict[str, Any]:
         "target_options": {**entry.option, **profiles, **tune},
         "pass_options": pass_options,
         "cache": entry.cache,
+        "trust_code": entry.trust_code,
+        "dynamic": {k: tuple(int(a) for a in v) for k, v in entry.dynamic.items()},
+        "quantizer": entry.quantizer,
     }
 
 
