@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 EXTRAS ?= all,dev
 OUT    ?= out
 
-.PHONY: setup demo test test-fast lint fixtures models bench bench-quick conformance clean
+.PHONY: setup demo test test-slow test-all lint fixtures models bench bench-quick conformance clean
 
 $(BIN)/duh: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,11 +31,14 @@ demo: setup ## a ResNet-18 (seeded, fixtures/make_resnet.py) on real photos: fp3
 	$(BIN)/duh build $(OUT)/resnet18.onnx --target cpu-int8 --calib $(OUT)/resnet18.calib.npz --check-data $(OUT)/resnet18.check.npz -o $(OUT)/resnet18.int8.duh
 	$(BIN)/duh bench $(OUT)/resnet18.onnx $(OUT)/resnet18.cpu.duh $(OUT)/resnet18.int8.duh $$(ls -d $(OUT)/resnet18.bf16.duh 2>/dev/null) --window 1 --max-windows 8
 
-test: models ## run the test suite (what CI runs)
-	$(BIN)/python -m pytest -q
-
-test-fast: setup ## the tests without the slow ones
+test: models ## the test suite without the tests marked slow (what CI runs)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: models ## only the slow tests: big conformance CNNs, TVM tuning, every determinism target
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: models ## every test
+	$(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check duh tests fixtures benchmarks

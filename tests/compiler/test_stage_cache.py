@@ -143,7 +143,13 @@ def test_two_concurrent_builds_share_one_cache(cache: Path, tmp_path: Path) -> N
 
 @pytest.mark.parametrize(
     "target",
-    ["onnxruntime:cpu-fp32", "openvino:cpu-fp32", "onnxruntime:cpu-int8", "openvino:cpu-int8"],
+    [
+        "openvino:cpu-fp32",
+        "onnxruntime:cpu-int8",
+        # the same two steps on the other engine: in `make test-slow`
+        pytest.param("onnxruntime:cpu-fp32", marks=pytest.mark.slow),
+        pytest.param("openvino:cpu-int8", marks=pytest.mark.slow),
+    ],
 )
 def test_without_the_cache_a_rebuild_is_byte_identical(tmp_path: Path, target: str) -> None:
     # Each build in its own process, as CI runs them: OpenVINO numbers the nodes it makes from

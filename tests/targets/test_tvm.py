@@ -250,6 +250,7 @@ def test_unnamed_dynamic_dims_are_independent(tmp_path: Path) -> None:
 # --- tuning ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # two MetaSchedule tunings: ~3 minutes on 2 cores
 def test_tuning_records_are_cached_and_reused(conv_model: Path, tmp_path: Path) -> None:
     # cache=False: the build cache would copy the first artifact instead of compiling again; the
     # tuning records are TVM's own cache, which the second compile must find.
