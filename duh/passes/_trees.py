@@ -45,6 +45,23 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
     return out
 
 
+def _threshold32(value: float, mode: str) -> np.float32:
+    """The float32 threshold that splits float32 inputs as ``value`` (a double) splits them.
+
+    Rounding to nearest moves a split sitting between two float32 values (scikit-learn's
+    midpoints) onto one of them, and sends that input the other way; rounding toward the side
+    the comparison excludes keeps every float32 input where the double sends it.
+    """
+    nearest = np.float32(value)
+    if float(nearest) == value or mode in ("BRANCH_EQ", "BRANCH_NEQ"):
+        return nearest
+    below = nearest if float(nearest) < value else np.nextafter(nearest, np.float32(-np.inf))
+    above = nearest if float(nearest) > value else np.nextafter(nearest, np.float32(np.inf))
+    # x <= v and x > v hold for float32 x as with the largest float32 under v; x < v, x >= v
+    # as with the smallest float32 over it
+    return below if mode in ("BRANCH_LEQ", "BRANCH_GT") else above
+
+
 def read_forest(node: onnx.NodeProto, columns: int) -> tuple[Forest | None, str]:
     """The forest of a TreeEnsemble{Classifier,Regressor} node with ``columns`` output columns."""
     a = _attrs(node)
@@ -107,7 +124,7 @@ def read_forest(node: onnx.NodeProto, columns: int) -> tuple[Forest | None, str]
         for n in internal:
             i, j = index[n], col_i[n]
             f.features[ti, j] = int(features[i])
-            f.thresholds[ti, j] = np.float32(values[i])
+            f.thresholds[ti, j] = _threshold32(float(values[i]), str(modes[i]))
             f.modes[ti, j] = ModeSet.index(str(modes[i]))
             f.missing_true[ti, j] = bool(missing[i])
         # walk from the root: each leaf's ancestors, and which way the path turns at each

@@ -23,6 +23,7 @@ from onnx import helper, numpy_helper
 
 from duh.errors import PassError
 from duh.passes._base import PassBase, PassContext, PassResult, register_pass
+from duh.passes._tree_ml5 import as_regressor
 from duh.passes._trees import ModeSet, read_forest
 
 __all__ = ["LowerMl"]
@@ -41,8 +42,11 @@ _COMPARE = {
 class _Emitter:
     """Appends nodes and constants under unique names derived from the lowered node's name."""
 
-    def __init__(self, base: str, features: dict[str, int]) -> None:
+    def __init__(
+        self, base: str, features: dict[str, int], types: dict[str, int] | None = None
+    ) -> None:
         self.base = base
+        self.types = types or {}  # value name -> its elem type, where the graph declares it
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.features = features  # value name -> its last dim, where fixed
@@ -278,7 +282,27 @@ def _lower_normalizer(e: _Emitter, node: onnx.NodeProto) -> str:
     return ""
 
 
+def _lower_tree_ensemble(e: _Emitter, node: onnx.NodeProto) -> str:
+    scores = e.name("scores")
+    regressor, transform, why = as_regressor(node, scores)
+    if regressor is None:
+        return why
+    if transform not in ("NONE", "SOFTMAX", "LOGISTIC"):
+        return f"post_transform {transform} is not lowered"
+    why = _lower_trees(e, regressor)
+    if why:
+        return why
+    out = _post(e, scores, transform) or scores
+    kind = e.types.get(node.output[0], onnx.TensorProto.FLOAT)
+    if kind == onnx.TensorProto.FLOAT:
+        e.op("Identity", [out], node.output[0])
+    else:  # the scores take the input's type (double): computed in float, cast back
+        e.op("Cast", [out], node.output[0], to=kind)
+    return ""
+
+
 _LOWERINGS = {
+    "TreeEnsemble": _lower_tree_ensemble,  # ai.onnx.ml 5
     "TreeEnsembleClassifier": _lower_trees,
     "TreeEnsembleRegressor": _lower_trees,
     "LinearClassifier": _lower_linear,
@@ -312,8 +336,10 @@ class LowerMl(PassBase):
         out = onnx.ModelProto()
         out.CopyFrom(model)
         nodes, inits, notes, lowered = [], [], [], 0
-        widths = {}
-        for v in (*out.graph.input, *out.graph.value_info):
+        widths, types = {}, {}
+        for v in (*out.graph.input, *out.graph.value_info, *out.graph.output):
+            if v.type.tensor_type.elem_type:
+                types[v.name] = int(v.type.tensor_type.elem_type)
             dims = v.type.tensor_type.shape.dim
             if dims and dims[-1].dim_value > 0:
                 widths[v.name] = int(dims[-1].dim_value)
@@ -321,7 +347,7 @@ class LowerMl(PassBase):
             if node.domain != "ai.onnx.ml" or node.op_type not in _LOWERINGS:
                 nodes.append(node)
                 continue
-            e = _Emitter(node.name or f"{node.op_type}_{index}", widths)
+            e = _Emitter(node.name or f"{node.op_type}_{index}", widths, types)
             why = _LOWERINGS[node.op_type](e, node)
             if why:
                 # the engines this pass serves have no ai.onnx.ml: a kept node cannot run there

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import helper, numpy_helper
 
 from duh.errors import PassError
 from duh.passes import PassContext, create_pass
@@ -135,3 +136,67 @@ def test_the_lowered_forest_runs_on_openvino(tmp_path: Path) -> None:
     got = duh.load(tmp_path / "gb.duh").run({"X": x[1::2]})
     np.testing.assert_array_equal(got["label"], label)
     np.testing.assert_allclose(got["probabilities"], prob, rtol=1e-5, atol=1e-6)
+
+
+def _tree_ensemble_ml5(est: Any, features: int) -> onnx.ModelProto:
+    """A random forest as ai.onnx.ml 5's TreeEnsemble, written from scikit-learn's own trees
+    (double input, as LightGBM exports write it)."""
+    splits, feats, trues, falses, true_leaf, false_leaf, roots = [], [], [], [], [], [], []
+    leaf_weights: list[float] = []
+    for tree in (e.tree_ for e in est.estimators_):
+        internal = {n: None for n in range(tree.node_count) if tree.children_left[n] >= 0}
+        leaves = [n for n in range(tree.node_count) if tree.children_left[n] < 0]
+        at = {n: len(feats) + i for i, n in enumerate(internal)}
+        leaf_at = {n: len(leaf_weights) + i for i, n in enumerate(leaves)}
+        roots.append(at[0])
+        for n in internal:
+            feats.append(int(tree.feature[n]))
+            splits.append(float(tree.threshold[n]))
+            for child, ids, flags in (
+                (tree.children_left[n], trues, true_leaf),
+                (tree.children_right[n], falses, false_leaf),
+            ):
+                flags.append(int(child in leaf_at))
+                ids.append(leaf_at[child] if child in leaf_at else at[child])
+        leaf_weights.extend(float(tree.value[n].ravel()[0]) for n in leaves)
+    node = helper.make_node(
+        "TreeEnsemble", ["X"], ["Y"], domain="ai.onnx.ml", aggregate_function=0,
+        n_targets=1, post_transform=0, tree_roots=roots, nodes_featureids=feats,
+        nodes_truenodeids=trues, nodes_falsenodeids=falses, nodes_trueleafs=true_leaf,
+        nodes_falseleafs=false_leaf, leaf_targetids=[0] * len(leaf_weights),
+        nodes_modes=numpy_helper.from_array(np.zeros(len(feats), np.uint8)),
+        nodes_splits=numpy_helper.from_array(np.array(splits, np.float64)),
+        leaf_weights=numpy_helper.from_array(np.array(leaf_weights, np.float64)),
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [node], "forest5",
+        [helper.make_tensor_value_info("X", onnx.TensorProto.DOUBLE, ["n", features])],
+        [helper.make_tensor_value_info("Y", onnx.TensorProto.DOUBLE, ["n", 1])],
+    )  # fmt: skip
+    opsets = [helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=10)
+
+
+def test_ml5_tree_ensemble_lowers_and_matches_onnx_runtime(tmp_path: Path) -> None:
+    x, y = datasets.load_diabetes(return_X_y=True)
+    x = x.astype(np.float32).astype(np.float64)  # scikit-learn's trees compare in float32
+    est = ensemble.RandomForestRegressor(8, max_depth=5, random_state=0).fit(x[::2], y[::2])
+    model = _tree_ensemble_ml5(est, x.shape[1])
+    onnx.checker.check_model(model)
+    held = x[1::2]
+    [native] = _run(model, held)
+    np.testing.assert_allclose(native.ravel(), est.predict(held), rtol=1e-9)  # the fixture
+    lowered = _lowered(model)
+    [got] = _run(lowered, held)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, native, rtol=1e-5, atol=1e-4)
+    pytest.importorskip("openvino")
+    import duh
+
+    onnx.save(model, str(tmp_path / "forest5.onnx"))
+    result = duh.build(
+        tmp_path / "forest5.onnx", "openvino:cpu-fp32", tmp_path / "f.duh", cache=False
+    )
+    assert result.manifest is not None and result.manifest.checks["passed"]
+    with duh.load(tmp_path / "f.duh") as session:
+        np.testing.assert_allclose(session.run({"X": held})["Y"], native, rtol=1e-5, atol=1e-4)
