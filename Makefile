@@ -47,6 +47,7 @@ lint: setup
 fixtures: ## regenerate the committed fixtures (needs torch)
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
 	$(BIN)/python fixtures/make_fixtures.py
+	$(BIN)/python fixtures/make_outlier_cnn.py
 
 bench: setup ## every benchmark, full length (long; run on a quiet machine)
 	$(BIN)/python -m benchmarks.run

@@ -16,6 +16,7 @@ import onnx
 
 from duh._version import __version__
 from duh.calibration import CalibrationSet
+from duh.compiler._accuracy import AccuracyBudget, load_eval
 from duh.compiler._artifact_cache import (
     alias,
     artifact_key,
@@ -161,6 +162,7 @@ def build(
     select_budget_s: float = 2.0,
     pass_options: Mapping[str, Mapping[str, Any]] | None = None,
     cache: bool = True,
+    accuracy: AccuracyBudget | None = None,
     trust_code: bool = False,
     dynamic: Mapping[str, tuple[int, ...]] | None = None,
     quantizer: str | None = None,
@@ -176,6 +178,8 @@ def build(
     the passes that run, e.g. ``{"quantize": {"calibrator": "entropy"}}``. Raises a ``DuhError``
     subclass for anything a user can fix. With ``cache`` (default), every stage's output is kept
     in the build cache (``$DUH_CACHE_DIR``) and reused when its inputs come again.
+    ``accuracy`` (eval data, metric, max drop) makes INT8 accuracy-aware: ops are kept in float
+    until the metric's drop meets it, or the build fails with the numbers.
 
     ``model`` may also be a front end's source (a PyTorch ``.pt2``, ``module.py:factory``, ...;
     see ``duh.frontends``): it is exported to ONNX and the artifact is verified against the
@@ -188,7 +192,7 @@ def build(
     host = host_info()
     stages = StageCache.default(enabled=cache)
     inputs = None
-    if cache and not dry_run:
+    if cache and not dry_run and accuracy is None:
         options = {
             "target": target, "passes": passes, "calib": calib, "calib_samples": calib_samples,
             "calib_options": calib_options, "shapes": shapes, "verify": verify,
@@ -239,6 +243,11 @@ def build(
     checks = check_feeds(
         source, check_samples, shapes, calibration, check_data, options.get("preprocess")
     )
+    evaluation = None
+    if accuracy is not None:
+        evaluation = load_eval(
+            accuracy, source.model, source.inputs, shapes, options.get("preprocess")
+        )
     request = BuildRequest(
         source=source,
         requested=target,
@@ -253,11 +262,16 @@ def build(
         budget_s=select_budget_s,
         quantized_source=quantized_ops(source.model),
         cache=stages,
+        evaluation=evaluation,
         frontend=None if exported is None else dict(exported.record),
         framework=framework_outputs(exported, checks.feeds) if verify else None,
     )
     key = artifact_key(request)
-    hit = _reuse(stages, key, "artifact", source.path, out_path, target, started)
+    # A budgeted build is rebuilt (its stages still come from the cache): its key would need
+    # the eval data and the metric too.
+    hit = None
+    if accuracy is None:
+        hit = _reuse(stages, key, "artifact", source.path, out_path, target, started)
     if hit is not None:
         alias(stages, inputs, key, out_path.name)
         return hit
@@ -274,7 +288,8 @@ def build(
         seconds = time.perf_counter() - started
         manifest = _manifest(request, selection, stage, warnings, seconds)
         write_manifest(stage, manifest)
-        remember(stages, key, inputs, stage, out_path.name)
+        if accuracy is None:
+            remember(stages, key, inputs, stage, out_path.name)
     # The candidates' build directories are gone with the work directory.
     tried = tuple(replace(c, out_dir=None) for c in selection.candidates)
     return BuildResult(
@@ -391,6 +406,7 @@ def _manifest(
             "calibration": calib_info,
             "compile_notes": list(compiled.notes),
             "cache": cache_section(request.cache, "miss"),
+            **({"accuracy": dict(chosen.accuracy)} if chosen.accuracy is not None else {}),
         },
         warnings=tuple(warnings),
     )

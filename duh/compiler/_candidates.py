@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 
 from duh._version import __version__
+from duh.compiler._budget import meet_budget
 from duh.compiler._fallback import FallbackConfig, rescue
 from duh.compiler._request import BuildRequest, Candidate, Plan, Selection
 from duh.compiler.artifact import write_manifest
@@ -325,6 +326,45 @@ def _fall_back(
             return
 
 
+def _within_budget(
+    request: BuildRequest,
+    index: int,
+    plan: Plan,
+    candidate: Candidate,
+    session: Session | None,
+    work: Path,
+    expected: Sequence[Outputs] | None,
+) -> tuple[Candidate, Session | None]:
+    """Hold a candidate to the accuracy budget, rebuilding a static INT8 one with its most
+    sensitive ops in float until it meets it (``duh.compiler._budget``)."""
+
+    def opened(built: Candidate, kept: Session | None) -> Session | None:
+        # A candidate that failed its check is still evaluated: its metric is in the numbers.
+        if kept is not None or built.error is not None or built.out_dir is None:
+            return kept
+        try:
+            return _open(request, built)
+        except DuhError:
+            return None
+
+    def attempt(
+        retry: Plan, retry_request: BuildRequest, tag: str
+    ) -> tuple[Candidate, Session | None]:
+        built = build_candidate(retry_request, f"{index}-{tag}", retry, work)
+        checked, kept = verify_candidate(retry_request, built, retry, expected)
+        return checked, opened(checked, kept)
+
+    ranking_dir = work / f"budget-{index}"
+    ranking_dir.mkdir()
+    try:
+        return meet_budget(
+            request, plan, candidate, opened(candidate, session),
+            _pass_context(request, plan, ranking_dir), attempt,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(ranking_dir, ignore_errors=True)
+
+
 def run_candidates(
     request: BuildRequest, work: Path, fallback: FallbackConfig = FallbackConfig()
 ) -> Selection:
@@ -340,10 +380,14 @@ def run_candidates(
         for index, plan in enumerate(request.plans):
             built = build_candidate(request, index, plan, work)
             checked, session = verify_candidate(request, built, plan, expected)
+            if request.evaluation is not None:
+                checked, session = _within_budget(
+                    request, index, plan, checked, session, work, expected
+                )
             candidates.append(checked)
             if session is not None:
                 sessions[index] = session
-        if not sessions:
+        if not sessions and request.evaluation is None:
             _fall_back(request, work, expected, candidates, sessions, fallback)
         return select(request, candidates, sessions)
     finally:

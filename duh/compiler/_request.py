@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from duh.calibration import CalibrationSet
+from duh.compiler._accuracy import EvalSet
 from duh.compiler._feeds import CheckFeeds
 from duh.compiler._stage_cache import StageCache
 from duh.compiler.ingest import SourceModel
@@ -49,6 +50,8 @@ class BuildRequest:
     quantized_source: tuple[str, ...] = ()
     # The build cache (disabled: nothing looked up or stored); it records every lookup.
     cache: StageCache = field(default_factory=lambda: StageCache(Path(), enabled=False))
+    # The accuracy budget (--eval, --metric, --max-drop): its eval data and fp32's outputs.
+    evaluation: EvalSet | None = None
     # A front end's source: its export record, and the framework's own outputs on the checks.
     frontend: Mapping[str, Any] | None = None
     framework: tuple[dict[str, np.ndarray], ...] | None = None
@@ -72,6 +75,9 @@ class Candidate:
     error: str | None = None
     # The INT8 fallback's rebuilds (what each kept in float and the cosine it reached).
     fallback: tuple[str, ...] = ()
+    # Under an accuracy budget: both metrics, the drop, the layers kept in float (the manifest's
+    # build.accuracy).
+    accuracy: Mapping[str, Any] | None = None
     failure: DuhError | None = field(default=None, compare=False, repr=False)
     # Against the original framework's outputs (a front end's source), besides the ONNX check.
     framework_report: VerifyReport | None = None

@@ -21,7 +21,7 @@ from duh.errors import PassError
 from duh.passes._base import one_line, tool_errors
 from duh.passes._graph import copy_model, producers
 
-__all__ = ["OpSensitivity", "float_region", "rank_sensitivity"]
+__all__ = ["OpSensitivity", "float_readers", "float_region", "rank_sensitivity"]
 
 log = logging.getLogger(__name__)
 
@@ -119,16 +119,45 @@ def _nrmse(ref: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> float:
     return err / scale if scale > 0 else err
 
 
+def _channel_nrmse(ref: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> float:
+    """The relative RMS difference of each channel (axis 1), averaged over the channels: one
+    channel of huge values cannot hide what quantization did to the others."""
+    if any(np.ndim(r) < 2 for r in ref) or len({np.shape(r)[1] for r in ref}) != 1:
+        return _nrmse(ref, got)
+    if any(np.shape(r) != np.shape(g) for r, g in zip(ref, got, strict=True)):
+        return float("inf")
+    channels = np.shape(ref[0])[1]
+    a = np.concatenate(
+        [np.moveaxis(np.asarray(r, np.float64), 1, 0).reshape(channels, -1) for r in ref], 1
+    )
+    b = np.concatenate(
+        [np.moveaxis(np.asarray(g, np.float64), 1, 0).reshape(channels, -1) for g in got], 1
+    )
+    if not np.all(np.isfinite(b)):
+        return float("inf")
+    scale = np.sqrt(np.mean(a * a, axis=1))
+    err = np.sqrt(np.mean((a - b) ** 2, axis=1))
+    live = scale > 0
+    return float(np.mean(err[live] / scale[live])) if live.any() else float(np.mean(err))
+
+
 def rank_sensitivity(
     float_model: onnx.ModelProto,
     qdq_model: onnx.ModelProto,
     feeds: Sequence[Mapping[str, np.ndarray]],
+    blame_inputs: bool = False,
+    per_channel: bool = False,
 ) -> tuple[OpSensitivity, ...]:
     """Rank ``qdq_model``'s quantized ops by the error each adds to ``float_model``'s values.
 
     ``feeds`` are a few calibration samples; the most sensitive op comes first. Tensor names are
-    those both models share (the quantizer keeps the float names and adds Q/DQ outputs).
+    those both models share (the quantizer keeps the float names and adds Q/DQ outputs). With
+    ``blame_inputs`` an op answers for the quantization of its inputs too (what it inherits is
+    measured before their Q/DQ pair): where Q/DQ pairs sit on op inputs only (OpenVINO's
+    placement), the pair belongs to the op that reads it. With ``per_channel`` errors are
+    taken per channel and averaged, so that an outlier channel does not hide the others.
     """
+    nrmse = _channel_nrmse if per_channel else _nrmse
     seen = _seen(qdq_model)
     float_names = {o for n in float_model.graph.node for o in n.output} | {
         i.name for i in float_model.graph.input
@@ -142,14 +171,27 @@ def rank_sensitivity(
         tensors.add(node.output[0])
         tensors.update(t for i in node.input if (t := back.get(i, i)) in float_names)
     wanted = sorted(tensors)
+    fetch = {seen.get(t, t) for t in wanted}
+    if blame_inputs:
+        made = {o for n in qdq_model.graph.node for o in n.output}
+        fetch |= {t for t in wanted if t in made or t in {i.name for i in qdq_model.graph.input}}
     reference = _run(float_model, wanted, feeds)
-    quantized = _run(qdq_model, sorted({seen.get(t, t) for t in wanted}), feeds)
+    quantized = _run(qdq_model, sorted(fetch), feeds)
     error = {
-        t: _nrmse([r[t] for r in reference], [q[seen.get(t, t)] for q in quantized]) for t in wanted
+        t: nrmse([r[t] for r in reference], [q[seen.get(t, t)] for q in quantized]) for t in wanted
     }
+    before = (
+        {
+            t: _nrmse([r[t] for r in reference], [q[t] for q in quantized])
+            for t in wanted
+            if t in fetch
+        }
+        if blame_inputs
+        else error
+    )
     ranked = []
     for node in nodes:
-        inherited = [error.get(back.get(i, i), 0.0) for i in node.input]
+        inherited = [before.get(back.get(i, i), 0.0) for i in node.input]
         inherited = [e for e in inherited if np.isfinite(e)]
         out = error[node.output[0]]
         added = out - max(inherited, default=0.0)
@@ -186,4 +228,41 @@ def float_region(qdq_model: onnx.ModelProto, nodes: Sequence[str], depth: int = 
                 continue
             kept.add(node.name)
             frontier.extend((i, steps + 1) for i in node.input)
+    return sorted(kept)
+
+
+# Ops that carry their input's values (and its quantization) on: a float value must stay float
+# through them to reach the next op that computes with it.
+_CARRIERS = frozenset(
+    {"Relu", "Clip", "MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
+     "Identity", "Slice", "Split", "Concat", "Resize", "Gather"}
+)  # fmt: skip
+
+
+def float_readers(qdq_model: onnx.ModelProto, node: str) -> list[str]:
+    """``node`` and the ops that read its outputs through Q/DQ pairs (and through ops that carry
+    values on, such as MaxPool or Reshape), up to the next op that computes with them.
+
+    Where Q/DQ pairs sit on op outputs (ONNX Runtime's placement), the pair after an op is
+    inserted for it and for its readers alike: its output stays float only when they are all
+    kept in float with it.
+    """
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in qdq_model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    by_name = {n.name: n for n in qdq_model.graph.node}
+    start = by_name.get(node)
+    if start is None:
+        return []
+    kept = {node}
+    frontier = list(start.output)
+    while frontier:
+        for reader in readers.get(frontier.pop(), []):
+            if reader.op_type in _QDQ:
+                frontier.extend(reader.output)
+            elif reader.name not in kept:
+                kept.add(reader.name)
+                if reader.op_type in _CARRIERS:
+                    frontier.extend(reader.output)
     return sorted(kept)

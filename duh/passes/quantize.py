@@ -48,12 +48,18 @@ from duh.passes._quantize_modes import (
 )
 from duh.passes._quantize_opset import qdq_opset
 from duh.passes._quantize_prep import unshare_biases
-from duh.passes._sensitivity import OpSensitivity, float_region, rank_sensitivity
+from duh.passes._sensitivity import (
+    OpSensitivity,
+    float_readers,
+    float_region,
+    rank_sensitivity,
+)
 
 __all__ = [
     "QUANTIZED_OPS",
     "OpSensitivity",
     "Quantize",
+    "float_readers",
     "float_region",
     "quantized_op_counts",
     "rank_sensitivity",
