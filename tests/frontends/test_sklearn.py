@@ -69,8 +69,9 @@ def _run_artifact(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
 
 def _build_both(source: Path, model: Any, data: dict[str, Any], tmp_path: Path) -> None:
     """Build cpu and cpu-int8; fp32 equals the estimator, INT8 agrees on >= 99% and stays within
-    one accuracy point. Tree ensembles (ai.onnx.ml) have no INT8 kernels: the quantizer leaves
-    them in float, so the INT8 artifact carries no Q/DQ and gives the fp32 numbers."""
+    one accuracy point. Tree ensembles (ai.onnx.ml) have no INT8 kernels: on ONNX Runtime the
+    quantizer leaves them in float, so the INT8 artifact carries no Q/DQ and gives the fp32
+    numbers."""
     x, y = data["x_test"], data["y_test"]
     labels, proba = model.predict(x), model.predict_proba(x)
     outs = {}
@@ -93,10 +94,12 @@ def _build_both(source: Path, model: Any, data: dict[str, Any], tmp_path: Path) 
     assert np.mean(int8["label"] == labels) >= 0.99
     accuracy = {k: float(np.mean(v[0]["label"] == y)) for k, v in outs.items()}
     assert abs(accuracy["cpu-int8"] - float(np.mean(labels == y))) <= 0.01
-    graph = onnx.load(int8_dir / "model.onnx").graph
-    assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node)
-    assert any(n.domain == "ai.onnx.ml" for n in graph.node)
-    np.testing.assert_array_equal(int8["probabilities"], fp32["probabilities"])
+    if json.loads((int8_dir / "manifest.json").read_text())["engine"] == "onnxruntime":
+        # (OpenVINO builds the lowered forest too, where it is measured slower here.)
+        graph = onnx.load(int8_dir / "model.onnx").graph
+        assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node)
+        assert any(n.domain == "ai.onnx.ml" for n in graph.node)
+        np.testing.assert_array_equal(int8["probabilities"], fp32["probabilities"])
 
 
 @pytest.mark.parametrize(
