@@ -27,7 +27,7 @@ from duh.cli._common import (
 )
 from duh.errors import ConfigError
 
-__all__ = ["build", "render_result", "result_json"]
+__all__ = ["build", "render_accuracy", "render_result", "result_json"]
 
 # The compiler is imported inside the functions that use it: `duh serve` and `duh bench` load
 # this module too (every command is registered on one app) and must not pay for the compiler.
@@ -210,6 +210,33 @@ def build(
         "or of images (preprocessed as --calib-preprocess/--calib-config say)",
     ),
     check_samples: int = typer.Option(8, "--check-samples", help="inputs to verify on"),
+    eval_data: Path | None = typer.Option(
+        None,
+        "--eval",
+        help="accuracy budget: eval data in --calib's formats; INT8 keeps its most sensitive "
+        "layers in float until the metric's drop is within --max-drop",
+    ),
+    labels: str | None = typer.Option(
+        None, "--labels", help="labels of --eval: an array of its .npz by name, or a .npy file"
+    ),
+    metric: str | None = typer.Option(
+        None,
+        "--metric",
+        help="top1 (default), cosine, mse (against --labels, or the fp32 model's outputs), or "
+        "module:fn (your code, with --trust-code)",
+    ),
+    max_drop: float | None = typer.Option(
+        None, "--max-drop", help="the largest drop of --metric allowed (default 0.01)"
+    ),
+    drop_type: str | None = typer.Option(
+        None, "--drop-type", help="absolute (default) or relative (a fraction of fp32's metric)"
+    ),
+    report_layers: bool = typer.Option(
+        False, "--report-layers", help="print the layers' INT8 sensitivity table (with --eval)"
+    ),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="with --report-layers: draw the sensitivity table into FILE.png"
+    ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="print the resolved engines and pipelines; write nothing"
     ),
@@ -250,6 +277,8 @@ def build(
             "tune_trials": tune_trials, "option": parse_key_values(option, "--option"),
             "verify": not no_verify, "check_data": check_data, "check_samples": check_samples,
             "trust_code": trust_code, "dynamic": parse_dynamic(dynamic) or None,
+            "eval": eval_data, "labels": labels, "metric": metric, "max_drop": max_drop,
+            "drop_type": drop_type, "report_layers": report_layers or plot is not None or None,
             "quantizer": quantizer,
         }  # fmt: skip
         plan = Recipe((entry_from_options(model, cli_keys),))
@@ -272,3 +301,46 @@ def build(
     else:
         for result in results:
             render_result(result)
+            render_accuracy(result, report_layers or plot is not None)
+    if plot is not None:
+        _plot(results, plot)
+
+
+def render_accuracy(result: Any, layers: bool) -> None:
+    """Print the accuracy budget's outcome and (``layers``) the sensitivity table."""
+    section = None if result.manifest is None else result.manifest.build.get("accuracy")
+    if section is None:
+        return
+    console.print(
+        f"accuracy budget ({section['metric']}, {section['drop_type']} drop <= "
+        f"{section['max_drop']:g}, {section['samples']} eval samples): fp32 {section['fp32']:.4f}, "
+        f"plain INT8 {section['int8_plain']:.4f}, built {section['int8']:.4f} (drop "
+        f"{section['drop']:.4f}) with {len(section['float_layers'])} of "
+        f"{section['quantized_layers']} quantized layers in float"
+    )
+    if not layers:
+        return
+    if not section["sensitivity"]:
+        console.print("no sensitivity table: this candidate has no static INT8 layers to rank")
+        return
+    title = "INT8 sensitivity (relative RMS error on eval samples)"
+    table = Table(title=title, title_justify="left")
+    for col in ("layer", "op", "error", "adds", "kept"):
+        table.add_column(col)
+    for row in section["sensitivity"]:
+        table.add_row(row["node"], row["op_type"], f"{row['error']:.4f}", f"{row['added']:.4f}",
+                      "[bold]float[/]" if row["float"] else "int8")  # fmt: skip
+    console.print(table)
+
+
+def _plot(results: list[Any], path: Path) -> None:
+    from duh.compiler import plot_sensitivity
+
+    for result in results:
+        section = None if result.manifest is None else result.manifest.build.get("accuracy")
+        if section and section["sensitivity"]:
+            title = f"{result.source.path.name} on {result.chosen.name}"
+            plot_sensitivity(section["sensitivity"], path, title)
+            console.print(f"sensitivity plot → {path}")
+            return
+    raise ConfigError("--plot: no build ranked layers (it needs --eval and a static INT8 target)")

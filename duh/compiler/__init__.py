@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from duh.compiler._accuracy import METRICS, AccuracyBudget, plot_sensitivity
 from duh.compiler._build import BuildResult, build, default_output
 from duh.compiler._request import BuildRequest, Candidate, Selection
 from duh.compiler.ingest import SourceModel, ingest
 from duh.compiler.pipeline import PassManager, PassRecord
 
 __all__ = [
+    "METRICS",
+    "AccuracyBudget",
     "BuildRequest",
     "BuildResult",
     "Candidate",
@@ -18,4 +21,5 @@ __all__ = [
     "build",
     "default_output",
     "ingest",
+    "plot_sensitivity",
 ]

@@ -7,8 +7,8 @@ argmax). Its drop is fp32's value less the candidate's (for ``mse``, the candida
 fp32's), relative to fp32's value with ``--drop-type relative``. ``module:fn`` is a function the
 user names on the command line, ``fn(outputs, reference) -> float`` (higher is better), with
 ``outputs`` a list of ``{output name: array}`` (one per eval sample) and ``reference`` the
-labels array or, without labels, fp32's outputs in the same form; naming it is the opt-in to
-running that code.
+labels array or, without labels, fp32's outputs in the same form; it runs user code, so it
+needs ``--trust-code`` (``trust_code=True``).
 """
 
 from __future__ import annotations
@@ -237,6 +237,7 @@ def load_eval(
     inputs: Sequence[TensorSpec],
     shapes: Mapping[str, tuple[int, ...]] | None = None,
     preprocess: Any = None,
+    trust_code: bool = False,
 ) -> EvalSet:
     """Read the eval data (``--calib``'s formats) and run the fp32 ``model`` on it.
 
@@ -245,7 +246,13 @@ def load_eval(
     """
     from duh.calibration import load_calibration
 
-    function = _load_function(budget.metric) if _is_function(budget.metric) else None
+    function = None
+    if _is_function(budget.metric):
+        if not trust_code:
+            raise ConfigError(
+                f"--metric {budget.metric} runs your Python code; allow it with --trust-code"
+            )
+        function = _load_function(budget.metric)
     if budget.labels is None and budget.metric != "top1" and function is None:
         log.info("accuracy budget: %s against the fp32 model's outputs", budget.metric)
     data = Path(budget.data)

@@ -246,7 +246,7 @@ def build(
     evaluation = None
     if accuracy is not None:
         evaluation = load_eval(
-            accuracy, source.model, source.inputs, shapes, options.get("preprocess")
+            accuracy, source.model, source.inputs, shapes, options.get("preprocess"), trust_code
         )
     request = BuildRequest(
         source=source,

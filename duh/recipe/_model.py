@@ -40,6 +40,12 @@ BUILD_KEYS: dict[str, str] = {
     "verify": "compare the artifact with the source (false: --no-verify)",
     "check_data": "real inputs to verify on (--check-data)",
     "check_samples": "inputs to verify on (--check-samples)",
+    "eval": "accuracy budget: eval data, in calib's formats (--eval)",
+    "labels": "labels of the eval data: an array of its .npz by name, or a file (--labels)",
+    "metric": "accuracy budget's metric: top1, cosine, mse or module:fn (--metric)",
+    "max_drop": "accuracy budget: the largest drop of the metric allowed (--max-drop)",
+    "drop_type": "accuracy budget: absolute or relative drop (--drop-type)",
+    "report_layers": "rank the layers by INT8 sensitivity for the report (--report-layers)",
     "cache": "use the build cache (false: --no-cache)",
     "tolerance": "accuracy budget {atol, rtol, min_cosine, min_top1, elementwise}",
     "pass_options": "options of the passes that run, {PASS = {FIELD = VALUE}}",
@@ -48,11 +54,13 @@ BUILD_KEYS: dict[str, str] = {
     "dynamic": "front ends: axes kept dynamic in the export, {NAME = [0]} (--dynamic NAME:0)",
     "quantizer": "quantize in the framework before export: inc, inc:RECIPE (--quantizer)",
 }
-_PATHS = ("model", "output", "recipe", "calib", "calib_config", "check_data")
+_PATHS = ("model", "output", "recipe", "calib", "calib_config", "check_data", "eval")
 _TYPES: dict[str, tuple[type, ...]] = {
     "calib_samples": (int,),
     "tune_trials": (int,),
     "check_samples": (int,),
+    "max_drop": (int, float),
+    "report_layers": (bool,),
     "keep_io_types": (bool,),
     "verify": (bool,),
     "cache": (bool,),
@@ -93,6 +101,12 @@ class BuildEntry:
     verify: bool = True
     check_data: Path | None = None
     check_samples: int = 8
+    eval: Path | None = None
+    labels: str | None = None
+    metric: str | None = None
+    max_drop: float | None = None
+    drop_type: str | None = None
+    report_layers: bool = False
     cache: bool = True
     tolerance: Mapping[str, Any] | None = None
     pass_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

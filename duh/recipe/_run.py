@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from duh.compiler import BuildResult, build
+from duh.compiler import AccuracyBudget, BuildResult, build
 from duh.compiler.pipeline import load_recipe
 from duh.compiler.verify import Tolerance, tolerance_for
 from duh.errors import ConfigError
@@ -33,6 +33,26 @@ def _tolerance(entry: BuildEntry) -> Tolerance | None:
         base = tolerance_for("fp32")
     fields = {**{k: getattr(base, k) for k in base.to_json()}, **entry.tolerance}
     return Tolerance(**fields)
+
+
+def _accuracy(entry: BuildEntry) -> AccuracyBudget | None:
+    """The accuracy budget of ``entry``: eval data, metric and max drop, checked together."""
+    if entry.eval is None:
+        given = [f"--{k.replace('_', '-')}" for k in ("labels", "metric", "max_drop", "drop_type")
+                 if getattr(entry, k) is not None]  # fmt: skip
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} set an accuracy budget, which needs eval data: add --eval DATA"
+            )
+        return None
+    return AccuracyBudget(
+        entry.eval,
+        entry.metric or "top1",
+        0.01 if entry.max_drop is None else float(entry.max_drop),
+        entry.drop_type or "absolute",
+        entry.labels,
+        report_layers=entry.report_layers,
+    )
 
 
 def build_kwargs(entry: BuildEntry) -> dict[str, Any]:
@@ -77,6 +97,7 @@ def build_kwargs(entry: BuildEntry) -> dict[str, Any]:
         "target_options": {**entry.option, **profiles, **tune},
         "pass_options": pass_options,
         "cache": entry.cache,
+        "accuracy": _accuracy(entry),
         "trust_code": entry.trust_code,
         "dynamic": {k: tuple(int(a) for a in v) for k, v in entry.dynamic.items()},
         "quantizer": entry.quantizer,
