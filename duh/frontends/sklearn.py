@@ -76,6 +76,17 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def _missing_package(exc: ImportError, file: Path) -> MissingDependencyError | ModelError:
+    """A model whose classes come from a package this environment lacks."""
+    top = (exc.name or "").split(".")[0]
+    if top in ("xgboost", "lightgbm"):
+        return MissingDependencyError(top, top, f"the {top} model in {file.name}")
+    return ModelError(
+        f"{file.name} needs python package {top or exc.name!r}, which is not installed; install "
+        "the package the model was trained with"
+    )
+
+
 def _load_skops(file: Path, options: FrontendOptions) -> Any:
     sio = _need("skops.io", "scikit-learn models in .skops files")
     if not zipfile.is_zipfile(file):
@@ -94,6 +105,8 @@ def _load_skops(file: Path, options: FrontendOptions) -> Any:
                 "--trust-code"
             )
         return sio.load(file, trusted=untrusted)
+    except ImportError as exc:
+        raise _missing_package(exc, file) from None
     except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError, EOFError) as exc:
         raise ModelError(
             f"{file.name} is not a readable .skops file ({_first_line(exc)}); the file is "
@@ -114,11 +127,13 @@ def _load_pickle(file: Path, options: FrontendOptions) -> Any:
             return joblib.load(file)
         with file.open("rb") as stream:
             return pickle.load(stream)  # the user opted in with --trust-code
+    except ImportError as exc:
+        raise _missing_package(exc, file) from None
     except (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError, TypeError,
-            AttributeError, ImportError, OSError) as exc:
+            AttributeError, OSError) as exc:
         raise ModelError(
             f"{file.name} is not a readable pickle ({_first_line(exc)}); the file is truncated, "
-            "corrupt, of another format, or needs a package this environment lacks"
+            "corrupt or of another format"
         ) from None
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from typer.testing import CliRunner
 
 import duh
 from duh.cli import app
-from duh.errors import ConfigError, ModelError
+from duh.errors import ConfigError, MissingDependencyError, ModelError
 from duh.frontends import FrontendOptions, export, find
 
 sklearn = pytest.importorskip("sklearn")
@@ -192,3 +194,22 @@ def test_truncated_or_foreign_files_get_one_line_and_exit_3(data: dict[str, Any]
         assert "Traceback" not in result.stderr
         assert message in " ".join(result.stderr.split())
         assert not (tmp_path / "o.duh").exists()
+
+
+def test_without_skl2onnx_the_error_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "m.skops"
+    source.write_bytes(b"PK")
+    monkeypatch.setitem(sys.modules, "skl2onnx", None)  # what an environment without it sees
+    with pytest.raises(MissingDependencyError, match=r"pip install 'duh\[sklearn\]'"):
+        export(str(source), FrontendOptions())
+
+
+def test_a_torch_zip_pkl_is_left_to_torch_and_a_bare_pickle_is_sklearns(tmp_path: Path) -> None:
+    bare = tmp_path / "bare.pkl"
+    bare.write_bytes(pickle.dumps({"a": 1}))
+    zipped = tmp_path / "zipped.pkl"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"a": 1}))
+    assert find(str(bare)).name == "sklearn"  # type: ignore[union-attr]
+    assert find(str(zipped)).name == "torch"  # type: ignore[union-attr]
+    assert find(str(tmp_path / "m.joblib")).name == "sklearn"  # type: ignore[union-attr]
