@@ -29,6 +29,7 @@ from duh.compiler._artifact_cache import (
 from duh.compiler._candidates import run_candidates
 from duh.compiler._datastats import write_data_stats
 from duh.compiler._feeds import CheckFeeds, check_feeds, input_ranges, quantized_ops
+from duh.compiler._nncf import int8_variants
 from duh.compiler._request import BuildRequest, Candidate, Plan, Selection
 from duh.compiler._sources import (
     checks_section,
@@ -217,6 +218,8 @@ def build(
         # auto: INT8 needs calibration data; without it, only float precisions are candidates.
         specs = [s for s in specs if s.precision != "int8"] or specs
     plans = tuple(Plan(s, _pipeline(s, passes, pass_options, stages)) for s in specs)
+    # Transformers on OpenVINO also try NNCF's static INT8 graph; the measurement decides.
+    plans = int8_variants(plans, source.model, calib is not None)
     if calib is None and any(_needs_calibration(p.pipeline, source.model) for p in plans):
         raise CalibrationError(
             "an INT8 build needs calibration data (--calib PATH): INT8 scales are fitted to the "

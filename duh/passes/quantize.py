@@ -39,10 +39,12 @@ from duh.passes._graph import (
     name_nodes,
     producers,
 )
+from duh.passes._nncf import nncf_int8
 from duh.passes._quantize_modes import (
     QUANTIZED_OPS,
     dynamic_int8,
     int4_weight_only,
+    mask_arithmetic,
     ort_quantization,
     quantized_op_counts,
 )
@@ -67,7 +69,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_MODES = ("auto", "static", "dynamic", "int4")
+_MODES = ("auto", "static", "dynamic", "int4", "nncf")
 _METHODS = ("minmax", "entropy", "percentile")
 _PLACEMENTS = ("auto", "outputs", "inputs")
 _RNN_OPS = frozenset({"LSTM", "GRU", "RNN"})
@@ -99,8 +101,9 @@ class Quantize(PassBase):
     mode: str = field(
         default="auto",
         metadata={
-            "help": "static (QDQ, calibrated), dynamic, int4 (weight-only MatMulNBits), or "
-            "auto: dynamic for transformers and RNNs, static otherwise"
+            "help": "static (QDQ, calibrated), dynamic, int4 (weight-only MatMulNBits), nncf "
+            "(static QDQ by NNCF, transformer-aware), or auto: dynamic for transformers and "
+            "RNNs, static otherwise"
         },
     )
     calibrator: str = field(
@@ -197,7 +200,7 @@ class Quantize(PassBase):
 
     def needs_calibration(self, model: onnx.ModelProto) -> bool:
         """Whether running on ``model`` needs calibration data (static mode, not yet quantized)."""
-        return not quantized_op_counts(model) and self.resolved_mode(model) == "static"
+        return not quantized_op_counts(model) and self.resolved_mode(model) in ("static", "nncf")
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         """Quantize ``model``; leave an already-quantized model unchanged, with a note."""
@@ -213,6 +216,13 @@ class Quantize(PassBase):
         mode = self.resolved_mode(model)
         if mode == "static":
             return self._static(model, ctx)
+        if mode == "nncf":
+            if ctx.calibration is None:
+                raise CalibrationError(
+                    "quantize mode=nncf needs calibration data (--calib PATH); or use mode=dynamic"
+                )
+            transformer = Quantize(mode="auto").resolved_mode(model) == "dynamic"
+            return nncf_int8(model, ctx.calibration, self._excluded(model), transformer)
         if mode == "dynamic":
             op_types = [
                 t for t in (self.op_types or _DYNAMIC_OPS) if t not in self.exclude_op_types
@@ -294,7 +304,8 @@ class Quantize(PassBase):
                 activation_type,
                 tensors,
                 [],
-                self._excluded(work),
+                # Attention-mask arithmetic (-inf constants) stays float: no 8-bit range holds it.
+                sorted({*self._excluded(work), *mask_arithmetic(work)}),
                 op_types,
                 extra,
             )
