@@ -1,4 +1,5 @@
-"""The dynamic INT8 and weight-only INT4 modes of ``quantize`` (no calibration data needed)."""
+"""The dynamic INT8 and weight-only INT4 modes of ``quantize`` (no calibration data needed), and
+the attention-mask arithmetic static INT8 keeps in float."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ import onnx
 
 from duh.errors import MissingDependencyError, PassError
 from duh.passes._base import PassResult, one_line, tool_errors
-from duh.passes._graph import copy_model, initializer_map, name_nodes
+from duh.passes._graph import consumers, copy_model, initializer_map, name_nodes, producers
 
 __all__ = [
     "QUANTIZED_OPS",
     "dynamic_int8",
     "int4_weight_only",
+    "mask_arithmetic",
     "ort_quantization",
     "quantized_op_counts",
     "save_model",
@@ -220,3 +222,60 @@ def int4_weight_only(
 def save_model(model: onnx.ModelProto, path: Path) -> None:
     large = model.ByteSize() > 1_800_000_000
     onnx.save_model(model, str(path), save_as_external_data=large, location=path.name + ".data")
+
+
+# A constant this large (or infinite) is a mask's "minus infinity", not a value to quantize.
+_MASK_MAGNITUDE = 1e4
+# Ops through which a mask travels on its way to the attention scores (broadcast, cast, scale).
+_MASK_PATH_OPS = frozenset(
+    {
+        "Add", "Sub", "Mul", "Div", "Neg", "Where", "Cast", "Expand", "Unsqueeze", "Squeeze",
+        "Reshape", "Concat", "Slice", "Tile", "Transpose", "Max", "Min", "Clip",
+    }
+)  # fmt: skip
+
+
+def _huge(array: np.ndarray) -> bool:
+    if array.dtype.kind != "f" or array.size == 0:
+        return False
+    return bool(np.any(~np.isfinite(array)) or np.max(np.abs(array)) >= _MASK_MAGNITUDE)
+
+
+def _huge_constants(model: onnx.ModelProto) -> set[str]:
+    """Names of float constants (initializers, Constant/ConstantOfShape values) that hold a
+    mask's -inf or a finfo.min-like magnitude."""
+    from onnx import numpy_helper
+
+    found = {t.name for t in model.graph.initializer if _huge(numpy_helper.to_array(t))}
+    for node in model.graph.node:
+        if node.op_type not in ("Constant", "ConstantOfShape"):
+            continue
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR and _huge(numpy_helper.to_array(attr.t)):
+                found.add(node.output[0])
+    return found
+
+
+def mask_arithmetic(model: onnx.ModelProto) -> list[str]:
+    """Nodes on the path of an attention mask, which static INT8 must leave in float.
+
+    Additive masks (``scores + (1 - mask) * -3.4e38``, ``Where(mask, 0, -inf)``) hold values no
+    8-bit range can carry next to the scores: quantizing them (minmax takes -inf's range) wipes
+    out the scores. Such a path starts at a huge or infinite constant and runs through
+    elementwise and shape ops up to the Softmax it feeds; the ``Where`` that PyTorch's
+    scaled-dot-product export puts after the Softmax (NaN rows -> 0) is excluded too.
+    """
+    tainted = _huge_constants(model)
+    made = producers(model)
+    readers = consumers(model)
+    chosen: list[str] = []
+    for node in model.graph.node:
+        if node.op_type in _MASK_PATH_OPS and any(i in tainted for i in node.input if i):
+            tainted.update(node.output)
+            chosen.append(node.name)
+        elif node.op_type == "Where":
+            around = [made.get(i) for i in node.input if i]
+            around += [r for o in node.output for r in readers.get(o, [])]
+            if any(n is not None and n.op_type in ("Softmax", "IsNaN") for n in around):
+                chosen.append(node.name)
+    return [n for n in chosen if n]

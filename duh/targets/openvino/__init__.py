@@ -15,6 +15,7 @@ from duh.runtime.contract import EngineOptions, OpTiming
 from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec, register_target
 from duh.targets._util import import_engine, package_version, save_onnx
 from duh.targets.openvino._bf16 import Bf16Plan, keep_f32_for_accuracy
+from duh.targets.openvino._hint import HintChoice, choose_int8_hint
 from duh.targets.openvino._specialize import squeeze_ifs_to_squeeze
 
 if TYPE_CHECKING:
@@ -174,10 +175,12 @@ class OpenVinoTarget:
         """Convert the ONNX model to IR; precision is a load-time hint.
 
         For bf16, the ops whose bf16 results stray from f32 on the check inputs are marked to
-        stay f32 (``engine_config.kept_f32`` and a compile note say which).
+        stay f32 (``engine_config.kept_f32`` and a compile note say which). For int8, the hint
+        of the float ops left (f32 or bf16) is picked by timing both on the check inputs.
         """
         ov = _ov()
         plan = None
+        hint: HintChoice | None = None
         try:
             converted, specialized = _convert(ov, model, out_dir.parent / (out_dir.name + ".in"))
             _check_inputs(converted, model)
@@ -187,6 +190,9 @@ class OpenVinoTarget:
             # the weights of ops kept in f32 stay f32).
             compress = ctx.spec.precision in ("fp16", "bf16")
             ov.save_model(converted, str(out_dir / XML_FILE), compress_to_fp16=compress)
+            if ctx.spec.precision == "int8":
+                # The float ops an INT8 graph keeps: f32 or bf16, whichever is faster here.
+                hint = choose_int8_hint(ov, out_dir / XML_FILE, ctx.host, ctx.check_feeds)
         except TargetError:
             raise
         except Exception as exc:  # noqa: BLE001 - OpenVINO's frontend raises untyped errors
@@ -198,7 +204,7 @@ class OpenVinoTarget:
         config: dict[str, Any] = {
             "model": XML_FILE,
             "device": "CPU",
-            "inference_precision_hint": _PRECISION_HINT[precision],
+            "inference_precision_hint": hint.hint if hint else _PRECISION_HINT[precision],
         }
         notes: list[str] = []
         if specialized:
@@ -209,6 +215,8 @@ class OpenVinoTarget:
         if plan is not None:
             config["kept_f32"] = list(plan.kept_f32)
             notes.append(_bf16_note(plan, len(ctx.check_feeds)))
+        if hint is not None and hint.note:
+            notes.append(hint.note)
         for note in notes:
             log.info("%s", note)
         return CompileResult(

@@ -1,0 +1,79 @@
+"""``quantize`` mode ``nncf``: static INT8 by NNCF's ONNX backend (transformer-aware).
+
+NNCF's ``ModelType.TRANSFORMER`` keeps the ops that break INT8 on transformers in float (the
+mask arithmetic, Softmax inputs, LayerNorm), migrates activation outliers into the weights
+(SmoothQuant) and corrects biases; its Q/DQ graph runs on OpenVINO (as FakeQuantize) and on
+ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import onnx
+
+from duh.calibration import CalibrationSet
+from duh.errors import MissingDependencyError, PassError
+from duh.passes._base import PassResult, one_line, tool_errors
+from duh.passes._graph import copy_model, name_nodes
+
+__all__ = ["nncf_available", "nncf_int8"]
+
+log = logging.getLogger(__name__)
+
+
+def nncf_available() -> bool:
+    """Whether NNCF can be imported here (``pip install 'duh[nncf]'``)."""
+    import importlib.util
+
+    return importlib.util.find_spec("nncf") is not None
+
+
+def _nncf() -> Any:
+    try:
+        import nncf
+    except ImportError:
+        raise MissingDependencyError("nncf", "nncf", "quantize mode=nncf") from None
+    return nncf
+
+
+def nncf_int8(
+    model: onnx.ModelProto,
+    calibration: CalibrationSet,
+    exclude_nodes: Sequence[str],
+    transformer: bool,
+    subset_size: int = 300,
+) -> PassResult:
+    """Static INT8 Q/DQ by ``nncf.quantize`` (TRANSFORMER model type when ``transformer``)."""
+    nncf = _nncf()
+    work = copy_model(model)
+    name_nodes(work, "q")
+    feeds = list(calibration.feeds)
+    known = {n.name for n in work.graph.node}
+    ignored = [n for n in exclude_nodes if n in known]
+    options: dict[str, Any] = {"subset_size": min(subset_size, len(feeds))}
+    if transformer:
+        options["model_type"] = nncf.ModelType.TRANSFORMER
+    if ignored:
+        options["ignored_scope"] = nncf.IgnoredScope(names=ignored, validate=False)
+    try:
+        out = nncf.quantize(work, nncf.Dataset(feeds), **options)
+    except (*tool_errors(), nncf.errors.InternalError, nncf.errors.ValidationError) as exc:
+        raise PassError(
+            f"NNCF's quantizer failed on this model: {one_line(exc)}; use quantize mode=static "
+            "or mode=dynamic"
+        ) from exc
+    qdq = sum(1 for n in out.graph.node if n.op_type == "QuantizeLinear")
+    kind = "TRANSFORMER (SmoothQuant, bias correction)" if transformer else "default"
+    notes = [
+        f"static INT8 by NNCF {nncf.__version__} ({kind}): {qdq} Q/DQ pairs, calibrated on "
+        f"{options['subset_size']} samples of {calibration.source}",
+    ]
+    if ignored:
+        notes.append(f"{len(ignored)} node(s) kept in float")
+    if calibration.synthetic:
+        notes.append("calibrated on SYNTHETIC data: accuracy is likely poor")
+    log.info("%s", notes[0])
+    return PassResult(out, True, tuple(notes))
