@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import onnx
 
-__all__ = ["unshare_biases"]
+__all__ = ["exact_comparison_feeders", "unshare_biases"]
 
 # Ops whose input 2 is a bias the quantizer turns into int32.
 _BIASED = frozenset({"Conv", "ConvTranspose", "Gemm"})
@@ -55,3 +55,30 @@ def unshare_biases(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         node.input[2] = copy.name
         copies += 1
     return out, copies
+
+
+# Ops that hand their input's values on unchanged (reshaped, cast, moved).
+_SAME_VALUES = frozenset(
+    {"Cast", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Flatten", "Identity", "Expand"}
+)
+
+
+def exact_comparison_feeders(model: onnx.ModelProto) -> set[str]:
+    """Nodes whose output an ``Equal`` tests exactly (through value-preserving ops): INT8's
+    rounding there turns every "equal" false. Lowered tree ensembles count the turns along
+    each leaf's path with a MatMul and test the count with Equal; quantized, no leaf is hit."""
+    made = {out: node for node in model.graph.node for out in node.output}
+    feeders: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type != "Equal":
+            continue
+        todo = list(node.input)
+        while todo:
+            producer = made.get(todo.pop())
+            if producer is None or not producer.name or producer.name in feeders:
+                continue
+            if producer.op_type in _SAME_VALUES:
+                todo.append(producer.input[0])
+            else:
+                feeders.add(producer.name)
+    return feeders

@@ -49,7 +49,7 @@ from duh.passes._quantize_modes import (
     quantized_op_counts,
 )
 from duh.passes._quantize_opset import qdq_opset
-from duh.passes._quantize_prep import unshare_biases
+from duh.passes._quantize_prep import exact_comparison_feeders, unshare_biases
 from duh.passes._sensitivity import (
     OpSensitivity,
     float_readers,
@@ -241,6 +241,7 @@ class Quantize(PassBase):
         return sorted(
             {n.name for n in model.graph.node if n.op_type in self.exclude_op_types}
             | set(self.exclude_nodes)
+            | exact_comparison_feeders(model)  # an Equal on a rounded value is never true
         )
 
     def _static(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:

@@ -59,3 +59,36 @@ def test_convs_sharing_a_bias_build_for_int8(tmp_path: Path, target: str) -> Non
     )
     result = duh.build(path, target, tmp_path / "m.duh", calib=str(calib), cache=False)
     assert result.manifest is not None and result.manifest.checks["passed"] is True
+
+
+def test_a_forest_builds_for_openvino_int8_with_its_path_counts_in_float(tmp_path: Path) -> None:
+    # lower-ml counts each leaf's path turns with a MatMul tested by Equal: quantized, the
+    # count is never exactly equal and no leaf is reached; it stays float.
+    pytest.importorskip("openvino")
+    pytest.importorskip("skl2onnx")
+    import warnings
+
+    from skl2onnx import to_onnx
+    from sklearn import datasets, ensemble
+
+    from duh.passes._quantize_prep import exact_comparison_feeders
+
+    ds = datasets.load_breast_cancer()
+    x, y = ds.data.astype(np.float32), ds.target
+    est = ensemble.RandomForestRegressor(10, max_depth=5, random_state=0).fit(x[::2], y[::2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = to_onnx(est, x[:1], target_opset={"": 17, "ai.onnx.ml": 3})
+    onnx.save(model, str(tmp_path / "forest.onnx"))
+    np.savez(tmp_path / "calib.npz", X=x[::2][:64, None])
+    np.savez(tmp_path / "check.npz", X=x[1::2][:32, None])
+    result = duh.build(
+        tmp_path / "forest.onnx", "openvino:cpu-int8", tmp_path / "f.duh",
+        calib=str(tmp_path / "calib.npz"), check_data=tmp_path / "check.npz", cache=False,
+    )  # fmt: skip
+    assert result.manifest is not None and result.manifest.checks["passed"] is True
+    # the lowered forest has two MatMuls: the leaf values' is quantized, the path count's not
+    # (dequantized, acc x s_a x s_w is not always the exact integer the Equal tests for)
+    [notes] = [p["notes"] for p in result.manifest.passes if p["name"] == "quantize"]
+    assert "1 quantized weight/bias tensors" in notes[0], notes
+    assert exact_comparison_feeders(onnx.load(str(tmp_path / "forest.onnx"))) == set()
