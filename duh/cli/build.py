@@ -210,7 +210,7 @@ def build(
         "or of images (preprocessed as --calib-preprocess/--calib-config say)",
     ),
     check_samples: int = typer.Option(8, "--check-samples", help="inputs to verify on"),
-    eval_data: Path | None = typer.Option(
+    eval: Path | None = typer.Option(
         None,
         "--eval",
         help="accuracy budget: eval data in --calib's formats; INT8 keeps its most sensitive "
@@ -277,8 +277,9 @@ def build(
             "tune_trials": tune_trials, "option": parse_key_values(option, "--option"),
             "verify": not no_verify, "check_data": check_data, "check_samples": check_samples,
             "trust_code": trust_code, "dynamic": parse_dynamic(dynamic) or None,
-            "eval": eval_data, "labels": labels, "metric": metric, "max_drop": max_drop,
+            "eval": eval, "labels": labels, "metric": metric, "max_drop": max_drop,
             "drop_type": drop_type, "report_layers": report_layers or plot is not None or None,
+            "plot": plot,
             "quantizer": quantizer,
         }  # fmt: skip
         plan = Recipe((entry_from_options(model, cli_keys),))
@@ -299,11 +300,12 @@ def build(
         print_json({**reports[0], "recipe": recipe_json} if config is None else
                    {"recipe": recipe_json, "builds": reports})  # fmt: skip
     else:
-        for result in results:
+        for entry, result in zip(plan.builds, results, strict=True):
             render_result(result)
-            render_accuracy(result, report_layers or plot is not None)
-    if plot is not None:
-        _plot(results, plot)
+            render_accuracy(result, entry.report_layers)
+    for entry, result in zip(plan.builds, results, strict=True):
+        if entry.plot is not None and not dry_run:
+            _plot(result, entry.plot)
 
 
 def render_accuracy(result: Any, layers: bool) -> None:
@@ -333,14 +335,14 @@ def render_accuracy(result: Any, layers: bool) -> None:
     console.print(table)
 
 
-def _plot(results: list[Any], path: Path) -> None:
+def _plot(result: Any, path: Path) -> None:
     from duh.compiler import plot_sensitivity
 
-    for result in results:
-        section = None if result.manifest is None else result.manifest.build.get("accuracy")
-        if section and section["sensitivity"]:
-            title = f"{result.source.path.name} on {result.chosen.name}"
-            plot_sensitivity(section["sensitivity"], path, title)
-            console.print(f"sensitivity plot → {path}")
-            return
-    raise ConfigError("--plot: no build ranked layers (it needs --eval and a static INT8 target)")
+    section = None if result.manifest is None else result.manifest.build.get("accuracy")
+    if not section or not section["sensitivity"]:
+        raise ConfigError(
+            f"--plot {path}: the build ranked no layers (it needs --eval and a static INT8 target)"
+        )
+    title = f"{result.source.path.name} on {result.chosen.name}"
+    plot_sensitivity(section["sensitivity"], path, title)
+    err_console.print(f"sensitivity plot → {path}")

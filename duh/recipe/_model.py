@@ -46,6 +46,7 @@ BUILD_KEYS: dict[str, str] = {
     "max_drop": "accuracy budget: the largest drop of the metric allowed (--max-drop)",
     "drop_type": "accuracy budget: absolute or relative drop (--drop-type)",
     "report_layers": "rank the layers by INT8 sensitivity for the report (--report-layers)",
+    "plot": "draw the INT8 sensitivity table into this .png (--plot; needs matplotlib)",
     "cache": "use the build cache (false: --no-cache)",
     "tolerance": "accuracy budget {atol, rtol, min_cosine, min_top1, elementwise}",
     "pass_options": "options of the passes that run, {PASS = {FIELD = VALUE}}",
@@ -54,7 +55,7 @@ BUILD_KEYS: dict[str, str] = {
     "dynamic": "front ends: axes kept dynamic in the export, {NAME = [0]} (--dynamic NAME:0)",
     "quantizer": "quantize in the framework before export: inc, inc:RECIPE (--quantizer)",
 }
-_PATHS = ("model", "output", "recipe", "calib", "calib_config", "check_data", "eval")
+_PATHS = ("model", "output", "recipe", "calib", "calib_config", "check_data", "eval", "plot")
 _TYPES: dict[str, tuple[type, ...]] = {
     "calib_samples": (int,),
     "tune_trials": (int,),
@@ -107,6 +108,7 @@ class BuildEntry:
     max_drop: float | None = None
     drop_type: str | None = None
     report_layers: bool = False
+    plot: Path | None = None
     cache: bool = True
     tolerance: Mapping[str, Any] | None = None
     pass_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

@@ -51,7 +51,7 @@ def _accuracy(entry: BuildEntry) -> AccuracyBudget | None:
         0.01 if entry.max_drop is None else float(entry.max_drop),
         entry.drop_type or "absolute",
         entry.labels,
-        report_layers=entry.report_layers,
+        report_layers=entry.report_layers or entry.plot is not None,
     )
 
 
