@@ -8,7 +8,9 @@ ONNX Runtime.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,7 +61,9 @@ def nncf_int8(
     if ignored:
         options["ignored_scope"] = nncf.IgnoredScope(names=ignored, validate=False)
     try:
-        out = nncf.quantize(work, nncf.Dataset(feeds), **options)
+        # NNCF's progress bars print to stdout, which `duh build --json` keeps for its report.
+        with contextlib.redirect_stdout(sys.stderr):
+            out = nncf.quantize(work, nncf.Dataset(feeds), **options)
     except (*tool_errors(), nncf.errors.InternalError, nncf.errors.ValidationError) as exc:
         raise PassError(
             f"NNCF's quantizer failed on this model: {one_line(exc)}; use quantize mode=static "
