@@ -158,9 +158,9 @@ def main() -> int:
                 check_data=check_path,
                 cache=False,
             )
-            assert result.chosen is not None and result.path is not None
+            assert result.chosen is not None and result.output is not None
             name = f"duh {target} ({result.chosen.name})"
-            subjects[name] = _duh(result.path)
+            subjects[name] = _duh(result.output)
             notes[name] = ", ".join(
                 f"{c.spec.name}{'[nncf]' if 'nncf' in json.dumps(c.passes) else ''} "
                 f"{'failed' if c.median_ms is None else f'{c.median_ms:.1f} ms'}"
