@@ -204,7 +204,7 @@ class EvalSet:
         if self.budget.drop_type == "absolute":
             return lost
         if base == 0:
-            raise DuhError(
+            raise ConfigError(
                 f"accuracy budget: a relative drop of {self.budget.metric} is undefined "
                 "when fp32's value is 0; use --drop-type absolute"
             )

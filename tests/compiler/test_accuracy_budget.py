@@ -152,3 +152,22 @@ def test_user_metric_needs_trust_code_and_runs_with_it(tmp_path: Path) -> None:
     assert section["drop"] <= 0.01 and section["float_layers"] == []
     assert section["sensitivity"]  # --report-layers ranks them even when INT8 meets the budget
     assert "INT8 sensitivity" in done.stdout
+
+
+def test_cosine_against_fp32_outputs_without_labels(tmp_path: Path) -> None:
+    budget = AccuracyBudget(TEST, "cosine", 0.001)
+    result = build(
+        FIXTURES / "digits_cnn.onnx", "onnxruntime:cpu-int8", tmp_path / "m.duh",
+        calib=CALIB, accuracy=budget, cache=False,
+    )  # fmt: skip
+    assert result.manifest is not None
+    section = result.manifest.build["accuracy"]
+    assert not section["labels_used"] and section["fp32"] == pytest.approx(1.0)
+    assert 0.999 <= section["int8"] < 1.0 and section["drop"] == pytest.approx(1 - section["int8"])
+    # A relative drop of an error that fp32 has none of is undefined: said in one line.
+    with pytest.raises(ConfigError, match="relative drop of mse is undefined"):
+        build(
+            FIXTURES / "digits_cnn.onnx", "onnxruntime:cpu-int8", tmp_path / "n.duh",
+            calib=CALIB, accuracy=AccuracyBudget(TEST, "mse", 0.1, drop_type="relative"),
+            cache=False,
+        )  # fmt: skip
