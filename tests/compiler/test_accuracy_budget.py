@@ -171,3 +171,21 @@ def test_cosine_against_fp32_outputs_without_labels(tmp_path: Path) -> None:
             calib=CALIB, accuracy=AccuracyBudget(TEST, "mse", 0.1, drop_type="relative"),
             cache=False,
         )  # fmt: skip
+
+
+def test_recipe_keys_make_the_budget(tmp_path: Path) -> None:
+    from duh.recipe import build_kwargs, load_recipe_file
+
+    recipe = tmp_path / "duh.toml"
+    recipe.write_text(
+        f"[models.cnn]\nmodel = '{MODEL}'\ntargets = ['onnxruntime:cpu-int8']\n"
+        f"calib = '{CALIB}'\neval = '{TEST}'\nlabels = 'label'\nmetric = 'top1'\n"
+        "max_drop = 0.005\ndrop_type = 'relative'\nplot = 'layers.png'\n"
+    )
+    kwargs = build_kwargs(load_recipe_file(recipe).builds[0])
+    assert kwargs["accuracy"] == AccuracyBudget(
+        TEST, "top1", 0.005, "relative", "label", report_layers=True
+    )
+    recipe.write_text(recipe.read_text().replace("'top1'", "'accuracy'"))
+    with pytest.raises(ConfigError, match="--metric 'accuracy' is not a metric"):
+        build_kwargs(load_recipe_file(recipe).builds[0])
