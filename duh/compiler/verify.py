@@ -130,6 +130,15 @@ def _scores(refs: list[np.ndarray]) -> bool:
     )
 
 
+def _unit_rows(refs: list[np.ndarray]) -> bool:
+    """Whether every row along the last axis has unit L2 norm (a normalized embedding, such as
+    a sentence encoder's): its argmax is one feature among hundreds, not a class."""
+    return all(
+        r.size > 0 and np.allclose(np.linalg.norm(r.astype(np.float64), axis=-1), 1.0, atol=1e-3)
+        for r in refs
+    )
+
+
 def _check_output(
     name: str, refs: list[np.ndarray], gots: list[np.ndarray], tol: Tolerance
 ) -> OutputCheck:
@@ -195,7 +204,8 @@ def _check_output(
     denom = float(np.linalg.norm(ref) * np.linalg.norm(got))
     cosine = float(np.dot(ref, got) / denom) if denom > 0 else (1.0 if max_abs == 0 else 0.0)
     top1 = None
-    if refs[0].ndim >= 2 and refs[0].shape[-1] > 1 and (refs[0].ndim == 2 or _scores(refs)):
+    classes = refs[0].ndim == 2 and not _unit_rows(refs)
+    if refs[0].ndim >= 2 and refs[0].shape[-1] > 1 and (classes or _scores(refs)):
         r1 = np.concatenate([np.argmax(r, axis=-1).ravel() for r in refs])
         g1 = np.concatenate([np.argmax(g, axis=-1).ravel() for g in gots])
         top1 = float(np.mean(r1 == g1))

@@ -1,0 +1,57 @@
+"""INT8's top-1 agreement is not applied to a normalized embedding's features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import duh
+from duh.compiler.verify import compare_outputs, tolerance_for
+
+
+def _encoder(path: Path, weight: np.ndarray, normalize: bool) -> None:
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h" if normalize else "y"])]
+    if normalize:
+        nodes.append(helper.make_node("LpNormalization", ["h"], ["y"], axis=-1, p=2))
+    graph = helper.make_graph(
+        nodes,
+        "encoder",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(path))
+
+
+def _report(tmp_path: Path, normalize: bool) -> tuple[object, float]:
+    rng = np.random.default_rng(0)
+    weight = rng.normal(0, 1, (32, 64)).astype(np.float32)
+    noisy = weight + rng.normal(0, 0.08, weight.shape).astype(np.float32)
+    _encoder(tmp_path / "ref.onnx", weight, normalize)
+    _encoder(tmp_path / "got.onnx", noisy, normalize)
+    feeds = [{"x": rng.normal(0, 1, (1, 32)).astype(np.float32)} for _ in range(40)]
+    ref, got = duh.load(tmp_path / "ref.onnx"), duh.load(tmp_path / "got.onnx")
+    expected = [ref.run(f) for f in feeds]
+    agree = np.mean(
+        [np.argmax(e["y"]) == np.argmax(got.run(f)["y"]) for e, f in zip(expected, feeds)]
+    )
+    report = compare_outputs(expected, got, feeds, "int8", tolerance_for("int8"), "test feeds")
+    return report, float(agree)
+
+
+def test_a_normalized_embedding_is_judged_by_cosine_not_argmax(tmp_path: Path) -> None:
+    report, agree = _report(tmp_path, normalize=True)
+    assert agree < 0.95  # argmax over features flips: top-1 would fail the artifact
+    out = report.outputs[0]  # type: ignore[attr-defined]
+    assert out.top1 is None and out.cosine > 0.99 and report.passed  # type: ignore[attr-defined]
+
+
+def test_class_scores_are_still_held_to_top1(tmp_path: Path) -> None:
+    report, agree = _report(tmp_path, normalize=False)
+    assert agree < 0.95
+    assert report.outputs[0].top1 is not None and not report.passed  # type: ignore[attr-defined]
