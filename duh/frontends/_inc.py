@@ -110,7 +110,7 @@ def quantize_module(
         else (inc.get_default_static_config())
     )
     if request.max_drop is None or not request.eval_feeds:
-        return make(config), settings
+        return _checked(make(config), request.recipe), settings
     checks = [_tensors(f, names) for f in request.eval_feeds]
     wanted = _top1(float_module, checks)
 
@@ -124,7 +124,23 @@ def quantize_module(
         best = inc.autotune(_copy(float_module), tune, eval_fn=eval_fn, run_fn=run_fn,
                             example_inputs=example)  # fmt: skip
     settings["autotune"] = {"tolerable_loss": request.max_drop, "metric": "top-1 agreement"}
-    return best, settings
+    return _checked(best, request.recipe), settings
+
+
+def _checked(quantized: Any, recipe: str) -> Any:
+    """``quantized``, unless INC's static recipe inserted no quantize op (nothing matched)."""
+    if recipe != "static":
+        return quantized
+    graph = getattr(quantized, "graph", None)
+    nodes = [] if graph is None else list(graph.nodes)
+    if not any("quantize_per" in str(n.target) for n in nodes):
+        raise ConfigError(
+            "neural-compressor found nothing to quantize: its PT2E quantizer matches layers by "
+            "the module they came from, which a loaded torch.export program (.pt2) no longer "
+            "records; build from module.py:factory with --quantizer inc, or leave --quantizer "
+            "out (duh quantizes the exported ONNX itself)"
+        )
+    return quantized
 
 
 def _copy(module: Any) -> Any:

@@ -19,7 +19,7 @@ import re
 import sys
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,8 @@ class _Loaded:
     module: Any  # torch.nn.Module or torch.jit.ScriptModule
     example: tuple[Any, ...]  # torch tensors
     names: tuple[str, ...]
+    # Axes the source itself keeps dynamic (a .pt2's symbolic dims), by input name.
+    axes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def _torch() -> Any:
@@ -176,7 +178,9 @@ def _load(path: str, options: FrontendOptions) -> _Loaded:
             if s.kind.name == "USER_INPUT"
         )  # fmt: skip
         example = _as_tuple(args, torch) if args else _shaped_example(names, options, path, torch)
-        return _Loaded("torch.export program", program.module(), example, names)
+        return _Loaded(
+            "torch.export program", program.module(), example, names, _symbolic(program, names)
+        )
     names_in_zip = _zip_names(file, "TorchScript or torch.save file")
     torchscript = any(n.endswith("/constants.pkl") or "/code/" in n for n in names_in_zip)
     form = "TorchScript module" if torchscript else "pickled torch module"
@@ -196,6 +200,21 @@ def _load(path: str, options: FrontendOptions) -> _Loaded:
     count = len(options.shapes) + len(options.shape_ranges) or 1
     names = _forward_names(module, count)
     return _Loaded(form, module, _shaped_example(names, options, path, torch), names)
+
+
+def _symbolic(program: Any, names: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """The axes of each user input that a torch.export program keeps symbolic."""
+    import torch
+
+    out = {}
+    by_name = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    for name in names:
+        value = by_name[name].meta.get("val") if name in by_name else None
+        shape = getattr(value, "shape", ())
+        axes = tuple(i for i, d in enumerate(shape) if isinstance(d, torch.SymInt))
+        if axes:
+            out[name] = axes
+    return out
 
 
 def _from_factory(file: Path, name: str, torch: Any) -> _Loaded:
@@ -225,7 +244,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _dynamic_axes(loaded: _Loaded, options: FrontendOptions) -> dict[str, tuple[int, ...]]:
-    axes: dict[str, set[int]] = {n: set(a) for n, a in options.dynamic.items()}
+    axes: dict[str, set[int]] = {n: set(a) for n, a in loaded.axes.items()}
+    for name, given in options.dynamic.items():
+        axes.setdefault(name, set()).update(given)
     for name, (low, _opt, high) in options.shape_ranges.items():
         axes.setdefault(name, set()).update(
             i for i, (a, b) in enumerate(zip(low, high, strict=True)) if a != b
