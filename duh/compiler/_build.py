@@ -242,7 +242,10 @@ def build(
     holdout = max(check_samples, 1) if verify and check_data is None else 0
     calibration = _load_calibration(calib, source, calib_samples, holdout, options)
     if quantizer is not None:
-        source, exported = quantize_source(model, source, exported, quantizer, calibration, shapes)
+        drop = None if accuracy is None else accuracy.max_drop
+        source, exported = quantize_source(
+            model, source, exported, quantizer, calibration, shapes, drop
+        )
     checks = check_feeds(
         source, check_samples, shapes, calibration, check_data, options.get("preprocess")
     )

@@ -95,9 +95,9 @@ def quantize_source(
         )
     if calibration is None:
         raise ConfigError(f"--quantizer {name} needs calibration data: --calib PATH")
-    request = QuantizeRequest(
-        calibration.feeds, recipe or "static", max_drop, tuple(calibration.check)
-    )
+    # INC's autotune judges its candidates on held-out samples (else calibration ones).
+    judged = tuple(calibration.check) or tuple(calibration.feeds[:64])
+    request = QuantizeRequest(calibration.feeds, recipe or "static", max_drop, judged)
     quantized = exported.quantize(request)
     return _ingest_exported(quantized, model, shapes), quantized
 

@@ -92,15 +92,21 @@ def quantize_module(
             for feed in calib:
                 prepared(*feed)
 
-    def make(config: Any) -> Any:
+    def exported() -> Any:
+        """The module as INC's flow takes it: PT2E's exported graph (RTN: the module)."""
         if request.recipe == "rtn":
-            return inc.convert(inc.prepare(_copy(float_module), config))
+            return _copy(float_module)
         from neural_compressor.torch.export import export
 
         dims = tuple({a: torch.export.Dim.DYNAMIC for a in axes.get(n, ())} or None for n in names)
-        graph = export(_copy(float_module), example_inputs=example,
-                       dynamic_shapes=dims if axes else None)  # fmt: skip
-        prepared = inc.prepare(graph, config)
+        return export(
+            _copy(float_module), example_inputs=example, dynamic_shapes=dims if axes else None
+        )
+
+    def make(config: Any) -> Any:
+        if request.recipe == "rtn":
+            return inc.convert(inc.prepare(exported(), config))
+        prepared = inc.prepare(exported(), config)
         run_fn(prepared)
         return inc.convert(prepared)
 
@@ -119,10 +125,9 @@ def quantize_module(
 
     tune = inc.TuningConfig(config_set=[config], tolerable_loss=request.max_drop, max_trials=3)
     if request.recipe == "rtn":
-        best = inc.autotune(_copy(float_module), tune, eval_fn=eval_fn)
+        best = inc.autotune(exported(), tune, eval_fn=eval_fn)
     else:
-        best = inc.autotune(_copy(float_module), tune, eval_fn=eval_fn, run_fn=run_fn,
-                            example_inputs=example)  # fmt: skip
+        best = inc.autotune(exported(), tune, eval_fn=eval_fn, run_fn=run_fn)
     settings["autotune"] = {"tolerable_loss": request.max_drop, "metric": "top-1 agreement"}
     return _checked(best, request.recipe), settings
 
