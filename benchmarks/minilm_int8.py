@@ -93,6 +93,12 @@ def _duh(path: Path) -> Run:
     return lambda feed: session.run(dict(feed))[name]
 
 
+def _fate(error: str | None, median_ms: float | None) -> str:
+    if error is not None:
+        return "failed"
+    return "not timed (only candidate left)" if median_ms is None else f"{median_ms:.1f} ms"
+
+
 def _cosines(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     ref, got = ref.reshape(len(ref), -1), got.reshape(len(got), -1)
     num = (ref * got).sum(axis=1)
@@ -136,6 +142,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer rounds and eval inputs")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--workdir", type=Path, help="keep models and artifacts here")
+    parser.add_argument(
+        "--reuse", action="store_true", help="time the artifacts already in --workdir, unbuilt"
+    )
     args = parser.parse_args()
     import duh
 
@@ -149,11 +158,18 @@ def main() -> int:
         subjects: dict[str, Run] = {"ORT FP32": _ort(source)}
         notes: dict[str, str] = {}
         for target in ("cpu", "cpu-int8", "cpu-bf16"):
+            artifact = work / f"{args.model}.{target}.duh"
+            if args.reuse and artifact.is_dir():
+                chosen = duh.load(artifact).manifest
+                assert chosen is not None
+                subjects[f"duh {target} ({chosen.engine}:{chosen.target['device']}-"
+                         f"{chosen.target['precision']})"] = _duh(artifact)  # fmt: skip
+                continue
             print(f"building {target} ...", flush=True)
             result = duh.build(
                 source,
                 target,
-                work / f"{args.model}.{target}.duh",
+                artifact,
                 calib=calib_path if target == "cpu-int8" else None,
                 check_data=check_path,
                 cache=False,
@@ -163,7 +179,7 @@ def main() -> int:
             subjects[name] = _duh(result.output)
             notes[name] = ", ".join(
                 f"{c.spec.name}{'[nncf]' if 'nncf' in json.dumps(c.passes) else ''} "
-                f"{'failed' if c.median_ms is None else f'{c.median_ms:.1f} ms'}"
+                f"{_fate(c.error, c.median_ms)}"
                 for c in result.candidates
             )
         print("NNCF INT8 on OpenVINO ...", flush=True)
