@@ -88,7 +88,9 @@ def _nncf_openvino(source: Path, calib: list[dict[str, np.ndarray]], transformer
 def _duh(path: Path) -> Run:
     import duh
 
-    session = duh.load(path, threads=THREADS)
+    # Spinning off, as for the plain ORT session: idle spinning threads would take the CPU from
+    # whichever subject runs next in the interleaved loop.
+    session = duh.load(path, threads=THREADS, spin=False)
     name = session.manifest.outputs[0].name
     return lambda feed: session.run(dict(feed))[name]
 
