@@ -23,8 +23,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from duh._ort_errors import ort_errors
 from duh.calibration import CalibrationSet, load_calibration
-from duh.compiler.ingest import SourceModel
+from duh.compiler.ingest import SourceModel, normalize_for_engine
 from duh.compiler.verify import synthetic_feeds
 from duh.errors import ConfigError
 from duh.runtime import TensorSpec, ValueRange
@@ -289,8 +290,55 @@ def check_feeds(
         held = calibration.check
         return CheckFeeds(held, f"{len(held)} held-out samples of {calibration.source}", False)
     ranges = input_ranges(source.model, source.inputs)
-    feeds = synthetic_feeds(source.inputs, count, shapes, ranges=ranges)
+    size = _dynamic_size(source, shapes, ranges)
+    feeds = synthetic_feeds(source.inputs, count, shapes, ranges=ranges, size=size)
     if any(s.is_dynamic for s in source.inputs):
         # A second batch size proves the artifact kept its dynamic dimensions.
-        feeds += synthetic_feeds(source.inputs, 1, shapes, seed=1, batch=2, ranges=ranges)
+        feeds += synthetic_feeds(
+            source.inputs, 1, shapes, seed=1, batch=2, ranges=ranges, size=size
+        )
     return CheckFeeds(tuple(feeds), "seeded synthetic inputs", True)
+
+
+# Sizes tried for dynamic dimensions other than the batch: 32 first, larger where the model
+# cannot run on it (audio nets that pad a window of 512 samples, detectors that downsample 64x).
+_SIZES = (32, 256, 2048)
+
+
+def _dynamic_size(
+    source: SourceModel,
+    shapes: Mapping[str, tuple[int, ...]],
+    ranges: Mapping[str, ValueRange],
+) -> int:
+    """The smallest of ``_SIZES`` that ONNX Runtime runs the source on (32 without a guess)."""
+    # One dynamic dimension is the batch; any other one is a guess (a length, a height).
+    if not any(
+        s.name not in shapes and sum(not _fixed(d) for d in s.shape) > 1 for s in source.inputs
+    ):
+        return _SIZES[0]
+    import onnxruntime as ort
+
+    errors: tuple[type[BaseException], ...] = (*ort_errors(), ValueError)
+    try:
+        model = normalize_for_engine(source.model, "onnxruntime", 26, 13)
+        session = ort.InferenceSession(
+            model.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+    except errors:
+        return _SIZES[0]  # the reference run says why, with its own error
+    for size in _SIZES:
+        [feed] = synthetic_feeds(source.inputs, 1, shapes, ranges=ranges, size=size)
+        try:
+            session.run(None, feed)
+        except ort_errors() as exc:
+            if "indices" in str(exc):
+                break  # ids past a table, not a size: larger inputs fail the same way
+            continue
+        if size != _SIZES[0]:
+            log.info("synthetic inputs: dynamic dimensions of %d (the model fails on less)", size)
+        return size
+    return _SIZES[0]
+
+
+def _fixed(dim: object) -> bool:
+    return isinstance(dim, int) and dim > 0

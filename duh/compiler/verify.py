@@ -107,14 +107,15 @@ def synthetic_feeds(
     seed: int = 0,
     batch: int = 1,
     ranges: Mapping[str, ValueRange] | None = None,
+    size: int = 32,
 ) -> list[dict[str, np.ndarray]]:
     """Seeded random feeds for ``inputs``, values within ``ranges`` where given.
 
-    Dynamic dimensions take the sizes ``synthetic_shapes`` gives them; ``shapes`` fixes an
-    input's whole shape.
+    Dynamic dimensions take the sizes ``synthetic_shapes`` gives them (``size`` for those
+    other than the batch); ``shapes`` fixes an input's whole shape.
     """
     rng = np.random.default_rng(seed)
-    concrete = synthetic_shapes(inputs, batch, shapes)
+    concrete = synthetic_shapes(inputs, batch, shapes, size)
     return [synthetic_feed(inputs, concrete, rng, ranges) for _ in range(count)]
 
 

@@ -142,13 +142,14 @@ def synthetic_shapes(
     specs: Sequence[TensorSpec],
     batch: int = 1,
     fixed: Mapping[str, tuple[int, ...]] | None = None,
+    size: int = _DYNAMIC_SIZE,
 ) -> dict[str, tuple[int, ...]]:
     """Concrete shapes for synthetic inputs; ``fixed`` gives an input's whole shape.
 
     An input's first dynamic dimension (or one named like ``batch``) is its batch axis and
     becomes ``batch`` (axis 0 of an image batch, axis 1 of an RNN state [directions, batch,
-    hidden]); any other dynamic dimension becomes ``32 x batch``. Inputs that share a named
-    dimension get one size for it.
+    hidden]); any other dynamic dimension becomes ``size x batch`` (32). Inputs that share a
+    named dimension get one size for it.
     """
     fixed = fixed or {}
     named: dict[str, int] = {}
@@ -164,8 +165,8 @@ def synthetic_shapes(
                 sizes.append(d)
                 continue
             is_batch = axis == dynamic[0] or "batch" in str(d).lower()
-            size = batch if is_batch else _DYNAMIC_SIZE * batch
-            sizes.append(named.setdefault(d, size) if isinstance(d, str) else size)
+            chosen = batch if is_batch else size * batch
+            sizes.append(named.setdefault(d, chosen) if isinstance(d, str) else chosen)
         out[spec.name] = tuple(sizes)
     return out
 

@@ -117,6 +117,16 @@ def float_ids_model(path: Path) -> Path:
     return save(path, nodes, [ids], [out], inits)
 
 
+def reflect_pad_model(path: Path) -> Path:
+    """An audio front end (silero VAD): a reflect pad of 96 samples on [batch, samples]; fewer
+    samples than the pad cannot run, and 32 (the first synthetic size) is fewer."""
+    x = helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", "samples"])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "padded"])
+    nodes = [helper.make_node("Pad", ["audio", "pads"], ["out"], mode="reflect")]
+    pads = numpy_helper.from_array(np.array([0, 96, 0, 96], np.int64), "pads")
+    return save(path, nodes, [x], [out], [pads])
+
+
 def shifted_index_model(path: Path) -> Path:
     """idx + 5 indexes a table of 8 rows: what the walk cannot see through (Add), random breaks."""
     idx = helper.make_tensor_value_info("idx", TensorProto.INT64, [1, 4])

@@ -138,6 +138,15 @@ def test_ids_held_as_floats_get_whole_numbers(tmp_path: Path) -> None:
     assert feed["ids"].min() >= 0 and feed["ids"].max() <= 9
 
 
+def test_dynamic_lengths_grow_until_the_model_runs(tmp_path: Path) -> None:
+    model = _wild.reflect_pad_model(tmp_path / "pad.onnx")
+    result = build(model, ORT, tmp_path / "pad.duh")
+    assert result.manifest is not None and result.manifest.checks["passed"] is True
+    # a length given with --shape is the user's: kept, and the reference's error says why
+    with pytest.raises(ModelError, match="synthetic inputs"):
+        build(model, ORT, tmp_path / "short.duh", shapes={"audio": (1, 40)})
+
+
 def test_a_scalar_compared_with_a_constant_takes_that_constant(tmp_path: Path) -> None:
     model = _wild.sample_rate_model(tmp_path / "vad.onnx")
     source = ingest(model)
