@@ -49,7 +49,14 @@ def _reason(exc: BaseException) -> str:
     for line in lines:
         if "operations:" in line or "not supported" in line.lower():
             return line
-    meaningful = [line for line in lines if not line.startswith("Check '")]
+    # A plugin's error: source locations, then "[CPU] MaxPool node with name 'x' Check '...'
+    # failed at ...", then what is wrong ("Kernel ... larger than the data shape ...").
+    noise = ("Exception from", "Check '", "While validating")
+    meaningful = [line for line in lines if not line.startswith(noise)]
+    if meaningful and " Check '" in meaningful[0]:
+        where = meaningful[0].split(" Check '", 1)[0]
+        detail = next((ln for ln in meaningful[1:] if " Check '" not in ln), None)
+        return f"{where}: {detail}" if detail else where
     return (meaningful or lines or [type(exc).__name__])[0]
 
 
