@@ -51,8 +51,8 @@ def _reason(exc: BaseException) -> str:
             return line
     # A plugin's error: source locations, then "[CPU] MaxPool node with name 'x' Check '...'
     # failed at ...", then what is wrong ("Kernel ... larger than the data shape ...").
-    noise = ("Exception from", "Check '", "While validating")
-    meaningful = [line for line in lines if not line.startswith(noise)]
+    plugin_noise = ("Exception from", "Check '", "While validating")
+    meaningful = [line for line in lines if not line.startswith(plugin_noise)]
     if meaningful and " Check '" in meaningful[0]:
         where = meaningful[0].split(" Check '", 1)[0]
         detail = next((ln for ln in meaningful[1:] if " Check '" not in ln), None)
