@@ -38,7 +38,10 @@ def _report(tmp_path: Path, normalize: bool) -> tuple[object, float]:
     ref, got = duh.load(tmp_path / "ref.onnx"), duh.load(tmp_path / "got.onnx")
     expected = [ref.run(f) for f in feeds]
     agree = np.mean(
-        [np.argmax(e["y"]) == np.argmax(got.run(f)["y"]) for e, f in zip(expected, feeds)]
+        [
+            np.argmax(e["y"]) == np.argmax(got.run(f)["y"])
+            for e, f in zip(expected, feeds, strict=True)
+        ]
     )
     report = compare_outputs(expected, got, feeds, "int8", tolerance_for("int8"), "test feeds")
     return report, float(agree)
