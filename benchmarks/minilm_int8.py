@@ -20,6 +20,7 @@ ResNet-50 of benchmarks/_models.py, synthetic calibration; accuracy as output co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -54,10 +55,13 @@ def _ort_dynamic(source: Path, work: Path) -> Run:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     pre, out = work / "ort-pre.onnx", work / "ort-dynamic.onnx"
-    try:
-        quant_pre_process(str(source), str(pre))
-    except Exception:  # noqa: BLE001 - its symbolic shape inference fails on BERT exports
-        quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
+    # its symbolic shape inference saves sym_shape_infer_temp.onnx (and uuid-named external
+    # data) in the working directory when it fails: keep that in the work folder
+    with contextlib.chdir(work):
+        try:
+            quant_pre_process(str(source), str(pre))
+        except Exception:  # noqa: BLE001 - its symbolic shape inference fails on BERT exports
+            quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
     quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8)
     return _ort(out)
 
