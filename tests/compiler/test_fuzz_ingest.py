@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 from benchmarks._fuzz_mutations import KINDS, SECRET_NAME
-from benchmarks.fuzz_ingest import run, summarize
+from benchmarks.fuzz_ingest import run, seeds, summarize
 from duh.compiler.ingest import ingest
 from duh.errors import ModelError
 
@@ -20,8 +20,9 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 
 def test_a_fixed_seed_slice_ends_every_case_ok_or_in_one_error_line(tmp_path: Path) -> None:
-    # 3 fixtures x 7 kinds: every kind on every seed model, then a few drawn at random.
-    records = run(24, seed=14, timeout=90.0, memory_mb=6144, kinds=KINDS, max_seed_mb=0.0,
+    # every kind on every seed model (the committed fixtures), then a few drawn at random
+    cases = len(seeds(0.0)) * len(KINDS) + 3
+    records = run(cases, seed=14, timeout=90.0, memory_mb=6144, kinds=KINDS, max_seed_mb=0.0,
                   workdir=tmp_path)
     summary = summarize(records)
     assert summary["other"] == 0, summary["findings"]
