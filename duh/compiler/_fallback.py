@@ -215,7 +215,11 @@ def rescue(
             kept = top
         if ranked and {s.node for s in ranked} <= set(kept):
             # Nothing would stay quantized: an fp32 model under an INT8 name is no rescue.
-            stopped = "; the next round would keep every quantized op in float, so it stopped"
+            stopped = (
+                "; the next round would keep every quantized op in float, so it stopped: INT8 "
+                "cannot hold this model's outputs, build --target cpu-bf16 (where the CPU has "
+                "it) or cpu instead"
+            )
             break
         names = ", ".join(f"{s.node} ({s.op_type}, adds {s.added:.3f})" for s in ranked[:k])
         why = f"{chosen.describe()}, {len(kept)} ops in float around the most sensitive {names}"
