@@ -49,6 +49,7 @@ def result_json(result: Any) -> dict[str, Any]:
             for c in result.candidates
         ],
         "warnings": list(result.warnings),
+        "selection": {"reason": result.reason, "not_tried": list(result.not_tried)},
         "manifest": None if result.manifest is None else result.manifest.to_json(),
     }
 
@@ -66,10 +67,13 @@ def render_result(result: Any) -> None:
                 console.print(f"  {step['name']}({cfg})")
         if len(result.candidates) > 1:
             console.print("\nthe candidates are built, verified and measured; the fastest is kept")
+        for line in result.not_tried:
+            console.print(f"[dim]{line}[/]")
         return
     manifest = result.manifest
     table = Table(title=f"{result.source.path.name} → {result.output}", title_justify="left")
-    for col in ("target", "verified", "median ms", "note"):
+    budgeted = any(c.score is not None for c in result.candidates)
+    for col in ("target", "verified", *(("budget",) if budgeted else ()), "median ms", "note"):
         table.add_column(col)
     for cand in result.candidates:
         chosen = result.chosen is not None and cand.spec == result.chosen
@@ -82,8 +86,15 @@ def render_result(result: Any) -> None:
         note = cand.error or (
             cand.report.failure_text() if cand.report and not cand.report.passed else ""
         )
-        table.add_row(("[bold]* " if chosen else "  ") + cand.spec.name, verified, median, note)
+        budget = () if not budgeted else (_budget_cell(cand.score),)
+        table.add_row(
+            ("[bold]* " if chosen else "  ") + cand.spec.name, verified, *budget, median, note
+        )
     console.print(table)
+    if result.reason:
+        console.print(f"selection: {result.reason}")
+    for line in result.not_tried:
+        console.print(f"[dim]{line}[/]")
     if manifest is not None:
         passes = Table(title="passes", title_justify="left")
         for col in ("pass", "nodes", "seconds", "notes"):
@@ -130,6 +141,14 @@ def render_result(result: Any) -> None:
         err_console.print(f"[bold yellow]warning:[/] {warning}")
     how = "reused from the build cache" if result.cached else "built"
     console.print(f"{how} [bold]{result.chosen.name}[/] in {result.seconds:.1f}s → {result.output}")
+
+
+def _budget_cell(score: Any) -> str:
+    """A candidate's drop against the accuracy budget, green within it, red over it."""
+    if score is None:
+        return "-"
+    color = "green" if score.met else "red"
+    return f"[{color}]{score.drop:.4g} {'<=' if score.met else '>'} {score.max_drop:g}[/]"
 
 
 @handle_errors
@@ -313,13 +332,19 @@ def render_accuracy(result: Any, layers: bool) -> None:
     section = None if result.manifest is None else result.manifest.build.get("accuracy")
     if section is None:
         return
-    console.print(
+    head = (
         f"accuracy budget ({section['metric']}, {section['drop_type']} drop <= "
         f"{section['max_drop']:g}, {section['samples']} eval samples): fp32 {section['fp32']:.4f}, "
-        f"plain INT8 {section['int8_plain']:.4f}, built {section['int8']:.4f} (drop "
-        f"{section['drop']:.4f}) with {len(section['float_layers'])} of "
-        f"{section['quantized_layers']} quantized layers in float"
     )
+    precision = section.get("precision", "int8")
+    if precision != "int8":
+        console.print(f"{head}built {precision} {section['int8']:.4f} (drop {section['drop']:.4f})")
+    else:
+        console.print(
+            f"{head}plain INT8 {section['int8_plain']:.4f}, built {section['int8']:.4f} (drop "
+            f"{section['drop']:.4f}) with {len(section['float_layers'])} of "
+            f"{section['quantized_layers']} quantized layers in float"
+        )
     if not layers:
         return
     if not section["sensitivity"]:

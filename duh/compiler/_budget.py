@@ -21,7 +21,7 @@ import onnx
 
 from duh.compiler._accuracy import EvalSet
 from duh.compiler._fallback import _changes, _prefix, _quantize_index, _Setting, _with
-from duh.compiler._request import BuildRequest, Candidate, Plan
+from duh.compiler._request import BudgetScore, BuildRequest, Candidate, Plan
 from duh.errors import DuhError
 from duh.passes import PassContext
 from duh.passes.quantize import OpSensitivity, Quantize, float_readers, rank_sensitivity
@@ -75,8 +75,16 @@ def _numbers(evaluation: EvalSet, value: float, drop: float) -> str:
     )
 
 
+def _score(
+    evaluation: EvalSet, numbers: tuple[float, float], met: bool, how: str = ""
+) -> BudgetScore:
+    budget = evaluation.budget
+    return BudgetScore(budget.metric, numbers[0], numbers[1], budget.max_drop, met, how)
+
+
 def _section(
     evaluation: EvalSet,
+    precision: str,
     plain: tuple[float, float],
     final: tuple[float, float],
     kept: Sequence[str],
@@ -88,6 +96,8 @@ def _section(
     floats = set(kept)
     return {
         **evaluation.budget.to_json(),
+        # The candidate's precision: the int8* keys below hold its metric whatever it is.
+        "precision": precision,
         "eval": evaluation.source,
         "samples": len(evaluation.feeds),
         "labels_used": evaluation.labels is not None,
@@ -147,8 +157,10 @@ def meet_budget(
 ) -> tuple[Candidate, Session | None]:
     """Hold ``first`` (built and loaded, its check done) to the request's accuracy budget.
 
-    Returns the candidate that meets it (with ``accuracy`` filled in and its session), or a
-    failed candidate whose error gives the numbers (its session closed).
+    Returns the candidate that meets it (with ``accuracy`` and ``score`` filled in and its
+    session), or a failed candidate whose error and ``score`` give the numbers: one that is not
+    static INT8 comes back with its session still open, so that selection can say how fast the
+    candidate over the budget was; a static INT8 one comes back with none.
     """
     evaluation = request.evaluation
     assert evaluation is not None
@@ -170,13 +182,16 @@ def meet_budget(
         if static and budget.report_layers:
             assert index is not None
             ranked = _ranking(request, plan, index, ctx, evaluation)[2]
-        section = _section(evaluation, plain, plain, (), ranked, len(ranked), ())
-        return replace(first, accuracy=section), session
-    session.close()
+        section = _section(evaluation, first.spec.precision, plain, plain, (), ranked,
+                           len(ranked), ())  # fmt: skip
+        return replace(first, accuracy=section, score=_score(evaluation, plain, True)), session
     if not static:
         why = "" if first.usable else f"; and its check failed: {_failure(first)}"
-        return _failed(first, f"{first.spec.name} misses the accuracy budget: "
-                       f"{_numbers(evaluation, *plain)}{why}"), None  # fmt: skip
+        failed = _failed(first, f"{first.spec.name} misses the accuracy budget: "
+                         f"{_numbers(evaluation, *plain)}{why}")  # fmt: skip
+        score = _score(evaluation, plain, evaluation.within(plain[0]))
+        return replace(failed, score=score), session
+    session.close()
     assert index is not None and isinstance(quantize, Quantize)
     float_model, records, ranked, qdq, placement = _ranking(request, plan, index, ctx, evaluation)
     retry_request = replace(request, source=replace(request.source, model=float_model))
@@ -212,30 +227,34 @@ def meet_budget(
         chosen = _search(build_with, len(ranked))
     except BudgetError as exc:
         _close(opened)
-        return _failed(first, str(exc)), None
+        score = _score(evaluation, plain, False, "a rebuild with layers in float failed")
+        return replace(_failed(first, str(exc)), score=score), None
     if chosen is None or chosen >= len(ranked):
         _close(opened)
         last = rounds[-1] if rounds else None
         numbers = "" if last is None else _numbers(evaluation, last.metric, last.drop)
+        how = "plain INT8 over the budget"
         if chosen is None:
+            how += ", and still over it with every layer in float"
             text = (
                 f"accuracy budget missed even with every layer of {first.spec.name} in float "
                 f"({numbers}; plain INT8 {plain[0]:.4f}): the float pipeline itself loses more "
                 f"than --max-drop {budget.max_drop:g}; loosen the budget or drop the lossy passes"
             )
         else:
+            how += ", and met only with every layer in float"
             text = (
                 f"accuracy budget met only with every layer of {first.spec.name} in float "
                 f"({numbers}; plain INT8 {plain[0]:.4f}): no INT8 build is left; loosen "
                 "--max-drop or build an fp32/bf16 target"
             )
-        return _failed(first, text), None
+        return replace(_failed(first, text), score=_score(evaluation, plain, False, how)), None
     built, kept_session = opened.pop(chosen)
     _close(opened)
     final = rounds[[r.ops for r in rounds].index(chosen)]
     kept = list(final.kept)
-    section = _section(evaluation, plain, (final.metric, final.drop), kept, ranked, len(ranked),
-                       rounds)  # fmt: skip
+    section = _section(evaluation, first.spec.precision, plain, (final.metric, final.drop), kept,
+                       ranked, len(ranked), rounds)  # fmt: skip
     note = (
         f"accuracy budget: plain INT8 {_numbers(evaluation, *plain)}; met with "
         f"{len(kept)} of {len(ranked)} quantized op(s) in float ({', '.join(kept)}): "
@@ -245,7 +264,12 @@ def meet_budget(
     for i, record in enumerate(out):
         if record.name == "quantize":
             out[i] = replace(record, notes=(*record.notes, note))
-    result = replace(built, records=(*records, *out), accuracy=section)
+    how = (
+        f"{len(kept)} of {len(ranked)} quantized layers in float (plain INT8: "
+        f"{_score(evaluation, plain, False).text()})"
+    )
+    score = _score(evaluation, (final.metric, final.drop), True, how)
+    result = replace(built, records=(*records, *out), accuracy=section, score=score)
     return result, kept_session
 
 

@@ -49,9 +49,9 @@ from duh.runtime import FORMAT_VERSION, Manifest, hash_files
 from duh.targets import (
     PassSpec,
     TargetSpec,
-    candidates,
     get_target,
     parse_target,
+    resolve,
 )
 
 __all__ = ["BuildResult", "build", "default_output"]
@@ -74,6 +74,9 @@ class BuildResult:
     dry_run: bool = False
     # The artifact was copied from the build cache (same inputs, versions and host class).
     cached: bool = False
+    # Why the kept candidate won (one line), and what the build did not try and why.
+    reason: str = ""
+    not_tried: tuple[str, ...] = ()
 
 
 def default_output(model: Path, target: str) -> Path:
@@ -172,15 +175,19 @@ def build(
 
     A short target name builds every engine that offers it here, verifies each, measures them
     interleaved, and keeps the fastest that passes; a candidate that fails is recorded with its
-    reason and the build fails only when none is left. ``check_data`` (the formats of ``calib``)
+    reason and the build fails only when none is left. ``auto`` (and ``cpu`` with ``accuracy``)
+    makes precisions compete too: fp32, bf16 (where the CPU has it) and int8 (with ``calib``) on
+    every engine; the result's ``reason`` says why the winner won, ``not_tried`` what was left
+    out. ``check_data`` (the formats of ``calib``)
     gives real inputs to verify on; without it, held-out calibration samples or synthetic inputs
     that respect what the graph says of them (index ranges, masks). ``dry_run`` resolves
     everything and writes nothing. ``pass_options`` (pass name -> field -> value) sets options of
     the passes that run, e.g. ``{"quantize": {"calibrator": "entropy"}}``. Raises a ``DuhError``
     subclass for anything a user can fix. With ``cache`` (default), every stage's output is kept
     in the build cache (``$DUH_CACHE_DIR``) and reused when its inputs come again.
-    ``accuracy`` (eval data, metric, max drop) makes INT8 accuracy-aware: ops are kept in float
-    until the metric's drop meets it, or the build fails with the numbers.
+    ``accuracy`` (eval data, metric, max drop) holds every candidate to the budget and makes
+    INT8 accuracy-aware: ops are kept in float until the metric's drop meets it; a candidate over
+    it is dropped, and the build fails with the numbers when none is left.
 
     ``model`` may also be a front end's source (a PyTorch ``.pt2``, ``module.py:factory``, ...;
     see ``duh.frontends``): it is exported to ONNX and the artifact is verified against the
@@ -210,13 +217,13 @@ def build(
     source, exported = read_source(
         model, shapes, frontend_options(shapes, target_options, trust_code, dynamic)
     )
-    wanted = parse_target(target)
-    specs = candidates(wanted, host)
+    # auto (and cpu under a budget) builds fp32, bf16 and int8 (with --calib) on every engine.
+    resolution = resolve(
+        parse_target(target), host, budget=accuracy is not None, calibrated=calib is not None
+    )
+    specs = list(resolution.specs)
     if isinstance(passes, str):
         passes = parse_pass_list(passes)
-    if wanted.precision is None and calib is None:
-        # auto: INT8 needs calibration data; without it, only float precisions are candidates.
-        specs = [s for s in specs if s.precision != "int8"] or specs
     plans = tuple(Plan(s, _pipeline(s, passes, pass_options, stages)) for s in specs)
     # Transformers on OpenVINO also try NNCF's static INT8 graph; the measurement decides.
     plans = int8_variants(plans, source.model, calib is not None)
@@ -236,6 +243,7 @@ def build(
             source,
             dry_run=True,
             seconds=time.perf_counter() - started,
+            not_tried=resolution.not_tried,
         )
     options = dict(calib_options or {})
     options.setdefault("shapes", shapes)
@@ -271,6 +279,8 @@ def build(
         evaluation=evaluation,
         frontend=None if exported is None else dict(exported.record),
         framework=framework_outputs(exported, checks.feeds) if verify else None,
+        precision_aware=resolution.precision_aware,
+        not_tried=resolution.not_tried,
     )
     key = artifact_key(request)
     # A budgeted build is rebuilt (its stages still come from the cache): its key would need
@@ -299,8 +309,9 @@ def build(
     # The candidates' build directories are gone with the work directory.
     tried = tuple(replace(c, out_dir=None) for c in selection.candidates)
     return BuildResult(
-        out_path, target, selection.chosen.spec, tried, source, manifest, tuple(warnings), seconds
-    )
+        out_path, target, selection.chosen.spec, tried, source, manifest, tuple(warnings), seconds,
+        reason=selection.reason, not_tried=selection.not_tried,
+    )  # fmt: skip
 
 
 def _reference_sources(
@@ -341,9 +352,11 @@ def _reuse(
             manifest = restore(entry, stages, stage)
     chosen, tried, source = cached_result_parts(manifest, model)
     seconds = time.perf_counter() - started
+    picked = manifest.selection
     return BuildResult(
-        out_path, target, chosen, tried, source, manifest, manifest.warnings, seconds, cached=True
-    )
+        out_path, target, chosen, tried, source, manifest, manifest.warnings, seconds, cached=True,
+        reason=str(picked.get("reason", "")), not_tried=tuple(picked.get("not_tried", ())),
+    )  # fmt: skip
 
 
 def _manifest(
@@ -403,6 +416,8 @@ def _manifest(
         selection={
             "method": selection.method,
             "chosen": spec.name,
+            "reason": selection.reason,
+            "not_tried": list(selection.not_tried),
             "candidates": [c.to_json() for c in selection.candidates],
         },
         build={

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from duh._version import __version__
 from duh.compiler._budget import meet_budget
 from duh.compiler._fallback import FallbackConfig, rescue
 from duh.compiler._request import BuildRequest, Candidate, Plan, Selection
+from duh.compiler._selection import select
 from duh.compiler.artifact import write_manifest
 from duh.compiler.cache import cache_dir
 from duh.compiler.ingest import _first_line, normalize_for_engine
@@ -26,7 +27,7 @@ from duh.compiler.pipeline import PassManager
 from duh.compiler.verify import compare_outputs, tolerance_for
 from duh.errors import DuhError, ModelError, TargetError
 from duh.passes import PassContext
-from duh.runtime import FORMAT_VERSION, Manifest, Session, hash_files, load, measure_interleaved
+from duh.runtime import FORMAT_VERSION, Manifest, Session, hash_files, load
 from duh.targets import CompileContext, get_target, save_onnx
 
 __all__ = [
@@ -213,77 +214,6 @@ def verify_candidate(
         session.close()
         return candidate, None
     return candidate, session
-
-
-def _failure(candidate: Candidate) -> str:
-    """Why a built candidate failed its check (against the ONNX source or the framework)."""
-    report, framework = candidate.report, candidate.framework_report
-    if report is not None and not report.passed:
-        return report.failure_text()
-    if framework is not None and not framework.passed:
-        return f"against the original framework: {framework.failure_text()}"
-    return "?"
-
-
-def _no_candidate(request: BuildRequest, candidates: Sequence[Candidate]) -> DuhError:
-    """The error of a build whose every candidate failed, naming each one's reason."""
-    if len(candidates) == 1 and candidates[0].failure is not None:
-        return candidates[0].failure
-    reasons = "; ".join(
-        f"{c.spec.name}: {c.error or _failure(c)}"
-        + (f"; {c.fallback[-1]}" if c.fallback else "")
-        for c in candidates
-    )
-    if all(c.error for c in candidates):
-        return TargetError(f"no engine could build {request.requested!r}: {reasons}")
-    if request.checks.synthetic:
-        # Random inputs drive some models (recurrent nets, log-mel front ends) where no real
-        # input goes, and engines' float differences grow there: real inputs settle it.
-        fix = (
-            "the check ran on synthetic inputs: verify on real inputs with --check-data FILE "
-            "(an .npz with one array per input, named after it), or build with --no-verify"
-        )
-    else:
-        fix = "check the model, loosen the tolerance, or build with --no-verify to skip the check"
-    return TargetError(
-        f"no candidate for {request.requested!r} passed verification against the source "
-        f"({reasons}); {fix}"
-    )
-
-
-def select(
-    request: BuildRequest, candidates: Sequence[Candidate], sessions: Mapping[int, Session]
-) -> Selection:
-    """Keep the fastest usable candidate (``sessions``: index -> open session of each usable one).
-
-    More than one is measured interleaved on the first check input; none is an error that names
-    every candidate's reason.
-    """
-    usable = [i for i, c in enumerate(candidates) if c.usable and i in sessions]
-    if not usable:
-        raise _no_candidate(request, candidates)
-    results = list(candidates)
-    method = "only candidate"
-    if len(usable) > 1:
-        log.info("measuring %d candidates", len(usable))
-        timings = measure_interleaved(
-            [sessions[i].run for i in usable],
-            request.checks.feeds[:1],
-            warmup=3,
-            rounds=5,
-            max_rounds=200,
-            budget_s=request.budget_s,
-        )
-        for i, median in zip(usable, timings.medians_ms, strict=True):
-            results[i] = replace(results[i], median_ms=median)
-        method = "measured: lowest median latency among verified candidates"
-    if len(usable) < len(candidates):
-        failed = len(candidates) - len(usable)
-        if len(usable) == 1:
-            method = "the only candidate that built and passed verification"
-        method += f" ({failed} of {len(candidates)} failed: see their errors)"
-    best = min(usable, key=lambda i: results[i].median_ms or 0.0)
-    return Selection(results[best], tuple(results), method)
 
 
 def _fall_back(

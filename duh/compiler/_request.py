@@ -20,7 +20,7 @@ from duh.errors import DuhError
 from duh.host import HostInfo
 from duh.targets import CompileResult, TargetSpec
 
-__all__ = ["BuildRequest", "Candidate", "Plan", "Selection"]
+__all__ = ["BudgetScore", "BuildRequest", "Candidate", "Plan", "Selection"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,41 @@ class BuildRequest:
     # A front end's source: its export record, and the framework's own outputs on the checks.
     frontend: Mapping[str, Any] | None = None
     framework: tuple[dict[str, np.ndarray], ...] | None = None
+    # Several precisions compete (auto, or cpu under a budget); why some were not tried.
+    precision_aware: bool = False
+    not_tried: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetScore:
+    """A candidate's metric on the eval data, and whether its drop is within the budget.
+
+    ``how`` says what it took (``2 of 12 quantized layers in float``) or why no build of it met
+    the budget; empty for a candidate evaluated as it was built.
+    """
+
+    metric: str
+    value: float
+    drop: float
+    max_drop: float
+    met: bool
+    how: str = ""
+
+    def text(self) -> str:
+        """``top1 drop 0.0012 <= 0.005``: the drop against the budget."""
+        sign = "<=" if self.met else ">"
+        return f"{self.metric} drop {self.drop:.4g} {sign} {self.max_drop:g}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The form stored with each candidate in the manifest's ``selection``."""
+        return {
+            "metric": self.metric,
+            "value": round(self.value, 6),
+            "drop": round(self.drop, 6),
+            "max_drop": self.max_drop,
+            "within_budget": self.met,
+            "how": self.how,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +116,8 @@ class Candidate:
     failure: DuhError | None = field(default=None, compare=False, repr=False)
     # Against the original framework's outputs (a front end's source), besides the ONNX check.
     framework_report: VerifyReport | None = None
+    # Under an accuracy budget: its metric and drop as kept (or as dropped).
+    score: BudgetScore | None = None
 
     @property
     def usable(self) -> bool:
@@ -96,13 +133,20 @@ class Candidate:
             "verified": None if self.report is None else self.report.passed,
             "error": self.error,
             "int8_fallback": list(self.fallback),
+            "budget": None if self.score is None else self.score.to_json(),
         }
 
 
 @dataclass(frozen=True, slots=True)
 class Selection:
-    """The candidate a build keeps, every candidate it tried, and how it chose."""
+    """The candidate a build keeps, every candidate it tried, and how it chose.
+
+    ``reason`` says why the winner won and why each other candidate lost, in one line;
+    ``not_tried`` what the build left out (a precision this host lacks, INT8 without data).
+    """
 
     chosen: Candidate
     candidates: tuple[Candidate, ...]
     method: str
+    reason: str = ""
+    not_tried: tuple[str, ...] = ()

@@ -15,22 +15,27 @@ from duh.targets._base import (
     target_plugins,
 )
 from duh.targets._resolve import (
+    AUTO_PRECISIONS,
     SHORT_NAMES,
+    Resolution,
     TargetRequest,
     TargetStatus,
     candidates,
     list_targets,
     parse_target,
+    resolve,
 )
 from duh.targets._util import import_engine, package_version, save_onnx
 
 __all__ = [
+    "AUTO_PRECISIONS",
     "DEVICES",
     "PRECISIONS",
     "SHORT_NAMES",
     "CompileContext",
     "CompileResult",
     "PassSpec",
+    "Resolution",
     "TargetPlugin",
     "TargetRequest",
     "TargetSpec",
@@ -42,6 +47,7 @@ __all__ = [
     "package_version",
     "parse_target",
     "register_target",
+    "resolve",
     "save_onnx",
     "target_plugins",
 ]

@@ -9,12 +9,15 @@ from duh.host import HostInfo
 from duh.targets._base import DEVICES, PRECISIONS, TargetSpec, get_target, target_plugins
 
 __all__ = [
+    "AUTO_PRECISIONS",
     "SHORT_NAMES",
+    "Resolution",
     "TargetRequest",
     "TargetStatus",
     "candidates",
     "list_targets",
     "parse_target",
+    "resolve",
 ]
 
 SHORT_NAMES = (
@@ -28,6 +31,14 @@ SHORT_NAMES = (
     "cuda-int8",
     "auto",
 )
+
+# The precisions that compete in a precision-aware build (``auto``, and ``cpu`` under an accuracy
+# budget), per device. The CPU's reduced float is bf16: ONNX Runtime has no fp16 CPU kernels (its
+# cpu-fp16 only halves the weights), so cpu-fp16 is built only when asked for by name.
+AUTO_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "cpu": ("fp32", "bf16", "int8"),
+    "cuda": ("fp32", "fp16", "int8"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +58,19 @@ class TargetStatus:
     name: str
     engines: tuple[str, ...]
     reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """The candidates a target name builds on this host.
+
+    ``precision_aware``: several precisions compete (``auto``, or ``cpu`` under an accuracy
+    budget); ``not_tried`` says, one line each, why a precision or device of theirs is left out.
+    """
+
+    specs: tuple[TargetSpec, ...]
+    precision_aware: bool = False
+    not_tried: tuple[str, ...] = ()
 
 
 def _device_precision(text: str, original: str) -> tuple[str, str]:
@@ -93,6 +117,54 @@ def candidates(request: TargetRequest, host: HostInfo) -> list[TargetSpec]:
     return available
 
 
+def resolve(
+    request: TargetRequest, host: HostInfo, *, budget: bool = False, calibrated: bool = False
+) -> Resolution:
+    """The candidates of ``request`` here, precision by precision where several compete.
+
+    ``auto`` (and ``cpu`` when ``budget``, an accuracy budget, is given) builds fp32, bf16 and
+    int8 on every engine of each device that has them (``AUTO_PRECISIONS``); int8 only when
+    ``calibrated`` (INT8 scales need calibration data), bf16 only where the CPU runs it. What is
+    left out is said in ``not_tried``. Any other name resolves as ``candidates`` does.
+    """
+    aware = request.text == "auto" or (request.text == "cpu" and budget)
+    if not aware:
+        return Resolution(tuple(candidates(request, host)))
+    devices = [request.device] if request.device else list(DEVICES)
+    specs: list[TargetSpec] = []
+    not_tried: list[str] = []
+    for device in devices:
+        found: list[TargetSpec] = []
+        missing: list[tuple[str, str]] = []  # (precision, why no engine builds it here)
+        uncalibrated = False
+        for precision in AUTO_PRECISIONS.get(device, ()):
+            offered = _offered(TargetRequest(request.text, None, device, precision))
+            if precision == "int8" and not calibrated:
+                uncalibrated = uncalibrated or bool(offered)
+                continue
+            why = {s: _reason(s, host) for s in offered}
+            ok = [s for s, reason in why.items() if reason is None]
+            found.extend(ok)
+            if offered and not ok:
+                missing.append((precision, _grouped(why)))
+        if not found:
+            if missing:  # a device this host lacks is one line, not one per precision
+                not_tried.append(f"{device} not tried: {missing[0][1]}")
+            continue
+        specs.extend(found)
+        not_tried.extend(f"{device}-{p} not tried: {why}" for p, why in missing)
+        if uncalibrated:
+            not_tried.append(
+                f"{device}-int8 not tried: no calibration data (INT8 scales are fitted to it); "
+                "give --calib PATH"
+            )
+    if not specs:
+        raise TargetError(
+            f"target {request.text!r} cannot be built on this host ({'; '.join(not_tried)})"
+        )
+    return Resolution(tuple(specs), True, tuple(not_tried))
+
+
 def _offered(request: TargetRequest) -> list[TargetSpec]:
     """Every target some engine offers for ``request``, available here or not."""
     wanted: list[TargetSpec] = []
@@ -108,6 +180,14 @@ def _offered(request: TargetRequest) -> list[TargetSpec]:
                 if device in plugin.devices and precision in plugin.precisions:
                     wanted.append(TargetSpec(plugin.name, device, precision))
     return wanted
+
+
+def _grouped(reasons: dict[TargetSpec, str | None]) -> str:
+    """``engine: reason`` per engine, engines that give the same reason named together."""
+    by_reason: dict[str, list[str]] = {}
+    for spec, reason in reasons.items():
+        by_reason.setdefault(reason or "available", []).append(spec.engine)
+    return "; ".join(f"{', '.join(engines)}: {why}" for why, engines in by_reason.items())
 
 
 def _reason(spec: TargetSpec, host: HostInfo) -> str | None:
