@@ -18,10 +18,16 @@ from duh.passes._base import (
     tool_errors,
 )
 from duh.passes._graph import graph_fingerprint
+from duh.passes._ort_fusion import looks_like_transformer
 
 __all__ = ["Simplify"]
 
 log = logging.getLogger(__name__)
+
+# What ONNX Runtime's attention fusion needs left alone: MatMul+Add (not Reshape+Gemm+Reshape)
+# and the mask's Unsqueeze(Unsqueeze(mask)) (not one Unsqueeze over two axes).
+_KEEP_FOR_ATTENTION = ("fuse_matmul_add_bias_into_gemm_batched", "fuse_consecutive_unsqueezes")
+_MODES = ("auto", "keep", "merge")
 
 
 @register_pass("simplify")
@@ -37,10 +43,22 @@ class Simplify(PassBase):
     skip_constant_folding: bool = field(
         default=False, metadata={"help": "do not fold constant subgraphs"}
     )
+    attention_patterns: str = field(
+        default="auto",
+        metadata={
+            "help": "keep (skip onnxsim's rank-3 MatMul+Add -> Reshape+Gemm+Reshape and its "
+            "Unsqueeze merging, which hide attention from onnxruntime's fusion), merge, or auto "
+            "(keep on onnxruntime for a graph with attention)"
+        },
+    )
     check_n: int = field(
         default=0,
         metadata={"help": "random-input checks onnxsim runs itself (duh verifies after the build)"},
     )
+
+    def __post_init__(self) -> None:
+        if self.attention_patterns not in _MODES:
+            raise ValueError(f"attention_patterns must be one of {', '.join(_MODES)}")
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         """Run onnxsim; where it cannot handle the model, return the input with a note."""
@@ -49,6 +67,12 @@ class Simplify(PassBase):
         except ImportError:
             raise MissingDependencyError("onnxsim", "core", "the simplify pass") from None
         skipped = ["fuse_bn_into_conv"] if self.skip_fuse_bn else []
+        if self.attention_patterns == "keep" or (
+            self.attention_patterns == "auto"
+            and ctx.engine == "onnxruntime"
+            and looks_like_transformer(model)
+        ):
+            skipped += _KEEP_FOR_ATTENTION
         try:
             simplified, ok = onnxsim.simplify(
                 model,

@@ -92,7 +92,12 @@ def test_pass_manager_records_counts(tmp_path: Path) -> None:
     assert records[-1].nodes_after == len(model.graph.node)
     assert manager.describe()[1] == {
         "name": "simplify",
-        "config": {"skip_fuse_bn": False, "skip_constant_folding": False, "check_n": 0},
+        "config": {
+            "skip_fuse_bn": False,
+            "skip_constant_folding": False,
+            "attention_patterns": "auto",
+            "check_n": 0,
+        },
     }
 
 
