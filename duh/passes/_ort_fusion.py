@@ -18,8 +18,9 @@ import onnx
 from duh.errors import MissingDependencyError
 from duh.passes._base import one_line, tool_errors
 from duh.passes._graph import copy_model, default_opset, missing_ops
-from duh.passes._rules import GraphView, apply_rules
+from duh.passes._rules import GraphView, Rule, apply_rules
 from duh.passes._rules_attention import (
+    BoolMaskBias,
     KTransposeChain,
     MaskUnsqueeze,
     SdpaScale,
@@ -68,9 +69,11 @@ def looks_like_transformer(model: onnx.ModelProto) -> bool:
     return matmuls >= 4 and bool(_attention_softmaxes(model))
 
 
-def _canonical(model: onnx.ModelProto) -> tuple[onnx.ModelProto, set[str], list[str]]:
-    """``model`` with the sdpa rewrites, the Softmax outputs whose NaN guard was taken off, and
-    notes naming what was rewritten."""
+def _canonical(
+    model: onnx.ModelProto, bool_masks: bool
+) -> tuple[onnx.ModelProto, set[str], list[str]]:
+    """``model`` with the sdpa rewrites (``bool_masks``: boolean masks as additive ones too),
+    the Softmax outputs whose NaN guard was taken off, and notes naming what was rewritten."""
     out = copy_model(model)
     made = {o: n for n in out.graph.node for o in n.output}
     guards = {
@@ -78,9 +81,8 @@ def _canonical(model: onnx.ModelProto) -> tuple[onnx.ModelProto, set[str], list[
         for n in out.graph.node
         if n.op_type == "Where" and getattr(made.get(n.input[0]), "op_type", "") == "IsNaN"
     }
-    stats = apply_rules(
-        out, [KTransposeChain(), MaskUnsqueeze(), SdpaScale(), SoftmaxNanGuard()], "onnxruntime"
-    )
+    rules: list[Rule] = [KTransposeChain(), MaskUnsqueeze(), SdpaScale(), SoftmaxNanGuard()]
+    stats = apply_rules(out, [*rules, BoolMaskBias()] if bool_masks else rules, "onnxruntime")
     taken = {n.output[0] for n in out.graph.node if n.op_type == "Softmax"} & guards
     notes = [f"{rule}: {n}" for rule, n in stats.applied.items()]
     return out, taken, notes
@@ -127,17 +129,14 @@ def _drop_noop_reshapes(model: onnx.ModelProto) -> onnx.ModelProto:
     return wrapped.model
 
 
-def bert_fusions(model: onnx.ModelProto, heads: int, hidden: int) -> BertFusion | str:
-    """ORT's BERT fusions of ``model``, or why the model goes on without them."""
-    try:
-        import onnxruntime as ort
-        from onnxruntime.transformers.optimizer import optimize_model
-    except ImportError:
-        raise MissingDependencyError("onnxruntime", "core", "transformer fusions") from None
-    if any(n.op_type in _MS_ATTENTION and n.domain == "com.microsoft" for n in model.graph.node):
-        return "the model holds com.microsoft attention already"
-    blocks = len(_attention_softmaxes(model))
-    canonical, guarded, notes = _canonical(model)
+def _optimize(
+    model: onnx.ModelProto, heads: int, hidden: int, bool_masks: bool
+) -> tuple[onnx.ModelProto, dict[str, int], list[str]] | str:
+    """The canonical form of ``model`` through ORT's optimizer: the fused model, the fused-op
+    counts and notes; or why it failed."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    canonical, guarded, notes = _canonical(model, bool_masks)
     if not heads and not hidden:
         heads, hidden = _heads_and_hidden(canonical)
     # ImportError too: the optimizer loads some of its helpers lazily.
@@ -161,6 +160,34 @@ def bert_fusions(model: onnx.ModelProto, heads: int, hidden: int) -> BertFusion 
         return f"its optimizer failed ({one_line(exc)})"
     fused: onnx.ModelProto = optimized.model
     restored = restore_nan_guards(fused, guarded)
+    if restored:
+        notes.append(f"softmax-nan-guard: {restored} put back where attention stayed unfused")
+    return fused, {k: int(v) for k, v in stats.items() if v}, notes
+
+
+def bert_fusions(model: onnx.ModelProto, heads: int, hidden: int) -> BertFusion | str:
+    """ORT's BERT fusions of ``model``, or why the model goes on without them."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MissingDependencyError("onnxruntime", "core", "transformer fusions") from None
+    if any(n.op_type in _MS_ATTENTION and n.domain == "com.microsoft" for n in model.graph.node):
+        return "the model holds com.microsoft attention already"
+    blocks = len(_attention_softmaxes(model))
+    found = _optimize(model, heads, hidden, bool_masks=True)
+    if isinstance(found, str):
+        return found
+
+    def attention(counts: dict[str, int]) -> int:
+        return sum(counts.get(op, 0) for op in _MS_ATTENTION)
+
+    if any(n.startswith("bool-mask-bias") for n in found[2]) and attention(found[1]) < blocks:
+        # A boolean mask made additive differs on fully masked rows: only a fused graph,
+        # whose Attention does the same, may keep it.
+        found = _optimize(model, heads, hidden, bool_masks=False)
+        if isinstance(found, str):
+            return found
+    fused, counts, notes = found
     # Only what the fusions added counts (a model ORT optimized before may carry such ops).
     lacking = sorted(set(missing_ops(fused)) - set(missing_ops(model)))
     if lacking:
@@ -177,14 +204,10 @@ def bert_fusions(model: onnx.ModelProto, heads: int, hidden: int) -> BertFusion 
             )
         except tool_errors() as exc:
             return f"onnxruntime cannot load the fused model ({one_line(exc)})"
-    counts = {k: int(v) for k, v in stats.items() if v}
-    attention = sum(counts.get(op, 0) for op in _MS_ATTENTION)
-    if blocks and attention < blocks:
+    if blocks and attention(counts) < blocks:
         # ORT says nothing of why a pattern did not match; the attention MatMuls stay float.
         notes.append(
-            f"attention: {blocks - attention} of {blocks} attention block(s) left unfused "
-            "(not a pattern onnxruntime's bert fusion knows)"
+            f"attention: {blocks - attention(counts)} of {blocks} attention block(s) left "
+            "unfused (not a pattern onnxruntime's bert fusion knows)"
         )
-    if restored:
-        notes.append(f"softmax-nan-guard: {restored} put back where attention stayed unfused")
     return BertFusion(fused, counts, tuple(notes))

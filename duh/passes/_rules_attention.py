@@ -19,6 +19,7 @@ from onnx import numpy_helper
 from duh.passes._rules import GraphView, Match, Replacement, attr
 
 __all__ = [
+    "BoolMaskBias",
     "KTransposeChain",
     "MaskUnsqueeze",
     "SdpaScale",
@@ -342,3 +343,81 @@ class MaskUnsqueeze:
             ),
             (one, two),
         )
+
+
+def _mask_input(view: GraphView, name: str) -> tuple[str, list[onnx.NodeProto]] | None:
+    """The 2-D graph input that ``Unsqueeze(Unsqueeze(m, [1]), [2])`` (``m[:, None, None, :]``)
+    writing ``name`` reads, and those two nodes; None where ``name`` is not that."""
+    outer = view.producer(name, "Unsqueeze")
+    inner = None if outer is None else view.producer(outer.input[0], "Unsqueeze")
+    if outer is None or inner is None:
+        return None
+    axes = [view.const(n.input[1]) if len(n.input) > 1 else None for n in (inner, outer)]
+    if any(a is None or a.size != 1 for a in axes) or [
+        int(a.reshape(-1)[0]) for a in axes if a is not None
+    ] != [1, 2]:
+        return None
+    inputs = {i.name for i in view.model.graph.input}
+    if inner.input[0] not in inputs or view.rank(inner.input[0]) != 2:
+        return None
+    return inner.input[0], [inner, outer]
+
+
+@dataclass(frozen=True, slots=True)
+class BoolMaskBias:
+    """Where(Cast(m[:, None, None, :], bool), 0, -inf) -> (1 - float(bool(m))[:, None, None, :])
+    * lowest: the additive mask ORT's BERT fusion reads, from a boolean one.
+
+    The same numbers but where every key of a row is masked (-inf gives NaN, then the sdpa
+    guard's 0; lowest gives uniform weights, as ORT's Attention does): ``bert_fusions`` keeps
+    it only where every attention block fuses."""
+
+    name: str = "bool-mask-bias"
+    anchor: str = "Where"
+    emits: str = "Mul"
+
+    def opset(self, view: GraphView) -> int:
+        """13, where Unsqueeze takes its axes as an input."""
+        return 13
+
+    def match(self, view: GraphView, node: onnx.NodeProto) -> Match | str:
+        """Where(Cast(Unsqueeze(Unsqueeze(m)), to=bool), 0, -inf) with m a 2-D graph input."""
+        cast = view.producer(node.input[0], "Cast")
+        if cast is None or attr(cast, "to") != onnx.TensorProto.BOOL:
+            return "the condition is not a Cast to bool"
+        found = _mask_input(view, cast.input[0])
+        if found is None:
+            return "the Cast does not take m[:, None, None, :] of a 2-D graph input"
+        keep, drop = view.const(node.input[1]), view.const(node.input[2])
+        if keep is None or drop is None or keep.size != 1 or drop.size != 1:
+            return "the branches are not constant scalars"
+        if keep.dtype != np.float32 or float(keep.reshape(-1)[0]) != 0.0:
+            return "the kept branch is not float32 0"
+        if not np.isneginf(drop.reshape(-1)[0]):
+            return "the masked branch is not -inf"
+        return Match((node,), {"mask": found[0]})
+
+    def check(self, view: GraphView, match: Match) -> str | None:
+        """Nothing beyond the match."""
+        return None
+
+    def rewrite(self, view: GraphView, match: Match) -> Replacement:
+        """bool, back to float, m[:, None, None, :], then (1 - it) * lowest."""
+        node = match.nodes[0]
+        base = view.fresh(f"{node.output[0]}_additive")
+        one = numpy_helper.from_array(np.array(1.0, np.float32), f"{base}_one")
+        low = numpy_helper.from_array(np.array(np.finfo(np.float32).min, np.float32), f"{base}_low")
+        ax1 = numpy_helper.from_array(np.array([1], np.int64), f"{base}_axis1")
+        ax2 = numpy_helper.from_array(np.array([2], np.int64), f"{base}_axis2")
+        make = onnx.helper.make_node
+        nodes = (
+            make("Cast", [str(match.values["mask"])], [f"{base}_bool"], name=f"{base}_bool",
+                 to=onnx.TensorProto.BOOL),
+            make("Unsqueeze", [f"{base}_bool", ax1.name], [f"{base}_u1"], name=f"{base}_u1"),
+            make("Unsqueeze", [f"{base}_u1", ax2.name], [f"{base}_u2"], name=f"{base}_u2"),
+            make("Cast", [f"{base}_u2"], [f"{base}_keep"], name=f"{base}_keep",
+                 to=onnx.TensorProto.FLOAT),
+            make("Sub", [one.name, f"{base}_keep"], [f"{base}_masked"], name=f"{base}_masked"),
+            make("Mul", [f"{base}_masked", low.name], [node.output[0]], name=base),
+        )  # fmt: skip
+        return Replacement(nodes, (one, low, ax1, ax2))

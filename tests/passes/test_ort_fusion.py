@@ -146,22 +146,27 @@ def test_sdpa_export_gets_attention_with_dynamic_dims(tmp_path: Path, dynamo: bo
     _assert_same_numbers(fused, source)
 
 
-def test_a_scale_other_than_one_over_sqrt_head_is_left_unfused(tmp_path: Path) -> None:
-    # ORT's Attention assumes 1/sqrt(head size); a fused node would scale wrongly.
-    source = _encoder(tmp_path, "additive", scale=0.5)
+def test_a_boolean_mask_gets_attention_too(tmp_path: Path) -> None:
+    # torch writes Where(mask, 0, -inf) and a NaN guard after the Softmax for a boolean mask.
+    source = _encoder(tmp_path, "bool")
     fused, notes = _pipeline(source, tmp_path)
-    assert "Attention" not in _ops(fused)
-    assert "attention: 2 of 2 attention block(s) left unfused" in " ".join(notes)
+    assert _ops(fused).count("Attention") == 2, notes
+    assert {"bool-mask-bias: 1", "softmax-nan-guard: 2"} <= set(notes)
+    assert "IsNaN" not in _ops(fused)
+    assert _dims(fused) == _dims(source)
     _assert_same_numbers(fused, source)
 
 
-def test_an_unfused_boolean_mask_keeps_its_nan_guard(tmp_path: Path) -> None:
-    # A boolean mask straight from an input is no pattern ORT's BERT fusion knows: the guard
-    # taken off for the fusion goes back, so a row with every key masked still reads 0, not NaN.
-    source = _encoder(tmp_path, "bool")
+def test_a_block_left_unfused_keeps_the_exact_graph(tmp_path: Path) -> None:
+    # ORT's Attention assumes the scale 1/sqrt(head size): with another, nothing may fuse, and
+    # the rewrites that are exact only under a fused Attention (the boolean mask made additive,
+    # the NaN guard taken off) are undone, so a row with every key masked still reads 0.
+    source = _encoder(tmp_path, "bool", scale=0.5)
     fused, notes = _pipeline(source, tmp_path)
     assert "Attention" not in _ops(fused)
+    assert "attention: 2 of 2 attention block(s) left unfused" in " ".join(notes)
     assert "softmax-nan-guard: 2 put back where attention stayed unfused" in notes
+    assert not any(n.startswith(("bool-mask-bias", "sdpa-scale")) for n in notes), notes
     assert _ops(fused).count("IsNaN") == 2
     _assert_same_numbers(fused, source)
     feed = _feeds()[0]
