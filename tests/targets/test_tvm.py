@@ -250,7 +250,7 @@ def test_unnamed_dynamic_dims_are_independent(tmp_path: Path) -> None:
 # --- tuning ------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # two MetaSchedule tunings: ~3 minutes on 2 cores
+@pytest.mark.slow  # three MetaSchedule tunings: ~4 minutes on 2 cores
 def test_tuning_records_are_cached_and_reused(conv_model: Path, tmp_path: Path) -> None:
     # cache=False: the build cache would copy the first artifact instead of compiling again; the
     # tuning records are TVM's own cache, which the second compile must find.
@@ -269,10 +269,48 @@ def test_tuning_records_are_cached_and_reused(conv_model: Path, tmp_path: Path) 
     again = second.manifest.engine_config["tuning"]
     assert again["reused_cache"] is True and again["cache_key"] == tuning["cache_key"]
     assert any("reused cached tuning records" in n for n in second.manifest.build["compile_notes"])
+    more = build_model(
+        conv_model, "tvm:cpu", tmp_path / "c.duh", target_options={"tune_trials": "12"},
+        cache=False,
+    )  # fmt: skip
+    assert more.manifest is not None
+    resumed = more.manifest.engine_config["tuning"]
+    assert resumed["trials"] == 12 and resumed["resumed_from"] == 8
+    assert resumed["reused_cache"] is False and resumed["cache_key"] == tuning["cache_key"]
+    assert any("resumed from 8 cached trials" in n for n in more.manifest.build["compile_notes"])
     feed = {"x": np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    with duh.load(tmp_path / "c.duh") as session:
+        np.testing.assert_allclose(
+            session.run(feed)["y"], _reference(conv_model, feed)[0], rtol=1e-4, atol=1e-4
+        )
     with duh.load(tmp_path / "b.duh") as session:
         np.testing.assert_allclose(
             session.run(feed)["y"], _reference(conv_model, feed)[0], rtol=1e-4, atol=1e-4
+        )
+
+
+def test_a_tuned_build_prepacks_its_weights_and_matches_the_source(
+    conv_model: Path, tmp_path: Path
+) -> None:
+    # The default tuned route: kernels tuned with layout-free weights, the layouts they chose
+    # folded into the constants at compile time; the artifact still takes the ONNX input alone.
+    out = tmp_path / "prepacked.duh"
+    result = build_model(conv_model, "tvm:cpu", out, target_options={"tune_trials": "4"})
+    assert result.manifest is not None and result.manifest.checks["passed"] is True
+    assert result.manifest.engine_config["tuning"]["weight_prepack"] is True
+    assert any("weights prepacked" in n for n in result.manifest.build["compile_notes"])
+    feed = {"x": np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    with duh.load(out) as session:
+        assert [i.name for i in session.inputs] == ["x"]
+        np.testing.assert_allclose(
+            session.run(feed)["y"], _reference(conv_model, feed)[0], rtol=1e-4, atol=1e-4
+        )
+
+
+def test_weight_prepack_takes_true_or_false(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="weight_prepack='maybe': give true or false"):
+        build_model(
+            DIGITS, "tvm:cpu", tmp_path / "p.duh", target_options={"weight_prepack": "maybe"}
         )
 
 

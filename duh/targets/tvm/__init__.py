@@ -27,18 +27,20 @@ from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpe
 from duh.targets._util import package_version
 from duh.targets.tvm._engine import TVM_ERRORS, TvmEngine, first_line, tvm_module
 from duh.targets.tvm._host import LlvmTarget, host_llvm_target, physical_cores
+from duh.targets.tvm._speed import speed_note
 
 if TYPE_CHECKING:
     import onnx
 
     from duh.runtime.contract import EngineOptions, Manifest
 
-__all__ = ["TvmTarget"]
+__all__ = ["TvmTarget", "speed_note"]
 
 log = logging.getLogger(__name__)
 
 LIBRARY_FILE = "model.so"
 _COMPILERS = ("g++", "gcc", "clang++", "clang", "c++", "cc")
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _UNTUNED_NOTE = (
     "untuned: without tuning TVM's CPU build runs plain loops; --tune-trials N (e.g. 256) "
     "schedules them for this CPU"
@@ -74,6 +76,13 @@ def _trials(options: dict[str, str] | Any) -> int:
     if trials < 0:
         raise ConfigError(f"--tune-trials {trials} is negative; give 0 (no tuning) or more")
     return trials
+
+
+def _prepack(options: dict[str, str] | Any) -> bool:
+    text = str(options.get("weight_prepack", "true")).strip().lower()
+    if text not in _BOOLEANS:
+        raise ConfigError(f"--option weight_prepack={text!r}: give true or false")
+    return _BOOLEANS[text]
 
 
 def _shape_hint(shapes: dict[str, tuple[Dim, ...]], dynamic: list[str]) -> str:
@@ -160,6 +169,7 @@ class TvmTarget:
         from duh.targets.tvm import _tune
 
         trials = _trials(ctx.options)
+        prepack = _prepack(ctx.options)
         shapes, dynamic, outputs = _signature(model)
         llvm: LlvmTarget = host_llvm_target(ctx.host)
         target = tvm.target.Target(llvm.to_json())
@@ -174,14 +184,23 @@ class TvmTarget:
         tuning = None
         if trials:
             digest = hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
-            prepared = _tune.prepare(mod, target)
-            tuning = _tune.tune(prepared, target, llvm, digest, trials, ctx.cache_dir / "tuning")
-            mod = _tune.apply_records(prepared, target, tuning.records)
+            prepared = _tune.prepare(mod, target, prepack)
+            tuning = _tune.tune(
+                prepared, target, llvm, digest, trials, ctx.cache_dir / "tuning", prepack
+            )
+            mod = _tune.apply_records(prepared, target, tuning.records, prepack)
             notes.append(
                 f"reused cached tuning records ({tuning.trials} trials)"
                 if tuning.reused
                 else f"tuned {tuning.trials} trials over {tuning.tasks} tasks in "
-                f"{tuning.seconds:.0f}s ({tuning.cost_model} cost model)"
+                f"{tuning.seconds:.0f}s ({tuning.cost_model} cost model"
+                + (f"; resumed from {tuning.resumed_from} cached trials)"
+                   if tuning.resumed_from else ")")
+            )  # fmt: skip
+            notes.append(
+                "weights prepacked in the layouts the tuned kernels read"
+                if prepack
+                else "weights kept in ONNX layout (--option weight_prepack=false)"
             )
         else:
             notes.append(_UNTUNED_NOTE)

@@ -1,9 +1,17 @@
 """MetaSchedule tuning for TVM builds, with tuning records cached across builds.
 
-Records are kept under the build cache, keyed by the model's hash, the target string and the TVM
-version: a later build of the same model for the same target reuses them without tuning again
-(unless it asks for more trials than were run). Progress is logged at INFO as trials complete;
-the CLI shows the latest line on its status bar.
+Records are kept under the build cache, keyed by the model's hash, the target string, the TVM
+version and whether weights are prepacked: a later build of the same model for the same target
+reuses them without tuning again. One that asks for more trials than were run tunes only the
+difference, starting from the cached records (the evolutionary search seeds its population with
+the best schedules already measured). Progress is logged at INFO as trials complete; the CLI shows
+the latest line on its status bar.
+
+Weight prepacking (TVM's ``cpu_weight_prepack``, on by default): the convolution and matmul
+weights are marked layout-free before tuning, so a schedule may choose the weight layout its loops
+read contiguously; after tuning, the layout change is split out of each kernel and folded into the
+constant weights at compile time, so it costs nothing at run time and the call signature stays the
+same.
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ class TuningResult:
     reused: bool
     seconds: float
     cost_model: str
+    weight_prepack: bool = True
+    resumed_from: int = 0
 
     def to_json(self) -> dict[str, object]:
         """The form recorded in the manifest."""
@@ -51,6 +61,8 @@ class TuningResult:
             "reused_cache": self.reused,
             "seconds": round(self.seconds, 2),
             "cost_model": self.cost_model,
+            "weight_prepack": self.weight_prepack,
+            "resumed_from": self.resumed_from,
             "cache_key": self.records.name,
         }
 
@@ -68,19 +80,21 @@ def build_without_intrinsics(mod: Any, target: Any, _params: Any) -> Any:
     return tvm_build(mod, target=target)
 
 
-def prepare(mod: Any, target: Any) -> Any:
-    """Legalize and fuse the Relax module the way tuning sees it (tasks are its TIR functions)."""
+def prepare(mod: Any, target: Any, prepack: bool = True) -> Any:
+    """Legalize and fuse the Relax module the way tuning sees it (tasks are its TIR functions);
+    with ``prepack``, weights (constants) are marked layout-free for the schedules."""
     import tvm
     from tvm import relax
 
+    passes = [
+        relax.transform.DecomposeOpsForInference(),
+        relax.transform.CanonicalizeBindings(),
+        relax.get_pipeline("zero"),
+    ]
+    if prepack:
+        passes.append(relax.transform.AttachAttrLayoutFreeBuffers())
     with target:
-        return tvm.transform.Sequential(
-            [
-                relax.transform.DecomposeOpsForInference(),
-                relax.transform.CanonicalizeBindings(),
-                relax.get_pipeline("zero"),
-            ]
-        )(mod)
+        return tvm.transform.Sequential(passes)(mod)
 
 
 def _database(directory: Path) -> Any:
@@ -93,12 +107,19 @@ def _database(directory: Path) -> Any:
     )
 
 
-def apply_records(prepared: Any, target: Any, records: Path) -> Any:
-    """Replace the prepared module's TIR functions by their best tuned schedules."""
+def apply_records(prepared: Any, target: Any, records: Path, prepack: bool = True) -> Any:
+    """Replace the prepared module's TIR functions by their best tuned schedules; with
+    ``prepack``, the weight layout changes those schedules chose are folded into the weights."""
+    import tvm
     from tvm import relax
 
     with target, _database(records):
-        return relax.transform.MetaScheduleApplyDatabase()(prepared)
+        mod = relax.transform.MetaScheduleApplyDatabase()(prepared)
+        if prepack:
+            mod = tvm.transform.Sequential(
+                [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
+            )(mod)
+    return mod
 
 
 def _progress_builder(inner: Any, total: int) -> Any:
@@ -210,18 +231,29 @@ def tune(
     model_sha256: str,
     trials: int,
     cache_root: Path,
+    prepack: bool = True,
 ) -> TuningResult:
-    """Tune ``prepared`` (see ``prepare``) for ``trials`` trials, or reuse cached records."""
+    """Tune ``prepared`` (see ``prepare``) for ``trials`` trials, or reuse cached records; with
+    fewer cached trials than asked, tune the difference starting from them."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
-    key = cache_key("tvm-tuning", model_sha256, llvm.text(), tvm.__version__)
+    parts = ("tvm-tuning", model_sha256, llvm.text(), tvm.__version__)
+    key = cache_key(*parts, "prepack") if prepack else cache_key(*parts)
     records = cache_root / key
     meta = _read_meta(records / _META)
-    if int(meta.get("trials", 0)) >= trials and all((records / f).is_file() for f in _DB_FILES):
-        log.info("TVM tuning: reusing %d cached trials (%s)", meta["trials"], key)
-        return TuningResult(records, int(meta["trials"]), int(meta.get("tasks", 0)), True, 0.0,
-                            str(meta.get("cost_model", "")))
+    cached = int(meta.get("trials", 0)) if all((records / f).is_file() for f in _DB_FILES) else 0
+    if cached >= trials:
+        log.info("TVM tuning: reusing %d cached trials (%s)", cached, key)
+        return TuningResult(
+            records,
+            cached,
+            int(meta.get("tasks", 0)),
+            True,
+            0.0,
+            str(meta.get("cost_model", "")),
+            prepack,
+        )
     check_tvm_ffi()
     started = time.perf_counter()
     extracted = ms.relax_integration.extract_tasks(prepared, target)
@@ -229,25 +261,28 @@ def tune(
     cache_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tuning-", dir=cache_root) as work_name:
         work = Path(work_name)
-        for name in _DB_FILES:
-            if (records / name).is_file():
+        if cached:
+            for name in _DB_FILES:
                 shutil.copy2(records / name, work / name)
-        per_iter = max(4, min(64, trials // max(len(extracted), 1)))
+            log.info("TVM tuning: %d cached trials, tuning %d more", cached, trials - cached)
+        new = trials - cached
+        per_iter = max(4, min(64, new // max(len(extracted), 1)))
         contexts, weights = _contexts(extracted, per_iter, llvm.num_cores)
         if contexts:
             builder = ms.builder.LocalBuilder(
                 f_build=build_without_intrinsics, max_workers=llvm.num_cores
             )
-            log.info("TVM tuning: %d tasks, %d trials (%s cost model)", len(contexts), trials,
-                     cost_model)
+            log.info(
+                "TVM tuning: %d tasks, %d trials (%s cost model)", len(contexts), new, cost_model
+            )
             ms.tune_tasks(
                 tasks=contexts,
                 task_weights=weights,
                 work_dir=str(work),
-                max_trials_global=trials,
-                max_trials_per_task=max(per_iter, math.ceil(2 * trials / len(contexts))),
+                max_trials_global=new,
+                max_trials_per_task=max(per_iter, math.ceil(2 * new / len(contexts))),
                 num_trials_per_iter=per_iter,
-                builder=_progress_builder(builder, trials),
+                builder=_progress_builder(builder, new),
                 cost_model=cost_model,
             )
         else:
@@ -262,6 +297,7 @@ def tune(
                 {
                     "trials": trials,
                     "tasks": len(contexts),
+                    "weight_prepack": prepack,
                     "cost_model": cost_model,
                     "target": llvm.to_json(),
                     "tvm_version": tvm.__version__,
@@ -272,4 +308,4 @@ def tune(
             ),
             encoding="utf-8",
         )
-    return TuningResult(records, trials, len(contexts), False, seconds, cost_model)
+    return TuningResult(records, trials, len(contexts), False, seconds, cost_model, prepack, cached)
