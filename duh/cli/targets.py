@@ -15,10 +15,14 @@ def targets(as_json: JsonFlag = False) -> None:
     from duh._cuda import cuda_info
     from duh.host import host_info
     from duh.targets import list_targets
+    from duh.targets.tvm import speed_note
 
     host = host_info()
     cuda = cuda_info()
     rows = list_targets(host)
+    # A note on an available target's speed here (TVM on a host class where it was measured slow).
+    tvm_note = speed_note(host)
+    notes = {r.name: tvm_note for r in rows if r.reason is None and r.engines == ("tvm",)}
     if as_json:
         print_json(
             {
@@ -35,6 +39,8 @@ def targets(as_json: JsonFlag = False) -> None:
                         "available": r.reason is None,
                         "engines": list(r.engines),
                         "reason": r.reason,
+                        "note": notes.get(r.name),
+                        "slow": notes.get(r.name) is not None,
                     }
                     for r in rows
                 ],
@@ -54,7 +60,10 @@ def targets(as_json: JsonFlag = False) -> None:
     table.add_column("status")
     table.add_column("engines / reason")
     for r in rows:
-        if r.reason is None:
+        if r.reason is None and notes.get(r.name):
+            engines = ", ".join(r.engines)
+            table.add_row(r.name, "[yellow]available, slow[/]", f"{engines}: {notes[r.name]}")
+        elif r.reason is None:
             table.add_row(r.name, "[green]available[/]", ", ".join(r.engines))
         else:
             table.add_row(r.name, "[red]unavailable[/]", r.reason)

@@ -289,6 +289,7 @@ def test_tuning_records_are_cached_and_reused(conv_model: Path, tmp_path: Path) 
         )
 
 
+@pytest.mark.slow  # MetaSchedule's first tuning context imports every tensor intrinsic: minutes
 def test_a_tuned_build_prepacks_its_weights_and_matches_the_source(
     conv_model: Path, tmp_path: Path
 ) -> None:
