@@ -15,7 +15,7 @@ from duh.runtime.contract import EngineOptions, OpTiming
 from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec, register_target
 from duh.targets._util import import_engine, package_version, save_onnx
 from duh.targets.openvino._bf16 import Bf16Plan, keep_f32_for_accuracy
-from duh.targets.openvino._hint import HintChoice, choose_int8_hint
+from duh.targets.openvino._hint import HintChoice, choose_int8_hint, pinned_hint
 from duh.targets.openvino._specialize import squeeze_ifs_to_squeeze
 
 if TYPE_CHECKING:
@@ -188,6 +188,7 @@ class OpenVinoTarget:
         ov = _ov()
         plan = None
         hint: HintChoice | None = None
+        pinned = pinned_hint(ctx.options, ctx.host) if ctx.spec.precision == "int8" else None
         try:
             converted, specialized = _convert(ov, model, out_dir.parent / (out_dir.name + ".in"))
             _check_inputs(converted, model)
@@ -199,7 +200,7 @@ class OpenVinoTarget:
             ov.save_model(converted, str(out_dir / XML_FILE), compress_to_fp16=compress)
             if ctx.spec.precision == "int8":
                 # The float ops an INT8 graph keeps: f32 or bf16, whichever is faster here.
-                hint = choose_int8_hint(ov, out_dir / XML_FILE, ctx.host, ctx.check_feeds)
+                hint = pinned or choose_int8_hint(ov, out_dir / XML_FILE, ctx.host, ctx.check_feeds)
         except TargetError:
             raise
         except Exception as exc:  # noqa: BLE001 - OpenVINO's frontend raises untyped errors
