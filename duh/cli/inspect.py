@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from duh.cli._common import JsonFlag, console, handle_errors, print_json
@@ -14,7 +15,8 @@ __all__ = ["inspect"]
 
 
 def _shape(spec: dict[str, Any]) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in spec["shape"]) + "]"
+    # escaped: "[batch, 3, 224, 224]" is rich markup (a style tag) and would print as nothing
+    return escape("[" + ", ".join("?" if d is None else str(d) for d in spec["shape"]) + "]")
 
 
 @handle_errors
@@ -29,26 +31,28 @@ def inspect(
     if as_json:
         print_json(info)
         return
-    console.print(f"[bold]{info['kind']}[/] {info['path']}  ({info['size_bytes'] / 1e6:.2f} MB)")
+    console.print(
+        f"[bold]{info['kind']}[/] {escape(str(info['path']))}  ({info['size_bytes'] / 1e6:.2f} MB)"
+    )
     io = Table(title="signature", title_justify="left")
     for col in ("", "name", "dtype", "shape"):
         io.add_column(col)
     for kind in ("inputs", "outputs"):
         for spec in info[kind]:
-            io.add_row(kind[:-1], spec["name"], spec["dtype"], _shape(spec))
+            io.add_row(kind[:-1], escape(spec["name"]), spec["dtype"], _shape(spec))
     console.print(io)
     model = info.get("model")
     if model:
         console.print(
             f"opset {model['opset']} (IR {model['ir_version']}), {model['nodes']} nodes, "
             f"{model['parameters']:,} parameters ({model['parameter_bytes'] / 1e6:.2f} MB)"
-            + (f", producer {model['producer']}" if model["producer"] else "")
+            + (f", producer {escape(model['producer'])}" if model["producer"] else "")
         )
         ops = Table(title="ops", title_justify="left")
         ops.add_column("op")
         ops.add_column("count", justify="right")
         for op, count in model["ops"].items():
-            ops.add_row(op, str(count))
+            ops.add_row(escape(op), str(count))
         console.print(ops)
     manifest = info.get("manifest")
     if manifest:
@@ -79,7 +83,7 @@ def inspect(
         files.add_column("file")
         files.add_column("sha256")
         for name, digest in manifest["files"].items():
-            files.add_row(name, digest)
+            files.add_row(escape(name), digest)
         console.print(files)
         for warning in manifest["warnings"]:
-            console.print(f"[yellow]warning:[/] {warning}")
+            console.print(f"[yellow]warning:[/] {escape(warning)}")
