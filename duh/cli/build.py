@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from duh.cli._common import (
@@ -83,8 +84,10 @@ def render_result(result: Any) -> None:
             else ("[green]pass[/]" if cand.report.passed else "[red]fail[/]")
         )
         median = "-" if cand.median_ms is None else f"{cand.median_ms:.3f}"
-        note = cand.error or (
-            cand.report.failure_text() if cand.report and not cand.report.passed else ""
+        # engine and model text ("[batch, 3, 224, 224]", "[/opt/...]") is not rich markup
+        note = escape(
+            cand.error
+            or (cand.report.failure_text() if cand.report and not cand.report.passed else "")
         )
         budget = () if not budgeted else (_budget_cell(cand.score),)
         table.add_row(
@@ -92,9 +95,9 @@ def render_result(result: Any) -> None:
         )
     console.print(table)
     if result.reason:
-        console.print(f"selection: {result.reason}")
+        console.print(f"selection: {escape(result.reason)}")
     for line in result.not_tried:
-        console.print(f"[dim]{line}[/]")
+        console.print(f"[dim]{escape(line)}[/]")
     if manifest is not None:
         passes = Table(title="passes", title_justify="left")
         for col in ("pass", "nodes", "seconds", "notes"):
@@ -104,7 +107,7 @@ def render_result(result: Any) -> None:
                 str(rec["name"]),
                 f"{rec['nodes_before']} → {rec['nodes_after']}",
                 f"{rec['seconds']:.2f}",
-                "; ".join(rec["notes"]),
+                escape("; ".join(rec["notes"])),
             )
         console.print(passes)
         checks = manifest.checks
@@ -118,11 +121,11 @@ def render_result(result: Any) -> None:
             for out in checks["outputs"]:
                 top1 = "-" if out["top1"] is None else f"{out['top1']:.3f}"
                 ct.add_row(
-                    out["name"],
+                    escape(out["name"]),
                     f"{out['max_abs']:.3g}",
                     f"{out['cosine']:.6f}",
                     top1,
-                    "[green]pass[/]" if out["passed"] else f"[red]{out['reason']}[/]",
+                    "[green]pass[/]" if out["passed"] else f"[red]{escape(out['reason'])}[/]",
                 )
             console.print(ct)
             framework = checks.get("framework")
@@ -138,7 +141,7 @@ def render_result(result: Any) -> None:
         else:
             console.print("[yellow]verification skipped (--no-verify)[/]")
     for warning in result.warnings:
-        err_console.print(f"[bold yellow]warning:[/] {warning}")
+        err_console.print(f"[bold yellow]warning:[/] {escape(warning)}")
     how = "reused from the build cache" if result.cached else "built"
     console.print(f"{how} [bold]{result.chosen.name}[/] in {result.seconds:.1f}s → {result.output}")
 
