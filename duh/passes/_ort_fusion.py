@@ -165,6 +165,16 @@ def _optimize(
     return fused, {k: int(v) for k, v in stats.items() if v}, notes
 
 
+def _declare_domains(model: onnx.ModelProto) -> None:
+    """Import every node domain the optimizer wrote (it leaves out com.microsoft where it fuses
+    only SkipLayerNormalization: ONNX Runtime loads that, onnx's checker does not)."""
+    declared = {o.domain or "" for o in model.opset_import} | {"ai.onnx"}
+    for node in model.graph.node:
+        if node.domain not in declared:
+            model.opset_import.add(domain=node.domain, version=1)
+            declared.add(node.domain)
+
+
 def bert_fusions(model: onnx.ModelProto, heads: int, hidden: int) -> BertFusion | str:
     """ORT's BERT fusions of ``model``, or why the model goes on without them."""
     try:
@@ -188,6 +198,7 @@ def bert_fusions(model: onnx.ModelProto, heads: int, hidden: int) -> BertFusion 
         if isinstance(found, str):
             return found
     fused, counts, notes = found
+    _declare_domains(fused)
     # Only what the fusions added counts (a model ORT optimized before may carry such ops).
     lacking = sorted(set(missing_ops(fused)) - set(missing_ops(model)))
     if lacking:
