@@ -111,6 +111,36 @@ def _cosines(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     return np.asarray(num / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)))
 
 
+def compare_and_time(
+    subjects: Mapping[str, Run], evals: list[dict[str, np.ndarray]], rounds: int
+) -> list[dict[str, Any]]:
+    """Each subject's outputs on every eval input, cosine against the first subject's (the FP32
+    reference), then one interleaved timing run of them all: a row per subject."""
+    print(f"accuracy on {len(evals)} inputs ...", flush=True)
+    outputs = {k: np.stack([run(f) for f in evals]) for k, run in subjects.items()}
+    reference = next(iter(outputs.values()))
+    print(f"timing batch 1, {THREADS} threads, {rounds} interleaved rounds ...", flush=True)
+    timings = measure_interleaved(
+        list(subjects.values()), evals[:4], warmup=5, rounds=rounds, max_rounds=rounds,
+        rotate=True,
+    )  # fmt: skip
+    base = statistics.median(timings.samples_ms[0])
+    rows: list[dict[str, Any]] = []
+    for name, samples in zip(subjects, timings.samples_ms, strict=True):
+        cos = _cosines(reference, outputs[name])
+        median = statistics.median(samples)
+        rows.append(
+            {
+                "subject": name,
+                "median_ms": round(median, 2),
+                "vs_ort_fp32": round(base / median, 2),
+                "cosine_mean": round(float(cos.mean()), 5),
+                "cosine_min": round(float(cos.min()), 5),
+            }
+        )
+    return rows
+
+
 def _inputs(model: str, work: Path, quick: bool) -> tuple[Path, list[dict[str, np.ndarray]]]:
     """The source model and its feeds: calibration first (64), checks (8), then evaluation."""
     if model == "minilm":
@@ -194,29 +224,9 @@ def main() -> int:
         )
         print("ORT quantize_dynamic ...", flush=True)
         subjects["ORT quant_pre_process + quantize_dynamic"] = _ort_dynamic(source, work)
-        print(f"accuracy on {len(evals)} inputs ...", flush=True)
-        outputs = {k: np.stack([run(f) for f in evals]) for k, run in subjects.items()}
-        reference = outputs["ORT FP32"]
-        print(f"timing batch 1, {THREADS} threads, {rounds} interleaved rounds ...", flush=True)
-        timings = measure_interleaved(
-            list(subjects.values()), evals[:4], warmup=5, rounds=rounds, max_rounds=rounds,
-            rotate=True,
-        )  # fmt: skip
-        base = statistics.median(timings.samples_ms[0])
-        rows = []
-        for name, samples in zip(subjects, timings.samples_ms, strict=True):
-            cos = _cosines(reference, outputs[name])
-            median = statistics.median(samples)
-            rows.append(
-                {
-                    "subject": name,
-                    "median_ms": round(median, 2),
-                    "vs_ort_fp32": round(base / median, 2),
-                    "cosine_mean": round(float(cos.mean()), 5),
-                    "cosine_min": round(float(cos.min()), 5),
-                    "build_candidates": notes.get(name, ""),
-                }
-            )
+        rows = compare_and_time(subjects, evals, rounds)
+        for row in rows:
+            row["build_candidates"] = notes.get(row["subject"], "")
         what = "embedding cosine" if args.model == "minilm" else "output cosine"
         print(f"\n| subject | median ms | vs ORT FP32 | {what} mean / min |\n|---|---:|---:|---|")
         for r in rows:

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.minilm_int8 import THREADS, Run, _cosines, _duh, _inputs, _ort, _ort_dynamic, _save
-from duh.runtime import measure_interleaved
+from benchmarks.minilm_int8 import Run, _duh, _inputs, _ort, _ort_dynamic, _save, compare_and_time
 
 
 def _nncf_onnx(source: Path, calib: list[dict[str, np.ndarray]], work: Path) -> Run:
@@ -89,28 +87,7 @@ def main() -> int:
         if not args.no_nncf:
             print("NNCF INT8, ONNX backend ...", flush=True)
             subjects["NNCF static INT8 (ONNX backend) on ORT"] = _nncf_onnx(source, calib, work)
-        print(f"accuracy on {len(evals)} inputs ...", flush=True)
-        outputs = {k: np.stack([run(f) for f in evals]) for k, run in subjects.items()}
-        reference = outputs["ORT FP32"]
-        print(f"timing batch 1, {THREADS} threads, {rounds} interleaved rounds ...", flush=True)
-        timings = measure_interleaved(
-            list(subjects.values()), evals[:4], warmup=5, rounds=rounds, max_rounds=rounds,
-            rotate=True,
-        )  # fmt: skip
-        base = statistics.median(timings.samples_ms[0])
-        rows = []
-        for name, samples in zip(subjects, timings.samples_ms, strict=True):
-            cos = _cosines(reference, outputs[name])
-            median = statistics.median(samples)
-            rows.append(
-                {
-                    "subject": name,
-                    "median_ms": round(median, 2),
-                    "vs_ort_fp32": round(base / median, 2),
-                    "cosine_mean": round(float(cos.mean()), 5),
-                    "cosine_min": round(float(cos.min()), 5),
-                }
-            )
+        rows = compare_and_time(subjects, evals, rounds)
         print("\n| subject | median ms | vs ORT FP32 | embedding cosine mean / min |")
         print("|---|---:|---:|---|")
         for r in rows:
