@@ -28,7 +28,7 @@ from duh.calibration import CalibrationSet, load_calibration
 from duh.compiler.ingest import SourceModel, normalize_for_engine
 from duh.compiler.verify import synthetic_feeds
 from duh.errors import ConfigError
-from duh.runtime import TensorSpec, ValueRange
+from duh.runtime import TensorSpec, ValueRange, batch_axis
 
 __all__ = ["CheckFeeds", "check_feeds", "input_ranges", "quantized_ops"]
 
@@ -360,9 +360,11 @@ def _dynamic_size(
     ranges: Mapping[str, ValueRange],
 ) -> int:
     """The smallest of ``_SIZES`` that ONNX Runtime runs the source on (32 without a guess)."""
-    # One dynamic dimension is the batch; any other one is a guess (a length, a height).
+    # One dynamic dimension may be the batch; any other one is a guess (a length, a height).
     if not any(
-        s.name not in shapes and sum(not _fixed(d) for d in s.shape) > 1 for s in source.inputs
+        s.name not in shapes
+        and any(not _fixed(d) and i != batch_axis(s.shape) for i, d in enumerate(s.shape))
+        for s in source.inputs
     ):
         return _SIZES[0]
     session = _reference_session(source)

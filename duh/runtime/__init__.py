@@ -8,6 +8,7 @@ from __future__ import annotations
 from duh.runtime._data import (
     DATA_SUFFIXES,
     ValueRange,
+    batch_axis,
     read_samples,
     synthetic_feed,
     synthetic_shapes,
@@ -60,6 +61,7 @@ __all__ = [
     "TensorSpec",
     "Timings",
     "ValueRange",
+    "batch_axis",
     "bin_counts",
     "check_feed",
     "check_host",

@@ -15,6 +15,7 @@ batch axis.
 
 from __future__ import annotations
 
+import re
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,14 @@ import numpy as np
 from duh.errors import ConfigError, InputError
 from duh.runtime._signature import TensorSpec
 
-__all__ = ["DATA_SUFFIXES", "ValueRange", "read_samples", "synthetic_feed", "synthetic_shapes"]
+__all__ = [
+    "DATA_SUFFIXES",
+    "ValueRange",
+    "batch_axis",
+    "read_samples",
+    "synthetic_feed",
+    "synthetic_shapes",
+]
 
 DATA_SUFFIXES = (".npz", ".npy")
 
@@ -138,6 +146,29 @@ def read_samples(
 _DYNAMIC_SIZE = 32
 
 
+# Dimension names that say "not a batch" (a sequence length, an image side, audio samples).
+_NOT_BATCH = re.compile(
+    r"(^|_)(seq|sequence|len|length|time|frames?|steps?|tokens?|samples|height|width|h|w|"
+    r"x|y|rows|cols|channels?|c|d|dim|hidden|features?)(_|$|\d)",
+    re.IGNORECASE,
+)
+
+
+def batch_axis(shape: Sequence[object]) -> int | None:
+    """The axis of ``shape`` synthetic inputs treat as the batch, or None (all fixed, or its
+    dynamic dimensions are sizes)."""
+    dynamic = [i for i, d in enumerate(shape) if not isinstance(d, int) or d <= 0]
+    for axis in dynamic:
+        if "batch" in str(shape[axis]).lower():
+            return axis
+    if not dynamic or dynamic[0] > 1:
+        return None
+    first = shape[dynamic[0]]
+    if isinstance(first, str) and _NOT_BATCH.search(first):
+        return None
+    return dynamic[0]
+
+
 def synthetic_shapes(
     specs: Sequence[TensorSpec],
     batch: int = 1,
@@ -146,10 +177,11 @@ def synthetic_shapes(
 ) -> dict[str, tuple[int, ...]]:
     """Concrete shapes for synthetic inputs; ``fixed`` gives an input's whole shape.
 
-    An input's first dynamic dimension (or one named like ``batch``) is its batch axis and
-    becomes ``batch`` (axis 0 of an image batch, axis 1 of an RNN state [directions, batch,
-    hidden]); any other dynamic dimension becomes ``size x batch`` (32). Inputs that share a
-    named dimension get one size for it.
+    An input's batch axis becomes ``batch``: a dimension named like ``batch``, else its first
+    dynamic dimension when that is axis 0 or 1 (an image batch, an RNN state [directions, batch,
+    hidden]) and not named like a length or a side. Any other dynamic dimension becomes ``size x
+    batch`` (32): the height and width of an image [1, 3, H, W] whose batch is fixed are sizes,
+    not a batch of 1. Inputs that share a named dimension get one size for it.
     """
     fixed = fixed or {}
     named: dict[str, int] = {}
@@ -158,14 +190,13 @@ def synthetic_shapes(
         if spec.name in fixed:
             out[spec.name] = tuple(fixed[spec.name])
             continue
-        dynamic = [i for i, d in enumerate(spec.shape) if not isinstance(d, int) or d <= 0]
+        axis_of_batch = batch_axis(spec.shape)
         sizes = []
         for axis, d in enumerate(spec.shape):
             if isinstance(d, int) and d > 0:
                 sizes.append(d)
                 continue
-            is_batch = axis == dynamic[0] or "batch" in str(d).lower()
-            chosen = batch if is_batch else size * batch
+            chosen = batch if axis == axis_of_batch else size * batch
             sizes.append(named.setdefault(d, chosen) if isinstance(d, str) else chosen)
         out[spec.name] = tuple(sizes)
     return out
