@@ -17,6 +17,8 @@ import importlib.util
 import logging
 import re
 import sys
+import sysconfig
+import traceback
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -225,6 +227,11 @@ def _from_factory(file: Path, name: str, torch: Any) -> _Loaded:
     try:
         spec.loader.exec_module(code)
         made = getattr(code, name)()
+    except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
+        raise ModelError(
+            f"{file.name}:{name}() raised {_user_error(exc)}; fix it (run the factory in Python "
+            "for the whole traceback)"
+        ) from None
     finally:
         sys.path.remove(str(file.parent))
     if not (isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module)):
@@ -236,6 +243,21 @@ def _from_factory(file: Path, name: str, torch: Any) -> _Loaded:
     return _Loaded(
         "module.py factory", module.eval(), example, _forward_names(module, len(example))
     )
+
+
+def _user_error(exc: BaseException) -> str:
+    """``NameError: name 'x' is not defined (at model.py:12)``: the error and the innermost
+    frame outside duh and torch, where the user's code went wrong."""
+    paths = sysconfig.get_paths()
+    libraries = {Path(paths[k]).resolve() for k in ("stdlib", "purelib", "platlib")}
+    libraries.add(Path(__file__).resolve().parents[1])  # duh itself, installed or editable
+    where = ""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        file = Path(frame.filename).resolve()
+        if any(file.is_relative_to(lib) for lib in libraries):
+            continue
+        where = f" (at {file.name}:{frame.lineno})"
+    return f"{type(exc).__name__}: {_first_line(exc)}{where}"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -333,8 +355,14 @@ def _export(path: str, options: FrontendOptions) -> Exported:
     torch = _torch()
     axes = _dynamic_axes(loaded, options)
     example = _widen(loaded.example, loaded.names, axes, torch)
-    with torch.no_grad():
-        flat = _flat_outputs(loaded.module(*example), torch)
+    try:
+        with torch.no_grad():
+            flat = _flat_outputs(loaded.module(*example), torch)
+    except Exception as exc:  # noqa: BLE001 - the module's forward may raise anything
+        raise ModelError(
+            f"the module's forward fails on its example inputs ({_user_error(exc)}); give "
+            "example inputs it takes (module.py:factory, or --shape NAME=DIMS)"
+        ) from None
     outputs = ("output",) if len(flat) == 1 else tuple(f"output_{i}" for i in range(len(flat)))
     model, exporter = _to_onnx(loaded.module, example, loaded.names, outputs, axes, options, torch)
     record = {
