@@ -191,6 +191,20 @@ def _register_converters() -> tuple[str, ...]:
 def _n_features(model: Any, name: str) -> int:
     n = getattr(model, "n_features_in_", None)
     if not isinstance(n, int | np.integer) or n < 1:
+        # A fitted pipeline delegates n_features_in_ to its first step: a custom transformer
+        # there (no n_features_in_, and no skl2onnx converter) is the step to name.
+        for step_name, step in getattr(model, "steps", None) or ():
+            if step is None or step == "passthrough":
+                continue
+            if getattr(step, "n_features_in_", None) is None:
+                kind = f"{type(step).__module__}.{type(step).__qualname__}"
+                raise ModelError(
+                    f"{name} holds a {type(model).__name__} whose step {step_name!r} is a "
+                    f"{kind}, which records no n_features_in_ (a custom transformer): skl2onnx "
+                    "needs a converter for it (skl2onnx.update_registered_converter); use "
+                    "scikit-learn's own transformers, or export the model to ONNX yourself"
+                )
+            break
         raise ModelError(
             f"{name} holds a {type(model).__name__}, not a fitted scikit-learn-style estimator "
             "(no n_features_in_); save the fitted estimator or pipeline (XGBoost and LightGBM: "

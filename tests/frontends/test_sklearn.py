@@ -24,6 +24,7 @@ sklearn = pytest.importorskip("sklearn")
 pytest.importorskip("skl2onnx", reason="duh[sklearn] is not installed")
 sio = pytest.importorskip("skops.io", reason="duh[sklearn] is not installed (skops)")
 
+from sklearn.base import BaseEstimator, TransformerMixin  # noqa: E402
 from sklearn.datasets import load_breast_cancer  # noqa: E402
 from sklearn.ensemble import GradientBoostingClassifier  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
@@ -157,6 +158,42 @@ def test_pickles_need_trust_code(data: dict[str, Any], tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.stderr
     np.testing.assert_array_equal(_run_artifact(out, data["x_test"])["label"], model.predict(data["x_test"]))
+
+
+class _Doubler(TransformerMixin, BaseEstimator):
+    """A custom transformer, as users write them: no skl2onnx converter."""
+
+    def __init__(self, record_width: bool = False) -> None:
+        self.record_width = record_width
+
+    def fit(self, x: np.ndarray, y: Any = None) -> _Doubler:
+        if self.record_width:
+            self.n_features_in_ = x.shape[1]
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return x * 2
+
+
+@pytest.mark.parametrize("record_width", [False, True])
+def test_a_custom_transformer_is_named_in_one_line(
+    data: dict[str, Any], tmp_path: Path, record_width: bool
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    model = make_pipeline(_Doubler(record_width), LogisticRegression(max_iter=200))
+    model.fit(data["x_train"], data["y_train"])
+    path = tmp_path / "custom.pkl"
+    path.write_bytes(pickle.dumps(model))
+    out = tmp_path / "o.duh"
+    result = runner.invoke(app, ["build", str(path), "-t", "cpu", "--trust-code", "-o", str(out)])
+    assert result.exit_code == ModelError.exit_code, result.stderr
+    text = result.stderr.strip()
+    assert text.startswith("error:") and "\n" not in text and "Traceback" not in text
+    assert "_Doubler" in text  # the step skl2onnx cannot convert, by its class
+    if not record_width:
+        assert "custom transformer" in text and "update_registered_converter" in text
+    assert not out.exists()
 
 
 def test_skops_file_with_a_python_function_needs_trust_code(data: dict[str, Any], tmp_path: Path) -> None:
