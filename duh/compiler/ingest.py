@@ -363,9 +363,8 @@ def _convert_opset(model: onnx.ModelProto, version: int, name: str) -> onnx.Mode
     except (RuntimeError, ValueError, onnx.checker.ValidationError) as exc:
         direction = "or newer" if version > default_opset(model) else "or older"
         raise ModelError(
-            f"{name} uses opset {default_opset(model)}, which duh's engines do not support, and "
-            f"converting it to opset {version} failed ({_first_line(exc)}); export the model "
-            f"with opset {version} {direction}"
+            f"{name} uses opset {default_opset(model)}, and converting it to opset {version} "
+            f"failed ({_first_line(exc)}); export the model with opset {version} {direction}"
         ) from None
 
 
@@ -386,11 +385,27 @@ def normalize_for_engine(
         model = _convert_opset(model, max_opset, f"the model (for {engine})")
         opset = max_opset
     needed = _min_ir_for_opset(opset)
+    if needed > max_ir_version:
+        # The opset needs a newer IR than the engine reads: convert it down to the newest
+        # opset that IR holds (an opset-23 export for an engine that reads IR 10: opset 22).
+        fits = _max_opset_for_ir(max_ir_version)
+        log.info(
+            "converting opset %d to %d: %s reads ONNX IR up to %d", opset, fits, engine,
+            max_ir_version,
+        )  # fmt: skip
+        model = _convert_opset(
+            model, fits, f"the model (for {engine}, which reads ONNX IR up to {max_ir_version})"
+        )
+        opset, needed = fits, _min_ir_for_opset(fits)
     if model.ir_version > max_ir_version:
-        if needed > max_ir_version:
-            raise ModelError(
-                f"opset {opset} needs ONNX IR version {needed}, but {engine} reads up to "
-                f"{max_ir_version}; export the model with an older opset"
-            )
         model.ir_version = max(needed, min(model.ir_version, max_ir_version))
     return model
+
+
+def _max_opset_for_ir(ir_version: int) -> int:
+    """The newest default-domain opset that ONNX IR ``ir_version`` holds."""
+    return max(
+        int(ai_onnx)
+        for _release, ir, ai_onnx, *_rest in onnx.helper.VERSION_TABLE
+        if int(ir) <= ir_version
+    )

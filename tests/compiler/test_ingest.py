@@ -120,6 +120,22 @@ def test_normalize_caps_ir_and_opset() -> None:
     np.testing.assert_array_equal(session.run(None, {"x": x})[0], [[0, 0, 2]])
 
 
+@pytest.mark.parametrize("opset", [23, 25])
+def test_an_opset_the_engines_ir_cannot_hold_is_converted_down(opset: int, tmp_path: Path) -> None:
+    # OpenVINO reads ONNX IR up to 10 (opset 22): a newer export is converted, not refused.
+    model = _relu_model(opset=opset)
+    model.ir_version = 13
+    fixed = normalize_for_engine(model, "openvino", 26, 10)
+    assert fixed.ir_version == 10
+    assert {e.domain: e.version for e in fixed.opset_import}[""] == 22
+    path = tmp_path / f"op{opset}.onnx"
+    onnx.save(model, path)
+    from duh.compiler import build
+
+    result = build(path, "openvino:cpu-fp32", tmp_path / "op.duh")
+    assert result.manifest is not None and result.manifest.checks["passed"]
+
+
 def test_an_opset_newer_than_onnx_knows(tmp_path: Path) -> None:
     path = tmp_path / "future.onnx"
     model = _relu_model(opset=onnx.defs.onnx_opset_version() + 2)
