@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 LIBRARY_FILE = "model.so"
 _COMPILERS = ("g++", "gcc", "clang++", "clang", "c++", "cc")
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+# What TVM's ONNX frontend says of operators it has no converter for (LSTM, GRU, com.microsoft).
+_UNSUPPORTED_OPS = "not supported for frontend ONNX"
 _UNTUNED_NOTE = (
     "untuned: without tuning TVM's CPU build runs plain loops; --tune-trials N (e.g. 256) "
     "schedules them for this CPU"
@@ -179,7 +181,11 @@ class TvmTarget:
         try:
             mod = _import(model)
         except TVM_ERRORS as exc:
-            raise TargetError(f"tvm cannot import the model: {first_line(exc)}{hint}") from None
+            text = first_line(exc)
+            if _UNSUPPORTED_OPS in text:
+                # fixed shapes add no converter: say where the model does run instead
+                hint = "; build for onnxruntime or openvino instead (-t cpu)"
+            raise TargetError(f"tvm cannot import the model: {text}{hint}") from None
         notes = [f"llvm target: {llvm.text()}"]
         tuning = None
         if trials:
