@@ -287,7 +287,10 @@ def calibrate(
             return TensorRanges(method, ranges, int(data.get("samples", 0)), key, True, options)
     names = float_tensors(model)
     if not names:
-        raise CalibrationError("the model has no float32 activations to calibrate")
+        raise CalibrationError(
+            "the model has no float32 activations to calibrate (a float16 model?); INT8 needs a "
+            "float32 model: export it in float32, or build --target cpu-bf16 or cpu"
+        )
     log.info(
         "calibration: %s on %d samples, %d tensors", method, len(calibration.feeds), len(names)
     )

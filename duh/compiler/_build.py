@@ -28,7 +28,13 @@ from duh.compiler._artifact_cache import (
 )
 from duh.compiler._candidates import run_candidates
 from duh.compiler._datastats import write_data_stats
-from duh.compiler._feeds import CheckFeeds, check_feeds, input_ranges, quantized_ops
+from duh.compiler._feeds import (
+    CheckFeeds,
+    check_feeds,
+    float16_source,
+    input_ranges,
+    quantized_ops,
+)
 from duh.compiler._nncf import int8_variants
 from duh.compiler._request import BuildRequest, Candidate, Plan, Selection
 from duh.compiler._sources import (
@@ -143,6 +149,11 @@ def _warnings(request: BuildRequest, spec: TargetSpec) -> list[str]:
             "the source is already quantized ("
             + ", ".join(request.quantized_source)
             + "): verified by INT8 criteria (cosine, top-1 agreement), not fp32 tolerances"
+        )
+    elif request.verify and request.float16_source and request.tolerance is None:
+        out.append(
+            "the source computes in float16: fp32 builds are verified by fp16 tolerances, "
+            "since engines round float16 differently"
         )
     return out
 
@@ -275,6 +286,7 @@ def build(
         tolerance=tolerance,
         budget_s=select_budget_s,
         quantized_source=quantized_ops(source.model),
+        float16_source=float16_source(source.model),
         cache=stages,
         evaluation=evaluation,
         frontend=None if exported is None else dict(exported.record),
@@ -408,6 +420,7 @@ def _manifest(
             "producer": f"{source.model.producer_name} {source.model.producer_version}".strip(),
             "external_data": list(source.external_data),
             "quantized": list(request.quantized_source),
+            "float16": request.float16_source,
             "output_labels": {u.name: u.to_json() for u in source.unzipped},
             **({"frontend": dict(request.frontend)} if request.frontend is not None else {}),
         },

@@ -86,6 +86,20 @@ def quantized_ops(model: onnx.ModelProto) -> tuple[str, ...]:
     )
 
 
+def float16_source(model: onnx.ModelProto) -> bool:
+    """Whether the model computes in float16: a float16 graph input or output, or most of its
+    float weights (by elements) stored as float16 (an fp16 export, mixed precision)."""
+    half = onnx.TensorProto.FLOAT16
+    for value in (*model.graph.input, *model.graph.output):
+        if value.type.tensor_type.elem_type == half:
+            return True
+    sizes = {half: 0, onnx.TensorProto.FLOAT: 0}
+    for tensor in model.graph.initializer:
+        if tensor.data_type in sizes:
+            sizes[tensor.data_type] += int(np.prod(tensor.dims, dtype=np.int64))
+    return sizes[half] > sizes[onnx.TensorProto.FLOAT]
+
+
 def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
     """Every node of ``graph`` and of its subgraphs (If branches, Loop and Scan bodies)."""
     for node in graph.node:

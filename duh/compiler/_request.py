@@ -48,6 +48,8 @@ class BuildRequest:
     budget_s: float
     # The quantization ops of an already-quantized source: it is checked by INT8's criteria.
     quantized_source: tuple[str, ...] = ()
+    # The source computes in float16: fp32 candidates are checked by fp16's tolerances.
+    float16_source: bool = False
     # The build cache (disabled: nothing looked up or stored); it records every lookup.
     cache: StageCache = field(default_factory=lambda: StageCache(Path(), enabled=False))
     # The accuracy budget (--eval, --metric, --max-drop): its eval data and fp32's outputs.
