@@ -28,6 +28,7 @@ from duh.calibration import CalibrationSet, load_calibration
 from duh.compiler.ingest import SourceModel, normalize_for_engine
 from duh.compiler.verify import synthetic_feeds
 from duh.errors import ConfigError
+from duh.passes._upcast import computes_in_float16
 from duh.runtime import TensorSpec, ValueRange, batch_axis
 
 __all__ = ["CheckFeeds", "check_feeds", "input_ranges", "quantized_ops"]
@@ -87,17 +88,8 @@ def quantized_ops(model: onnx.ModelProto) -> tuple[str, ...]:
 
 
 def float16_source(model: onnx.ModelProto) -> bool:
-    """Whether the model computes in float16: a float16 graph input or output, or most of its
-    float weights (by elements) stored as float16 (an fp16 export, mixed precision)."""
-    half = onnx.TensorProto.FLOAT16
-    for value in (*model.graph.input, *model.graph.output):
-        if value.type.tensor_type.elem_type == half:
-            return True
-    sizes = {half: 0, onnx.TensorProto.FLOAT: 0}
-    for tensor in model.graph.initializer:
-        if tensor.data_type in sizes:
-            sizes[tensor.data_type] += int(np.prod(tensor.dims, dtype=np.int64))
-    return sizes[half] > sizes[onnx.TensorProto.FLOAT]
+    """Whether the model computes in float16 (an fp16 export, mostly-fp16 weights)."""
+    return computes_in_float16(model)
 
 
 def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:

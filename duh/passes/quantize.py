@@ -56,6 +56,7 @@ from duh.passes._sensitivity import (
     float_region,
     rank_sensitivity,
 )
+from duh.passes._upcast import computes_in_float16, upcast_float16
 
 __all__ = [
     "QUANTIZED_OPS",
@@ -210,9 +211,22 @@ class Quantize(PassBase):
             note = f"model is already quantized ({summary}); not quantized again"
             log.warning(note)
             return PassResult(model, False, (note,))
+        notes: tuple[str, ...] = ()
+        if computes_in_float16(model):
+            # The quantizers take float32 tensors only: quantize the float32 form of the graph.
+            model, upcast = upcast_float16(model)
+            notes = (
+                f"the float16 model is quantized from its float32 form ({upcast} tensors and "
+                "types upcast; float16 inputs and outputs kept)",
+            )
+            log.info("quantize: %s", notes[0])
         model, copies = unshare_biases(model)
         if copies:
             log.info("quantize: %d shared bias initializer(s) copied, one per node", copies)
+        result = self._quantize(model, ctx)
+        return PassResult(result.model, result.changed or bool(notes), (*notes, *result.notes))
+
+    def _quantize(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         mode = self.resolved_mode(model)
         if mode == "static":
             return self._static(model, ctx)

@@ -1,9 +1,10 @@
 """A float16 source (an fp16 export): fp32 builds are held to fp16's tolerances, since engines
 round a float16 graph differently (TVM computed this one 0.0076 away from ONNX Runtime, 76x
-fp32's atol), the manifest says the source is float16, and INT8 says what to do instead."""
+fp32's atol), the manifest says the source is float16, and INT8 quantizes its float32 form."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
+import duh
 from duh.cli import app
 from duh.compiler import build
 from duh.compiler._feeds import float16_source
+from duh.passes._upcast import upcast_float16
 
 
 def _half_classifier(path: Path, io: int = TensorProto.FLOAT16) -> Path:
@@ -60,13 +63,65 @@ def test_fp32_builds_of_a_float16_source_use_fp16_tolerances(tmp_path: Path) -> 
     assert any("computes in float16" in w for w in result.warnings)
 
 
-def test_int8_of_a_float16_source_says_what_to_build_instead(tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["onnxruntime:cpu-int8", "openvino:cpu-int8"])
+def test_int8_of_a_float16_source_quantizes_its_float32_form(tmp_path: Path, target: str) -> None:
     model = _half_classifier(tmp_path / "half.onnx")
     out = tmp_path / "half.int8.duh"
     done = CliRunner().invoke(
-        app, ["build", str(model), "-t", "cpu-int8", "--calib", "synthetic", "-o", str(out)]
+        app, ["build", str(model), "-t", target, "--calib", "synthetic", "-o", str(out)]
     )
-    assert done.exit_code != 0 and "Traceback" not in done.stderr
-    text = " ".join(done.stderr.split())
-    assert "a float16 model?" in text and "--target cpu-bf16 or cpu" in text
-    assert not out.exists()
+    assert done.exit_code == 0, done.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["checks"]["passed"]
+    notes = [n for p in manifest["passes"] if p["name"] == "quantize" for n in p["notes"]]
+    assert any("quantized from its float32 form" in n for n in notes)
+    # The artifact takes and returns float16, as the source does.
+    session = duh.load(out)
+    x = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float16)
+    [y] = session.run({"x": x}).values()
+    assert y.dtype == np.float16 and y.shape == (2, 10)
+
+
+def test_upcast_keeps_io_and_reaches_casts_constants_and_subgraphs() -> None:
+    half = TensorProto.FLOAT16
+    then = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["t"], to=half)],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", half, [2])],
+    )
+    other = helper.make_graph(
+        [
+            helper.make_node(
+                "Constant", [], ["e"], value=numpy_helper.from_array(np.ones(2, np.float16))
+            )
+        ],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", half, [2])],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+            helper.make_node("Cast", ["s"], ["c"], to=TensorProto.BOOL),
+            helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", half, [2])],
+        [helper.make_tensor_value_info("y", half, [2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    up, changed = upcast_float16(model)
+    assert changed >= 4
+    onnx.checker.check_model(up, full_check=True)
+    assert up.graph.input[0].type.tensor_type.elem_type == half
+    assert up.graph.output[0].type.tensor_type.elem_type == half
+    import onnxruntime as ort
+
+    for src in (model, up):
+        session = ort.InferenceSession(src.SerializeToString(), providers=["CPUExecutionProvider"])
+        for x in (np.array([1.5, 2.0], np.float16), np.zeros(2, np.float16)):
+            got = session.run(None, {"x": x})[0]
+            want = x if x.any() else np.ones(2, np.float16)
+            assert got.dtype == np.float16 and np.array_equal(got, want)
