@@ -23,6 +23,7 @@ from duh.bench._report import (
 )
 from duh.bench._settings import BenchSettings
 from duh.bench._subjects import LocalSubject, Subject
+from duh.errors import ConfigError
 from duh.host import host_info
 from duh.runtime import read_samples
 
@@ -114,12 +115,27 @@ def _info(
     return replace(info, peak_rss_mb=peak)
 
 
+def _same_inputs(subjects: Sequence[Subject]) -> None:
+    """Every subject takes the baseline's inputs (by name): one workload feeds them all."""
+    first = subjects[0]
+    want = sorted(s.name for s in first.inputs)
+    for other in subjects[1:]:
+        got = sorted(s.name for s in other.inputs)
+        if got != want:
+            raise ConfigError(
+                f"{other.name} takes inputs {', '.join(got)}, not the baseline {first.name}'s "
+                f"{', '.join(want)}; duh bench compares builds of one model: bench other models "
+                "in a command each"
+            )
+
+
 def run_subjects(
     subjects: Sequence[Subject], settings: BenchSettings, progress: Progress | None = None
 ) -> BenchReport:
     """Measure ``subjects`` on every scenario of ``settings``; the first is the baseline."""
     settings.validate()
     specs = subjects[0].inputs
+    _same_inputs(subjects)
     samples = None
     if settings.data is not None:
         limit = min(_MAX_DATA_SAMPLES, max(settings.batches, default=1) * 64)

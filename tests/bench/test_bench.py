@@ -121,6 +121,16 @@ def test_a_tampered_artifact_is_refused(digits_ort: Path, tmp_path: Path) -> Non
         bench([broken], quick_settings())
 
 
+def test_builds_of_another_model_are_refused_naming_both_inputs(
+    digits_ort: Path, dynamic_conv_model: Path
+) -> None:
+    # One workload feeds every subject: a model with other inputs is a separate bench.
+    with pytest.raises(ConfigError) as info:
+        bench([digits_ort, dynamic_conv_model], quick_settings())
+    text = str(info.value)
+    assert "conv.onnx takes inputs x, not the baseline" in text and "a command each" in text
+
+
 def test_a_missing_artifact_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="does not exist"):
         bench([tmp_path / "nothing.duh"], quick_settings())
