@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-__all__ = ["Forest", "ModeSet", "read_forest"]
+__all__ = ["Forest", "ModeSet", "padded_size", "read_forest"]
 
 ModeSet = ("BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT", "BRANCH_EQ", "BRANCH_NEQ")
 
@@ -60,6 +60,27 @@ def _threshold32(value: float, mode: str) -> np.float32:
     # x <= v and x > v hold for float32 x as with the largest float32 under v; x < v, x >= v
     # as with the smallest float32 over it
     return below if mode in ("BRANCH_LEQ", "BRANCH_GT") else above
+
+
+def padded_size(node: onnx.NodeProto) -> tuple[int, int, int]:
+    """Trees, most internal nodes of a tree and most leaves of a tree: the [T, I, L] of the
+    path matrix :func:`read_forest` would allocate (read from two attributes, cheaply)."""
+    ids: list[int] = []
+    leaf: list[bool] = []
+    for a in node.attribute:
+        if a.name == "nodes_treeids":
+            ids = list(a.ints)
+        elif a.name == "nodes_modes":
+            leaf = [m == b"LEAF" for m in a.strings]
+    if not ids or len(ids) != len(leaf):
+        return 0, 0, 0  # read_forest says what is wrong
+    trees = np.asarray(ids, np.int64)
+    is_leaf = np.asarray(leaf, bool)
+    _, tree_index = np.unique(trees, return_inverse=True)
+    count = int(tree_index.max()) + 1
+    leaves = np.bincount(tree_index[is_leaf], minlength=count)
+    internal = np.bincount(tree_index[~is_leaf], minlength=count)
+    return count, max(1, int(internal.max())), int(leaves.max())
 
 
 def read_forest(node: onnx.NodeProto, columns: int) -> tuple[Forest | None, str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,7 +24,7 @@ from onnx import helper, numpy_helper
 from duh.errors import PassError
 from duh.passes._base import PassBase, PassContext, PassResult, register_pass
 from duh.passes._tree_ml5 import as_regressor
-from duh.passes._trees import ModeSet, read_forest
+from duh.passes._trees import ModeSet, padded_size, read_forest
 
 __all__ = ["LowerMl"]
 
@@ -328,6 +328,14 @@ class LowerMl(PassBase):
 
     lossy: ClassVar[bool] = False
 
+    max_path_mb: int = field(
+        default=1024,
+        metadata={
+            "help": "largest tree path matrix (trees x internal nodes x leaves, float32) to "
+            "build, in MiB; a larger forest is refused, not lowered"
+        },
+    )
+
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         """Lower every ML node; raise ``PassError`` for one it cannot reproduce exactly."""
         graph = model.graph
@@ -347,6 +355,8 @@ class LowerMl(PassBase):
             if node.domain != "ai.onnx.ml" or node.op_type not in _LOWERINGS:
                 nodes.append(node)
                 continue
+            if node.op_type in ("TreeEnsembleClassifier", "TreeEnsembleRegressor"):
+                self._refuse_oversized(node, ctx)
             e = _Emitter(node.name or f"{node.op_type}_{index}", widths, types)
             why = _LOWERINGS[node.op_type](e, node)
             if why:
@@ -372,3 +382,17 @@ class LowerMl(PassBase):
             del out.opset_import[:]
             out.opset_import.extend(kept)
         return PassResult(out, True, tuple(notes))
+
+    def _refuse_oversized(self, node: onnx.NodeProto, ctx: PassContext) -> None:
+        # The GEMM form pads every tree to the largest: a LightGBM model of 10k trees of 700
+        # leaves would allocate a 20 GB path matrix (and multiply through it for every row).
+        trees, internal, leaves = padded_size(node)
+        mib = trees * internal * leaves * 4 / 2**20
+        if mib > self.max_path_mb:
+            raise PassError(
+                f"{node.op_type} {node.name!r} is too large to lower to standard ONNX ops: "
+                f"{trees} trees of up to {leaves} leaves make a {trees} x {internal} x {leaves} "
+                f"path matrix of {mib / 1024:.1f} GiB (max_path_mb={self.max_path_mb}), and "
+                f"{ctx.engine} has no ai.onnx.ml operators; build for ONNX Runtime (--target cpu "
+                "or onnxruntime:cpu-fp32), which runs the ensemble natively"
+            )
