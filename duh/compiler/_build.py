@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import tempfile
@@ -14,13 +13,11 @@ from typing import Any
 
 import onnx
 
-from duh._version import __version__
 from duh.calibration import CalibrationSet
 from duh.compiler._accuracy import AccuracyBudget, load_eval
 from duh.compiler._artifact_cache import (
     alias,
     artifact_key,
-    cache_section,
     cached_result_parts,
     input_key,
     remember,
@@ -29,16 +26,15 @@ from duh.compiler._artifact_cache import (
 from duh.compiler._candidates import run_candidates
 from duh.compiler._datastats import write_data_stats
 from duh.compiler._feeds import (
-    CheckFeeds,
     check_feeds,
     float16_source,
     input_ranges,
     quantized_ops,
 )
 from duh.compiler._nncf import int8_variants
-from duh.compiler._request import BuildRequest, Candidate, Plan, Selection
+from duh.compiler._record import build_manifest, reference_sources
+from duh.compiler._request import BuildRequest, Candidate, Plan
 from duh.compiler._sources import (
-    checks_section,
     framework_outputs,
     frontend_options,
     quantize_source,
@@ -51,7 +47,7 @@ from duh.compiler.pipeline import PassManager, parse_pass_list
 from duh.compiler.verify import Tolerance
 from duh.errors import CalibrationError
 from duh.host import host_info
-from duh.runtime import FORMAT_VERSION, Manifest, hash_files
+from duh.runtime import Manifest
 from duh.targets import (
     PassSpec,
     TargetSpec,
@@ -311,10 +307,10 @@ def build(
         assert selection.chosen.out_dir is not None
         for item in selection.chosen.out_dir.iterdir():
             os.replace(item, stage / item.name)
-        write_data_stats(stage, source.inputs, _reference_sources(calibration, checks, check_data))
+        write_data_stats(stage, source.inputs, reference_sources(calibration, checks, check_data))
         warnings = _warnings(request, selection.chosen.spec)
         seconds = time.perf_counter() - started
-        manifest = _manifest(request, selection, stage, warnings, seconds)
+        manifest = build_manifest(request, selection, stage, warnings, seconds)
         write_manifest(stage, manifest)
         if accuracy is None:
             remember(stages, key, inputs, stage, out_path.name)
@@ -324,19 +320,6 @@ def build(
         out_path, target, selection.chosen.spec, tried, source, manifest, tuple(warnings), seconds,
         reason=selection.reason, not_tried=selection.not_tried,
     )  # fmt: skip
-
-
-def _reference_sources(
-    calibration: CalibrationSet | None, checks: CheckFeeds, check_data: str | Path | None
-) -> list[tuple[str, Sequence[Mapping[str, Any]], bool]]:
-    """The real inputs a build saw, for the artifact's reference statistics (drift)."""
-    out: list[tuple[str, Sequence[Mapping[str, Any]], bool]] = []
-    if calibration is not None:
-        feeds = (*calibration.feeds, *calibration.check)
-        out.append((calibration.source, feeds, calibration.synthetic))
-    if check_data is not None:
-        out.append((checks.source, checks.feeds, checks.synthetic))
-    return out
 
 
 def _reuse(
@@ -369,78 +352,3 @@ def _reuse(
         out_path, target, chosen, tried, source, manifest, manifest.warnings, seconds, cached=True,
         reason=str(picked.get("reason", "")), not_tried=tuple(picked.get("not_tried", ())),
     )  # fmt: skip
-
-
-def _manifest(
-    request: BuildRequest,
-    selection: Selection,
-    stage: Path,
-    warnings: Sequence[str],
-    seconds: float,
-) -> Manifest:
-    chosen, source, host, calibration = (
-        selection.chosen,
-        request.source,
-        request.host,
-        request.calibration,
-    )
-    spec, compiled = chosen.spec, chosen.compiled
-    assert compiled is not None
-    calib_info: dict[str, Any] | None = None
-    if calibration is not None:
-        calib_info = {
-            "source": calibration.source,
-            "sha256": calibration.digest,
-            "samples": len(calibration.feeds),
-            "held_out": len(calibration.check),
-            "synthetic": calibration.synthetic,
-        }
-    return Manifest(
-        format_version=FORMAT_VERSION,
-        duh_version=__version__,
-        engine=spec.engine,
-        engine_version=compiled.engine_version,
-        target={
-            "requested": request.requested,
-            "resolved": spec.name,
-            "engine": spec.engine,
-            "device": spec.device,
-            "precision": spec.precision,
-        },
-        inputs=source.inputs,
-        outputs=source.outputs,
-        files=hash_files(stage),
-        engine_config=dict(compiled.engine_config),
-        host_requirements=dict(compiled.host_requirements),
-        source={
-            "file": source.path.name,
-            "sha256": source.sha256,
-            "opset": source.opset,
-            "ir_version": source.ir_version,
-            "producer": f"{source.model.producer_name} {source.model.producer_version}".strip(),
-            "external_data": list(source.external_data),
-            "quantized": list(request.quantized_source),
-            "float16": request.float16_source,
-            "output_labels": {u.name: u.to_json() for u in source.unzipped},
-            **({"frontend": dict(request.frontend)} if request.frontend is not None else {}),
-        },
-        passes=tuple(r.to_json() for r in chosen.records),
-        checks=checks_section(chosen),
-        selection={
-            "method": selection.method,
-            "chosen": spec.name,
-            "reason": selection.reason,
-            "not_tried": list(selection.not_tried),
-            "candidates": [c.to_json() for c in selection.candidates],
-        },
-        build={
-            "seconds": round(seconds, 3),
-            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "host": {"cpu": host.cpu_model, "cores": host.cores, "cpu_flags": host.notable_flags},
-            "calibration": calib_info,
-            "compile_notes": list(compiled.notes),
-            "cache": cache_section(request.cache, "miss"),
-            **({"accuracy": dict(chosen.accuracy)} if chosen.accuracy is not None else {}),
-        },
-        warnings=tuple(warnings),
-    )

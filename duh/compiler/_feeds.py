@@ -28,7 +28,7 @@ from duh.calibration import CalibrationSet, load_calibration
 from duh.compiler.ingest import SourceModel, normalize_for_engine
 from duh.compiler.verify import synthetic_feeds
 from duh.errors import ConfigError
-from duh.passes._upcast import computes_in_float16
+from duh.passes import computes_in_float16
 from duh.runtime import TensorSpec, ValueRange, batch_axis
 
 __all__ = ["CheckFeeds", "check_feeds", "input_ranges", "quantized_ops"]
