@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import onnx
 
 __all__ = [
+    "all_graphs",
     "consumers",
     "convert_opset",
     "copy_model",
@@ -67,6 +68,14 @@ def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
             yield a.g
         elif a.type == onnx.AttributeProto.GRAPHS:
             yield from a.graphs
+
+
+def all_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """``graph`` and every If/Loop/Scan body in it, nested ones included."""
+    yield graph
+    for node in graph.node:
+        for sub in _subgraphs(node):
+            yield from all_graphs(sub)
 
 
 def outer_reads(node: onnx.NodeProto) -> set[str]:

@@ -9,13 +9,11 @@ artifact takes and returns what the source did.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from duh.passes._graph import copy_model
+from duh.passes._graph import all_graphs, copy_model
 
 __all__ = ["computes_in_float16", "upcast_float16"]
 
@@ -44,17 +42,6 @@ def computes_in_float16(model: onnx.ModelProto) -> bool:
         if tensor.data_type in sizes:
             sizes[tensor.data_type] += int(np.prod(tensor.dims, dtype=np.int64))
     return sizes[_HALF] > sizes[_FLOAT]
-
-
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _graphs(sub)
 
 
 def _upcast_tensor(tensor: onnx.TensorProto) -> bool:
@@ -98,7 +85,7 @@ def upcast_float16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     also how many tensors and types changed."""
     out = copy_model(model)
     graph = out.graph
-    changed = sum(_graph_body(g, g is graph) for g in list(_graphs(graph)))
+    changed = sum(_graph_body(g, g is graph) for g in list(all_graphs(graph)))
     taken = {n for node in graph.node for n in (*node.input, *node.output)}
     taken |= {v.name for v in (*graph.input, *graph.output, *graph.initializer)}
 
@@ -115,7 +102,7 @@ def upcast_float16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         if value.type.tensor_type.elem_type != _HALF:
             continue
         inner = fresh(value.name)
-        for g in _graphs(graph):
+        for g in all_graphs(graph):
             for node in g.node:
                 node.input[:] = [inner if n == value.name else n for n in node.input]
         head.append(onnx.helper.make_node("Cast", [value.name], [inner], to=_FLOAT))
@@ -131,7 +118,7 @@ def upcast_float16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         for node in graph.node:
             node.output[:] = [inner if n == value.name else n for n in node.output]
             node.input[:] = [inner if n == value.name else n for n in node.input]
-        for g in list(_graphs(graph))[1:]:
+        for g in list(all_graphs(graph))[1:]:
             for node in g.node:  # an If/Loop body that reads the output from outside
                 node.input[:] = [inner if n == value.name else n for n in node.input]
         tail.append(onnx.helper.make_node("Cast", [inner], [value.name], to=_HALF))
