@@ -27,7 +27,6 @@ from duh.compiler._candidates import run_candidates
 from duh.compiler._datastats import write_data_stats
 from duh.compiler._feeds import (
     check_feeds,
-    float16_source,
     input_ranges,
     quantized_ops,
 )
@@ -47,6 +46,7 @@ from duh.compiler.pipeline import PassManager, parse_pass_list
 from duh.compiler.verify import Tolerance
 from duh.errors import CalibrationError
 from duh.host import host_info
+from duh.passes import computes_in_float16
 from duh.runtime import Manifest
 from duh.targets import (
     PassSpec,
@@ -282,7 +282,7 @@ def build(
         tolerance=tolerance,
         budget_s=select_budget_s,
         quantized_source=quantized_ops(source.model),
-        float16_source=float16_source(source.model),
+        float16_source=computes_in_float16(source.model),
         cache=stages,
         evaluation=evaluation,
         frontend=None if exported is None else dict(exported.record),

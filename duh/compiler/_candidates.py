@@ -192,10 +192,9 @@ def verify_candidate(
     log.info("verifying %s on %d inputs", spec.name, len(expected))
     criteria = _criteria(request, candidate, plan.pipeline)
     tol = request.tolerance or tolerance_for(spec.precision, lossy=bool(criteria))
-    if request.tolerance is None and not criteria and request.float16_source:
-        if spec.precision == "fp32":
-            # Engines round a float16 graph differently (some compute it in float32).
-            tol, criteria = tolerance_for("fp16"), "fp16 tolerances: the source computes in float16"
+    if request.float16_source and spec.precision == "fp32" and not (request.tolerance or criteria):
+        # Engines round a float16 graph differently (some compute it in float32).
+        tol, criteria = tolerance_for("fp16"), "fp16 tolerances: the source computes in float16"
     try:
         report = compare_outputs(
             expected, session, request.checks.feeds, spec.precision, tol,

@@ -28,7 +28,6 @@ from duh.calibration import CalibrationSet, load_calibration
 from duh.compiler.ingest import SourceModel, normalize_for_engine
 from duh.compiler.verify import synthetic_feeds
 from duh.errors import ConfigError
-from duh.passes import computes_in_float16
 from duh.runtime import TensorSpec, ValueRange, batch_axis
 
 __all__ = ["CheckFeeds", "check_feeds", "input_ranges", "quantized_ops"]
@@ -85,11 +84,6 @@ def quantized_ops(model: onnx.ModelProto) -> tuple[str, ...]:
             }
         )
     )
-
-
-def float16_source(model: onnx.ModelProto) -> bool:
-    """Whether the model computes in float16 (an fp16 export, mostly-fp16 weights)."""
-    return computes_in_float16(model)
 
 
 def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
@@ -296,7 +290,8 @@ def check_feeds(
         held = calibration.check
         return CheckFeeds(held, f"{len(held)} held-out samples of {calibration.source}", False)
     ranges = input_ranges(source.model, source.inputs)
-    size = _dynamic_size(source, shapes, ranges)
+    reference = _Reference(source)
+    size = _dynamic_size(source, shapes, ranges, reference)
     feeds = synthetic_feeds(source.inputs, count, shapes, ranges=ranges, size=size)
     described = "seeded synthetic inputs"
     if any(s.is_dynamic for s in source.inputs):
@@ -304,7 +299,7 @@ def check_feeds(
         second = synthetic_feeds(
             source.inputs, 1, shapes, seed=1, batch=2, ranges=ranges, size=size
         )
-        if _batch_two_runs(source, feeds[0], second[0]):
+        if _batch_two_runs(source, feeds[0], second[0], reference):
             feeds += second
         else:
             # An exporter that baked batch 1 into a Reshape still names the dim "batch": the
@@ -315,6 +310,21 @@ def check_feeds(
             )  # fmt: skip
             described += " (batch 1 only: the source fails at batch 2)"
     return CheckFeeds(tuple(feeds), described, True)
+
+
+class _Reference:
+    """The source on ONNX Runtime for the synthetic-input probes: made on first use, once."""
+
+    def __init__(self, source: SourceModel) -> None:
+        self._source = source
+        self._made = False
+        self._session: Any = None
+
+    def session(self) -> Any:
+        """The session, or None where the source cannot load."""
+        if not self._made:
+            self._session, self._made = _reference_session(self._source), True
+        return self._session
 
 
 def _reference_session(source: SourceModel) -> Any:
@@ -335,12 +345,15 @@ def _reference_session(source: SourceModel) -> Any:
 
 
 def _batch_two_runs(
-    source: SourceModel, first: Mapping[str, np.ndarray], second: Mapping[str, np.ndarray]
+    source: SourceModel,
+    first: Mapping[str, np.ndarray],
+    second: Mapping[str, np.ndarray],
+    reference: _Reference,
 ) -> bool:
     """False only when ONNX Runtime runs the source on ``first`` (batch 1) but not ``second``."""
     if all(first[s.name].shape == second[s.name].shape for s in source.inputs if s.name in first):
         return True  # no input has a batch dimension to change
-    session = _reference_session(source)
+    session = reference.session()
     if session is None:
         return True
     try:
@@ -364,16 +377,13 @@ def _dynamic_size(
     source: SourceModel,
     shapes: Mapping[str, tuple[int, ...]],
     ranges: Mapping[str, ValueRange],
+    reference: _Reference,
 ) -> int:
     """The smallest of ``_SIZES`` that ONNX Runtime runs the source on (32 without a guess)."""
     # One dynamic dimension may be the batch; any other one is a guess (a length, a height).
-    if not any(
-        s.name not in shapes
-        and any(not _fixed(d) and i != batch_axis(s.shape) for i, d in enumerate(s.shape))
-        for s in source.inputs
-    ):
+    if not any(s.name not in shapes and _sizes_to_guess(s.shape) for s in source.inputs):
         return _SIZES[0]
-    session = _reference_session(source)
+    session = reference.session()
     if session is None:
         return _SIZES[0]  # the reference run says why, with its own error
     for size in _SIZES:
@@ -388,6 +398,12 @@ def _dynamic_size(
             log.info("synthetic inputs: dynamic dimensions of %d (the model fails on less)", size)
         return size
     return _SIZES[0]
+
+
+def _sizes_to_guess(shape: Sequence[object]) -> bool:
+    """Whether ``shape`` has a dynamic dimension other than its batch axis."""
+    batch = batch_axis(shape)
+    return any(not _fixed(d) and i != batch for i, d in enumerate(shape))
 
 
 def _fixed(dim: object) -> bool:

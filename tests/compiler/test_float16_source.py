@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import duh
 from duh.cli import app
 from duh.compiler import build
-from duh.compiler._feeds import float16_source
+from duh.passes import computes_in_float16 as float16_source
 from duh.passes._upcast import upcast_float16
 
 
