@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+import re
 
-__all__ = ["ort_errors"]
+__all__ = ["ort_errors", "ort_reason"]
 
 
 @functools.cache
@@ -27,3 +28,21 @@ def ort_errors() -> tuple[type[BaseException], ...]:
     )
     found = [getattr(state, n) for n in names if isinstance(getattr(state, n, None), type)]
     return (RuntimeError, *found)
+
+
+_LOCALE = re.compile(r"Failed to construct locale with name:\s*([^:\s]+)")
+
+
+def ort_reason(exc: BaseException) -> str:
+    """The line of an ORT error worth showing: its first, or, for a StringNormalizer that
+    cannot make its locale, what is missing and how to install it."""
+    text = str(exc).strip()
+    missing = _LOCALE.search(text)
+    if missing:
+        name = missing.group(1)
+        return (
+            f"its StringNormalizer needs the locale {name!r}, which this machine lacks: install "
+            f"it (Debian/Ubuntu: apt-get install locales, then locale-gen {name}) or set the "
+            "node's locale attribute to one that `locale -a` lists"
+        )
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -110,6 +110,8 @@ def render_result(result: Any) -> None:
                 escape("; ".join(rec["notes"])),
             )
         console.print(passes)
+        for note in manifest.build.get("compile_notes", ()):
+            console.print(f"engine: {escape(str(note))}")
         checks = manifest.checks
         if checks.get("outputs"):
             ct = Table(

@@ -78,6 +78,8 @@ def inspect(
                 f"  pass {step['name']}: {step['nodes_before']} → {step['nodes_after']} nodes, "
                 f"{step['seconds']}s"
             )
+        for note in manifest["build"].get("compile_notes", ()):
+            console.print(f"engine: {escape(str(note))}")
         console.print(f"integrity: {info['integrity']}")
         files = Table(title="files", title_justify="left")
         files.add_column("file")

@@ -8,7 +8,7 @@ from onnx import TensorProto, helper
 
 ov = pytest.importorskip("openvino")
 
-from duh.targets.openvino import _reason  # noqa: E402
+from duh.targets.openvino._convert import reason as _reason  # noqa: E402
 
 
 def test_a_plugin_error_names_the_node_and_what_is_wrong() -> None:

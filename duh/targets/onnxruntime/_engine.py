@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from duh._ort_errors import ort_errors
+from duh._ort_errors import ort_errors, ort_reason
 from duh.errors import TargetError
 from duh.runtime.contract import EngineOptions, OpTiming
 from duh.targets._util import import_engine
@@ -70,7 +70,7 @@ class OnnxRuntimeEngine:
         try:
             self._session = ort.InferenceSession(str(model), so, providers=list(providers))
         except ort_errors() as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = ort_reason(exc)
             raise TargetError(f"onnxruntime cannot load {model.name}{where}: {first}") from None
         self._outputs = [o.name for o in self._session.get_outputs()]
         self._profiled = options.profile

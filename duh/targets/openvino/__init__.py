@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,10 +13,12 @@ from duh.errors import TargetError
 from duh.host import HostInfo
 from duh.runtime.contract import EngineOptions, OpTiming
 from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec, register_target
-from duh.targets._util import import_engine, package_version, save_onnx
+from duh.targets._util import package_version
 from duh.targets.openvino._bf16 import Bf16Plan, keep_f32_for_accuracy
+from duh.targets.openvino._convert import check_inputs, convert, ov_module, reason
 from duh.targets.openvino._hint import HintChoice, choose_int8_hint, pinned_hint
-from duh.targets.openvino._specialize import squeeze_ifs_to_squeeze
+from duh.targets.openvino._partition import compile_stages
+from duh.targets.openvino._staged import StagedEngine
 
 if TYPE_CHECKING:
     import onnx
@@ -33,56 +35,11 @@ XML_FILE = "model.xml"
 _PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 
 
-def _reason(exc: BaseException) -> str:
-    """The informative line of an OpenVINO error (its first line is a source location)."""
-    lines = [line.strip(" -") for line in str(exc).splitlines() if line.strip()]
-    summary = next((ln for ln in lines if ln.startswith("Conversion is failed for")), None)
-    if summary is not None:
-        # A frontend report: which operators failed (summary) and the first operator's message.
-        noise = ("Check", "While validating", "FrontEnd API", "Exception from", "Summary", "[ONNX")
-        details = [
-            ln
-            for ln in lines
-            if ln != summary and not ln.startswith(noise) and not ln.endswith(("message:", "log:"))
-        ]
-        return summary + (f" ({details[0]})" if details else "")
-    for line in lines:
-        if "operations:" in line or "not supported" in line.lower():
-            return line
-    # A plugin's error: source locations, then "[CPU] MaxPool node with name 'x' Check '...'
-    # failed at ...", then what is wrong ("Kernel ... larger than the data shape ...").
-    plugin_noise = ("Exception from", "Check '", "While validating")
-    meaningful = [line for line in lines if not line.startswith(plugin_noise)]
-    if meaningful and " Check '" in meaningful[0]:
-        where = meaningful[0].split(" Check '", 1)[0]
-        detail = next((ln for ln in meaningful[1:] if " Check '" not in ln), None)
-        return f"{where}: {detail}" if detail else where
-    return (meaningful or lines or [type(exc).__name__])[0]
-
-
 def _output(tensor: Any) -> np.ndarray:
     """An output tensor as numpy: strings as str objects (what ONNX Runtime gives), not bytes."""
-    if tensor.element_type != _ov().Type.string:
+    if tensor.element_type != ov_module().Type.string:
         return np.array(tensor.data, copy=True)
     return np.array(tensor.str_data, dtype=object).reshape(tuple(tensor.shape))
-
-
-def _check_inputs(converted: Any, model: onnx.ModelProto) -> None:
-    """Refuse a conversion whose inputs are not the model's.
-
-    OpenVINO's ONNX frontend renames or drops inputs of some graphs (sequence operators): the
-    IR would then fail at run time, or compute something else.
-    """
-    weights = {i.name for i in model.graph.initializer}
-    expected = [v.name for v in model.graph.input if v.name not in weights]
-    ports = [set(port.get_names()) for port in converted.inputs]
-    if len(ports) != len(expected) or any(not any(n in p for p in ports) for n in expected):
-        seen = ", ".join(sorted(next(iter(sorted(p)), "?") for p in ports))
-        raise TargetError(
-            f"openvino's ONNX frontend changed the model's inputs (converted: {seen}; model: "
-            f"{', '.join(expected)}), so it would not run this model faithfully; build for "
-            "another engine (e.g. --target onnxruntime:cpu)"
-        )
 
 
 def _bf16_note(plan: Bf16Plan, feeds: int) -> str:
@@ -101,38 +58,31 @@ def _bf16_note(plan: Bf16Plan, feeds: int) -> str:
     )
 
 
-def _convert(ov: Any, model: onnx.ModelProto, stem: Path) -> tuple[Any, int]:
-    """OpenVINO's conversion of ``model``, and how many dynamic-squeeze Ifs were specialized.
-
-    The model is converted as it is; only when that fails and it holds Ifs whose branches differ
-    in rank (PyTorch's squeeze of a dimension of unknown size) is it converted again with those
-    Ifs made Squeezes. If that fails too, the first error is the one raised.
-    """
-    staged = stem.with_name(stem.name + ".onnx")
-    written = save_onnx(model, staged)
-    try:
-        return ov.convert_model(str(staged)), 0
-    except Exception as exc:  # noqa: BLE001 - OpenVINO's frontend raises untyped errors
-        first = exc
-    finally:
-        for path in written:
-            path.unlink(missing_ok=True)
-    special, count = squeeze_ifs_to_squeeze(model)
-    if not count:
-        raise first
-    log.info("openvino cannot convert the model as it is; retrying with %d squeeze Ifs", count)
-    written = save_onnx(special, staged)
-    try:
-        return ov.convert_model(str(staged)), count
-    except Exception:  # noqa: BLE001 - as above; the first error says more
-        raise first from None
-    finally:
-        for path in written:
-            path.unlink(missing_ok=True)
-
-
-def _ov() -> Any:
-    return import_engine("openvino", "openvino", "openvino", "the openvino engine")
+def _compile_ir(
+    ov: Any, converted: Any, ctx: CompileContext, feeds: Sequence[Mapping[str, Any]], xml: Path
+) -> tuple[dict[str, Any], list[str]]:
+    """Save ``converted`` as ``xml``, with its precision settings (measured on ``feeds``)."""
+    plan = None
+    if ctx.spec.precision == "bf16" and feeds:
+        plan = keep_f32_for_accuracy(ov, converted, feeds, xml.parent.parent)
+    # fp16/bf16 run at that precision anyway: store the float weights as fp16 (half size; the
+    # weights of ops kept in f32 stay f32).
+    compress = ctx.spec.precision in ("fp16", "bf16")
+    ov.save_model(converted, str(xml), compress_to_fp16=compress)
+    hint: HintChoice | None = None
+    if ctx.spec.precision == "int8":
+        # The float ops an INT8 graph keeps: f32 or bf16, whichever is faster here.
+        hint = pinned_hint(ctx.options, ctx.host) or choose_int8_hint(ov, xml, ctx.host, feeds)
+    config: dict[str, Any] = {
+        "inference_precision_hint": hint.hint if hint else _PRECISION_HINT[ctx.spec.precision]
+    }
+    notes: list[str] = []
+    if plan is not None:
+        config["kept_f32"] = list(plan.kept_f32)
+        notes.append(_bf16_note(plan, len(feeds)))
+    if hint is not None and hint.note:
+        notes.append(hint.note)
+    return config, notes
 
 
 @register_target
@@ -183,57 +133,50 @@ class OpenVinoTarget:
 
         For bf16, the ops whose bf16 results stray from f32 on the check inputs are marked to
         stay f32 (``engine_config.kept_f32`` and a compile note say which). For int8, the hint
-        of the float ops left (f32 or bf16) is picked by timing both on the check inputs.
+        of the float ops left (f32 or bf16) is picked by timing both on the check inputs. When
+        the frontend cannot convert some ops of the main graph, those run on ONNX Runtime and
+        the rest on OpenVINO, in stages (``engine_config.stages``).
         """
-        ov = _ov()
-        plan = None
-        hint: HintChoice | None = None
-        pinned = pinned_hint(ctx.options, ctx.host) if ctx.spec.precision == "int8" else None
+        ov = ov_module()
+        scratch = out_dir.parent / (out_dir.name + ".in")
         try:
-            converted, specialized = _convert(ov, model, out_dir.parent / (out_dir.name + ".in"))
-            _check_inputs(converted, model)
-            if ctx.spec.precision == "bf16" and ctx.check_feeds:
-                plan = keep_f32_for_accuracy(ov, converted, ctx.check_feeds, out_dir.parent)
-            # fp16/bf16 run at that precision anyway: store the float weights as fp16 (half size;
-            # the weights of ops kept in f32 stay f32).
-            compress = ctx.spec.precision in ("fp16", "bf16")
-            ov.save_model(converted, str(out_dir / XML_FILE), compress_to_fp16=compress)
-            if ctx.spec.precision == "int8":
-                # The float ops an INT8 graph keeps: f32 or bf16, whichever is faster here.
-                hint = pinned or choose_int8_hint(ov, out_dir / XML_FILE, ctx.host, ctx.check_feeds)
+            try:
+                converted, specialized = convert(ov, model, scratch)
+            except Exception:
+                staged = compile_stages(ov, model, ctx, out_dir, _compile_ir)
+                if staged is None:
+                    raise
+                return staged
+            check_inputs(converted, model)
+            config, notes = _compile_ir(ov, converted, ctx, ctx.check_feeds, out_dir / XML_FILE)
         except TargetError:
             raise
         except Exception as exc:  # noqa: BLE001 - OpenVINO's frontend raises untyped errors
             raise TargetError(
-                f"openvino cannot convert the model: {_reason(exc)}; build for ONNX Runtime "
+                f"openvino cannot convert the model: {reason(exc)}; build for ONNX Runtime "
                 "instead (--target cpu or onnxruntime:cpu-fp32)"
             ) from None
-        precision = ctx.spec.precision
-        config: dict[str, Any] = {
-            "model": XML_FILE,
-            "device": "CPU",
-            "inference_precision_hint": hint.hint if hint else _PRECISION_HINT[precision],
-        }
-        notes: list[str] = []
         if specialized:
-            notes.append(
+            notes.insert(
+                0,
                 f"{specialized} If nodes that squeeze a dimension only when its size is 1 (how "
-                "PyTorch exports x.squeeze(d)) were made Squeeze, so that openvino knows the ranks"
+                "PyTorch exports x.squeeze(d)) were made Squeeze, so that openvino knows the ranks",
             )
-        if plan is not None:
-            config["kept_f32"] = list(plan.kept_f32)
-            notes.append(_bf16_note(plan, len(ctx.check_feeds)))
-        if hint is not None and hint.note:
-            notes.append(hint.note)
         for note in notes:
             log.info("%s", note)
         return CompileResult(
-            engine_version=ov.get_version(), engine_config=config, notes=tuple(notes)
+            engine_version=ov.get_version(),
+            engine_config={"model": XML_FILE, "device": "CPU", **config},
+            notes=tuple(notes),
         )
 
-    def load(self, artifact: Path, manifest: Manifest, options: EngineOptions) -> OpenVinoEngine:
+    def load(
+        self, artifact: Path, manifest: Manifest, options: EngineOptions
+    ) -> OpenVinoEngine | StagedEngine:
         """Compile the IR for the CPU with the recorded precision hint."""
         config = manifest.engine_config
+        if "stages" in config:
+            return StagedEngine(artifact, manifest, options, OpenVinoEngine)
         return OpenVinoEngine(
             artifact / str(config.get("model", XML_FILE)),
             str(config.get("inference_precision_hint", "f32")),
@@ -250,7 +193,7 @@ class OpenVinoEngine:
     def __init__(
         self, xml: Path, precision_hint: str, outputs: list[str], options: EngineOptions
     ) -> None:
-        ov = _ov()
+        ov = ov_module()
         core = ov.Core()
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": precision_hint,
@@ -264,7 +207,7 @@ class OpenVinoEngine:
         try:
             self._compiled = core.compile_model(str(xml), "CPU", config)
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises untyped errors
-            raise TargetError(f"openvino cannot compile {xml.name}: {_reason(exc)}") from None
+            raise TargetError(f"openvino cannot compile {xml.name}: {reason(exc)}") from None
         ports = {name: port for port in self._compiled.outputs for name in port.get_names()}
         missing = [name for name in outputs if name not in ports]
         if missing:
@@ -301,7 +244,7 @@ class OpenVinoEngine:
         except RuntimeError as exc:  # what OpenVINO raises for a feed it cannot run
             shapes = ", ".join(f"{n}{list(np.shape(v))}" for n, v in feed.items())
             raise TargetError(
-                f"openvino failed to run the model on {shapes}: {_reason(exc)}; check that the "
+                f"openvino failed to run the model on {shapes}: {reason(exc)}; check that the "
                 "input values fit the model"
             ) from None
         finally:
