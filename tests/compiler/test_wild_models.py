@@ -65,10 +65,23 @@ def test_no_synthetic_input_has_a_negative_size() -> None:
 
 
 def _det_model(path: Path) -> Path:
-    """Det, which ONNX Runtime runs and OpenVINO has no conversion rule for."""
+    """Det, which ONNX Runtime runs and OpenVINO has no conversion rule for, inside an If
+    branch (OpenVINO's builds place main-graph ops on ONNX Runtime, not ops of a branch)."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"])
-    return _wild.save(path, [helper.make_node("Det", ["x"], ["y"])], [x], [y])
+    out = [helper.make_tensor_value_info("d", TensorProto.FLOAT, ["batch"])]
+    then = helper.make_graph([helper.make_node("Det", ["x"], ["d"])], "then", [], out)
+    other = helper.make_graph(
+        [helper.make_node("Det", ["x"], ["s"]), helper.make_node("Neg", ["s"], ["d"])],
+        "else", [], out,
+    )  # fmt: skip
+    nodes = [
+        helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+        helper.make_node("Greater", ["m", "zero"], ["c"]),
+        helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other),
+    ]
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [-1e30])
+    return _wild.save(path, nodes, [x], [y], initializers=[zero])
 
 
 def test_a_failing_engine_leaves_the_others_to_build(tmp_path: Path) -> None:

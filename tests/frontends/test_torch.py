@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 import duh
+import duh.host
 from duh.cli import app
 from tests.frontends.conftest import Trained, torch
 
@@ -32,10 +33,15 @@ def _predict(artifact: Path, trained: Trained) -> np.ndarray:
         session.close()
 
 
+# Without VNNI the engines' u8 x s8 kernels add pairs in 16 bits, which saturate (ONNX Runtime
+# documents it: reduce_range on such CPUs); an INT8 model agrees less there.
+_VNNI = any(duh.host.host_info().has(f) for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
 def _assert_int8(logits: np.ndarray, trained: Trained) -> None:
     agree = float(np.mean(logits.argmax(-1) == trained.torch_logits.argmax(-1)))
     accuracy = float(np.mean(logits.argmax(-1) == trained.y_test))
-    assert agree >= 0.99, agree
+    assert agree >= (0.99 if _VNNI else 0.97), agree
     assert abs(accuracy - trained.torch_accuracy) <= 0.01, (accuracy, trained.torch_accuracy)
 
 
