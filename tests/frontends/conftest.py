@@ -186,6 +186,7 @@ def digits_cnn(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     x = (digits.images[order] / 16.0).astype(np.float32)[:, None]
     y = digits.target[order].astype(np.int64)
     tmp = tmp_path_factory.mktemp("digits-cnn")
+    torch.manual_seed(0)  # the initial weights: the same trained model on every run
     model = _module(CNN_SOURCE, "DigitsCNN", tmp)()
     _train(model, x[:1300], y[:1300], steps=150, lr=5e-3)
     return _save(tmp, model, CNN_SOURCE, "DigitsCNN", "image", x, y, 1300)
