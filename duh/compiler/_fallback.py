@@ -23,7 +23,13 @@ from duh.compiler.pipeline import PassManager, PassRecord
 from duh.compiler.verify import VerifyReport
 from duh.errors import DuhError
 from duh.passes import PassContext, pass_config
-from duh.passes.quantize import OpSensitivity, Quantize, float_region, rank_sensitivity
+from duh.passes.quantize import (
+    OpSensitivity,
+    Quantize,
+    float_region,
+    rank_sensitivity,
+    rerank_by_output,
+)
 from duh.runtime import Session
 from duh.targets import PassSpec
 
@@ -54,6 +60,10 @@ class FallbackConfig:
     )
     samples: int = field(
         default=4, metadata={"help": "calibration samples the sensitivity ranking runs on"}
+    )
+    measured: int = field(
+        default=16,
+        metadata={"help": "most sensitive ops whose gain is measured (each one re-quantized)"},
     )
 
 
@@ -119,12 +129,23 @@ def _ranking(
     float_model: onnx.ModelProto,
     setting: _Setting,
     samples: int,
+    measured: int,
 ) -> tuple[tuple[OpSensitivity, ...], onnx.ModelProto]:
-    """The quantized ops of ``setting`` ranked by sensitivity, and the QDQ model ranked."""
+    """The quantized ops of ``setting`` ranked by sensitivity, and the QDQ model ranked: the
+    proxy ranking first, then its top ops by what leaving each one out of INT8 gains."""
+    if ctx.cache_dir is None:  # each op left out re-quantizes: on the ranges calibrated once
+        ctx = replace(ctx, cache_dir=ctx.workdir / "fallback-cache")
     quantize = _with(plan, index, **_changes(setting, ())).passes[0]
     qdq = quantize.run(float_model, ctx).model
     assert request.calibration is not None
-    return rank_sensitivity(float_model, qdq, request.calibration.feeds[:samples]), qdq
+    feeds = request.calibration.feeds[:samples]
+    ranked = rank_sensitivity(float_model, qdq, feeds)
+
+    def without(node: str) -> onnx.ModelProto:
+        excluded = _with(plan, index, **_changes(setting, [node])).passes[0]
+        return excluded.run(float_model, ctx).model
+
+    return rerank_by_output(float_model, qdq, ranked, feeds, without, measured), qdq
 
 
 def _changes(setting: _Setting, exclude: Sequence[str]) -> dict[str, object]:
@@ -172,6 +193,7 @@ def rescue(
             settings.append(_Setting("percentile", _WEIGHTED))
     tried: list[str] = []
     best = (_cosine(failed.report), plain, f"{plain.describe()}, no op in float")
+    cosines = {plain: best[0]}  # each setting's cosine with no op in float
     rounds = 0
     try:
         float_model, records = _prefix(request, plan, index, ctx)
@@ -188,6 +210,8 @@ def rescue(
         log.info("INT8 fallback round %d for %s: %s", rounds, failed.spec.name, why)
         built, session = attempt(Plan(plan.spec, pipeline), retry_request, f"fb{rounds}")
         cosine = _cosine(built.report)
+        if not kept:
+            cosines[setting] = cosine
         tried.append(f"{why}: cosine {cosine:.4f}")
         if cosine > best[0]:
             best = (cosine, setting, why)
@@ -199,21 +223,38 @@ def rescue(
         built, session = one(setting, (), f"{setting.describe()}, no op in float")
         if session is not None:
             return _passed(built, records, failed, tried), session
-    chosen = best[1]
-    try:
-        ranked, qdq = _ranking(request, plan, index, ctx, float_model, chosen, config.samples)
-    except DuhError as exc:
-        log.info("INT8 fallback for %s: no sensitivity ranking: %s", failed.spec.name, exc)
-        ranked, qdq = (), float_model
+    # The op rounds run under the setting that came closest, or under its weighted-ops-only
+    # form where leaving one op out gains more there (fewer quantized ops, fewer of them whose
+    # error a float op downstream still reads quantized).
+    bases = [best[1]]
+    if not best[1].op_types and not quantize.op_types:
+        bases.append(_Setting(best[1].calibrator, _WEIGHTED))
+    chosen, qdq, score = best[1], float_model, float("-inf")
+    ranked: tuple[OpSensitivity, ...] = ()
+    for setting in bases:
+        try:
+            got, made = _ranking(
+                request, plan, index, ctx, float_model, setting, config.samples, config.measured
+            )
+        except DuhError as exc:
+            log.info("INT8 fallback for %s: no sensitivity ranking: %s", failed.spec.name, exc)
+            continue
+        reached = cosines.get(setting, best[0]) + max((s.gain or 0.0 for s in got), default=0.0)
+        if reached > score:
+            chosen, ranked, qdq, score = setting, got, made, reached
     limit = max(config.min_ops, int(len(ranked) * config.max_fraction))
     stopped = ""
     k = 1
+    quantized = {s.node for s in ranked}
     while ranked and rounds < config.max_rounds and k <= limit:
         top = [s.node for s in ranked[:k]]
-        kept = float_region(qdq, top)
-        if len(kept) > limit:  # the region upstream is too wide: the ops alone
+        # An op whose gain was measured was measured left out alone: it is left out alone. An
+        # op ranked by the proxy only takes its feeders along (its inputs would stay quantized).
+        alone = [s.node for s in ranked[:k] if s.gains]
+        kept = sorted({*alone, *float_region(qdq, [n for n in top if n not in alone])})
+        if len(kept) > limit or quantized <= set(kept):  # the region is too wide: the ops alone
             kept = top
-        if ranked and {s.node for s in ranked} <= set(kept):
+        if quantized <= set(kept):
             # Nothing would stay quantized: an fp32 model under an INT8 name is no rescue.
             stopped = (
                 "; the next round would keep every quantized op in float, so it stopped: INT8 "
@@ -221,8 +262,9 @@ def rescue(
                 "it) or cpu instead"
             )
             break
-        names = ", ".join(f"{s.node} ({s.op_type}, adds {s.added:.3f})" for s in ranked[:k])
-        why = f"{chosen.describe()}, {len(kept)} ops in float around the most sensitive {names}"
+        names = ", ".join(s.describe() for s in ranked[:k])
+        ops = f"{len(kept)} op{'' if len(kept) == 1 else 's'}"
+        why = f"{chosen.describe()}, {ops} in float around the most sensitive {names}"
         before = best
         built, session = one(chosen, kept, why)
         if session is not None and _quantized_nothing(built):
@@ -265,8 +307,8 @@ def _passed(
         notes.append(
             "kept in float: "
             + ", ".join(kept)
-            + " (sensitivity: error each adds, relative RMS: "
-            + ", ".join(f"{s.node} {s.added:.3f}" for s in blamed)
+            + " (sensitivity: "
+            + ", ".join(s.describe() for s in blamed)
             + ")"
         )
     records = list(built.records)

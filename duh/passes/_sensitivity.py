@@ -11,21 +11,29 @@ ops kept in float rescue a model.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
 
-from duh.errors import PassError
+from duh.errors import DuhError, PassError
 from duh.passes._base import one_line, tool_errors
 from duh.passes._graph import copy_model, producers
 
-__all__ = ["OpSensitivity", "float_readers", "float_region", "rank_sensitivity"]
+__all__ = [
+    "OpSensitivity",
+    "float_readers",
+    "float_region",
+    "rank_sensitivity",
+    "rerank_by_output",
+]
 
 log = logging.getLogger(__name__)
 
 _QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
+# A rise in cosine below this is noise, not a reason to keep an op in float.
+_NO_GAIN = 1e-4
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,15 +44,32 @@ class OpSensitivity:
     op_type: str
     error: float
     added: float
+    # The rise in the model outputs' lowest cosine with the float model when this op alone
+    # computes in float (None: not measured).
+    gain: float | None = None
 
     def to_json(self) -> dict[str, object]:
         """The form stored in pass notes and the manifest."""
-        return {
+        out: dict[str, object] = {
             "node": self.node,
             "op_type": self.op_type,
             "error": round(self.error, 5),
             "added": round(self.added, 5),
         }
+        if self.gain is not None:
+            out["gain"] = round(self.gain, 5)
+        return out
+
+    @property
+    def gains(self) -> bool:
+        """Whether computing this op in float was measured to raise the outputs' cosine."""
+        return self.gain is not None and self.gain > _NO_GAIN
+
+    def describe(self) -> str:
+        """``name (OpType, ...)``: what the ranking measured for this op, for build notes."""
+        if self.gain is not None:
+            return f"{self.node} ({self.op_type}, in float raises the cosine {self.gain:+.4f})"
+        return f"{self.node} ({self.op_type}, adds {self.added:.3f})"
 
 
 def _seen(qdq: onnx.ModelProto) -> dict[str, str]:
@@ -198,6 +223,65 @@ def rank_sensitivity(
         ranked.append(OpSensitivity(node.name, node.op_type, out, added))
     ranked.sort(key=lambda s: (-s.added, -s.error, s.node))
     return tuple(ranked)
+
+
+def _min_cosine(
+    reference: Sequence[Mapping[str, np.ndarray]], got: Sequence[Mapping[str, np.ndarray]]
+) -> float:
+    """The lowest cosine, over the outputs, between ``got`` and ``reference`` (all samples)."""
+    lowest = 1.0
+    for name in reference[0]:
+        a = np.concatenate([np.asarray(r[name], np.float64).ravel() for r in reference])
+        b = np.concatenate([np.asarray(g[name], np.float64).ravel() for g in got])
+        if a.shape != b.shape or not np.all(np.isfinite(b)):
+            return -1.0
+        keep = np.isfinite(a)
+        a, b = a[keep], b[keep]
+        denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+        cosine = float(np.dot(a, b) / denom) if denom > 0 else float(np.allclose(a, b))
+        lowest = min(lowest, cosine)
+    return lowest
+
+
+def rerank_by_output(
+    float_model: onnx.ModelProto,
+    qdq_model: onnx.ModelProto,
+    ranked: Sequence[OpSensitivity],
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    without: Callable[[str], onnx.ModelProto],
+    top: int = 24,
+) -> tuple[OpSensitivity, ...]:
+    """``ranked`` with its first ``top`` ops re-ranked by what each costs the model's outputs.
+
+    The proxy ranking measures each op where it sits; an error a later op amplifies (a Log
+    after a quantized mel filterbank, a Softmax after a quantized score) counts for little
+    there and for everything at the outputs. ``without(node)`` is the model quantized with
+    ``node`` left out (the quantizer's own exclusion, with the ops that follow it); the rise in
+    the outputs' lowest cosine with the float model, on ``feeds``, is that op's gain, the way
+    NNCF's accuracy control ranks ops by the metric they cost. Ops that gain come first, most
+    first; the rest keep their proxy order.
+    """
+    if not ranked or not feeds:
+        return tuple(ranked)
+    names = [o.name for o in float_model.graph.output]
+    reference = _run(float_model, names, feeds)
+    base = _min_cosine(reference, _run(qdq_model, names, feeds))
+    measured: list[OpSensitivity] = []
+    for op in ranked[:top]:
+        try:
+            cosine = _min_cosine(reference, _run(without(op.node), names, feeds))
+        except DuhError as exc:
+            log.info("INT8 sensitivity: the model without %s quantized failed: %s", op.node, exc)
+            measured.append(op)
+            continue
+        measured.append(replace(op, gain=cosine - base))
+    order = {op.node: i for i, op in enumerate(ranked)}
+    gaining = sorted(
+        (op for op in measured if op.gains),
+        key=lambda op: (-(op.gain or 0.0), order[op.node]),
+    )
+    rest = [op for op in measured if op not in gaining]
+    return (*gaining, *rest, *ranked[top:])
 
 
 def float_region(qdq_model: onnx.ModelProto, nodes: Sequence[str], depth: int = 12) -> list[str]:

@@ -55,6 +55,7 @@ from duh.passes._sensitivity import (
     float_readers,
     float_region,
     rank_sensitivity,
+    rerank_by_output,
 )
 from duh.passes._upcast import computes_in_float16, upcast_float16
 
@@ -66,6 +67,7 @@ __all__ = [
     "float_region",
     "quantized_op_counts",
     "rank_sensitivity",
+    "rerank_by_output",
 ]
 
 log = logging.getLogger(__name__)

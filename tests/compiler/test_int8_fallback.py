@@ -56,6 +56,70 @@ def _samples(path: Path, count: int, seed: int) -> Path:
     return path
 
 
+def _log_mel_model(path: Path) -> Path:
+    """x[1,1,64] -> MatMul (a cosine transform) -> Mul (power) -> MatMul (a 16-bin filterbank)
+    -> Clip(1e-10) -> Log -> y[1,1,16]: an audio front end. A per-tensor int8 step over the
+    power spectrum's peaks zeroes its floor, and the Log turns that into the whole error; where
+    the filterbank sits, the error it adds is small next to the transform's."""
+    n, bins = 64, 16
+    t = np.arange(n)
+    transform = np.cos(2 * np.pi * np.outer(t, t) / n).astype(np.float32)
+    bank = np.zeros((n, bins), np.float32)
+    for b in range(bins):
+        bank[4 * b : 4 * b + 4, b] = 0.25
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "transform"], ["h"], name="frame"),
+            helper.make_node("Mul", ["h", "h"], ["power"], name="power"),
+            helper.make_node("MatMul", ["power", "bank"], ["m"], name="filterbank"),
+            helper.make_node("Clip", ["m", "floor"], ["c"], name="floor"),
+            helper.make_node("Log", ["c"], ["y"], name="log"),
+        ],
+        "log_mel",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, bins])],
+        [numpy_helper.from_array(transform, "transform"), numpy_helper.from_array(bank, "bank"),
+         numpy_helper.from_array(np.array(1e-10, np.float32), "floor")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, path)
+    return path
+
+
+def _tones(path: Path, count: int, seed: int) -> Path:
+    """Frames of three tones and a little noise: a spectrum of a few peaks over a low floor."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(64)
+    frames = [
+        sum(np.cos(2 * np.pi * rng.integers(1, 32) * t / 64 + rng.uniform(0, 6)) for _ in range(3))
+        + rng.normal(scale=0.2, size=64)
+        for _ in range(count)
+    ]
+    np.savez(path, x=np.stack(frames)[:, None, None].astype(np.float32))
+    return path
+
+
+@pytest.mark.parametrize("target", ["onnxruntime:cpu-int8", "openvino:cpu-int8"])
+def test_the_fallback_finds_the_op_whose_error_a_later_op_amplifies(
+    target: str, tmp_path: Path
+) -> None:
+    """The proxy blames the transform; leaving each top op out of INT8 and measuring the outputs
+    finds the filterbank, which alone in float passes while the transform stays INT8."""
+    result = build(
+        _log_mel_model(tmp_path / "log_mel.onnx"), target, tmp_path / "out.duh",
+        calib=_tones(tmp_path / "calib.npz", 32, 1), check_data=_tones(tmp_path / "check.npz", 8, 2),
+    )  # fmt: skip
+    assert result.manifest is not None
+    quantize = next(p for p in result.manifest.passes if p["name"] == "quantize")
+    notes = " | ".join(quantize["notes"])
+    kept = notes.split("kept in float: ")[1].split(" (")[0]
+    assert kept == "filterbank", notes
+    assert "filterbank (MatMul, in float raises the cosine +0." in notes, notes
+    assert quantize["nodes_after"] > quantize["nodes_before"]  # the transform is still INT8
+    assert min(o["cosine"] for o in result.manifest.checks["outputs"]) >= 0.98
+
+
 def test_the_fallback_rescues_a_model_plain_int8_ruins_and_records_the_ops_in_float(
     tmp_path: Path,
 ) -> None:
