@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,7 @@ from duh.runtime.contract import EngineOptions, OpTiming
 from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec, register_target
 from duh.targets._util import package_version
 from duh.targets.openvino._bf16 import Bf16Plan, keep_f32_for_accuracy
-from duh.targets.openvino._convert import check_inputs, convert, ov_module, reason
+from duh.targets.openvino._convert import check_inputs, compiled, convert, ov_module, reason
 from duh.targets.openvino._hint import HintChoice, choose_int8_hint, pinned_hint
 from duh.targets.openvino._partition import compile_stages
 from duh.targets.openvino._staged import StagedEngine
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = ["OpenVinoEngine", "OpenVinoTarget"]
 
-log = logging.getLogger(__name__)
 
 XML_FILE = "model.xml"
 # The CPU plugin's INFERENCE_PRECISION_HINT for each duh precision. fp32 must be explicit: on CPUs
@@ -162,13 +160,7 @@ class OpenVinoTarget:
                 f"{specialized} If nodes that squeeze a dimension only when its size is 1 (how "
                 "PyTorch exports x.squeeze(d)) were made Squeeze, so that openvino knows the ranks",
             )
-        for note in notes:
-            log.info("%s", note)
-        return CompileResult(
-            engine_version=ov.get_version(),
-            engine_config={"model": XML_FILE, "device": "CPU", **config},
-            notes=tuple(notes),
-        )
+        return compiled(ov, {"model": XML_FILE, **config}, notes)
 
     def load(
         self, artifact: Path, manifest: Manifest, options: EngineOptions

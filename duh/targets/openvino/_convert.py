@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from duh.errors import TargetError
+from duh.targets._base import CompileResult
 from duh.targets._util import import_engine, save_onnx
 from duh.targets.openvino._specialize import squeeze_ifs_to_squeeze
 
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["check_inputs", "convert", "ov_module", "reason"]
+__all__ = ["check_inputs", "compiled", "convert", "ov_module", "reason"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,17 @@ def convert(ov: Any, model: onnx.ModelProto, stem: Path) -> tuple[Any, int]:
     finally:
         for path in written:
             path.unlink(missing_ok=True)
+
+
+def compiled(ov: Any, config: dict[str, Any], notes: list[str]) -> CompileResult:
+    """The result of an OpenVINO compile for the CPU: ``config`` and ``notes``, logged."""
+    for note in notes:
+        log.info("%s", note)
+    return CompileResult(
+        engine_version=ov.get_version(),
+        engine_config={"device": "CPU", **config},
+        notes=tuple(notes),
+    )
 
 
 def ov_module() -> Any:

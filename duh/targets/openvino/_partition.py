@@ -12,7 +12,6 @@ found here, and the conversion error stands.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,11 +22,10 @@ import onnx
 
 from duh.targets._base import CompileContext, CompileResult
 from duh.targets._util import save_onnx
-from duh.targets.openvino._convert import check_inputs, convert
+from duh.targets.openvino._convert import check_inputs, compiled, convert
 
 __all__ = ["Stage", "compile_stages", "split_stages", "stage_feeds", "unconvertible_nodes"]
 
-log = logging.getLogger(__name__)
 
 OPENVINO = "openvino"
 ONNXRUNTIME = "onnxruntime"
@@ -319,10 +317,4 @@ def compile_stages(
             f"they run on ONNX Runtime and the rest on OpenVINO, in {len(stages)} stages "
             "(engine_config.stages)",
         )
-    for note in notes:
-        log.info("%s", note)
-    return CompileResult(
-        engine_version=ov.get_version(),
-        engine_config={"device": "CPU", "stages": entries},
-        notes=tuple(notes),
-    )
+    return compiled(ov, {"stages": entries}, notes)
