@@ -184,13 +184,7 @@ class EvalSet:
             )
         if self.budget.metric == "mse":
             return float(np.mean([np.mean((x - y) ** 2) for x, y in zip(a, b, strict=True)]))
-        cos = [
-            float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
-            if np.linalg.norm(x) and np.linalg.norm(y)
-            else float(np.array_equal(x, y))
-            for x, y in zip(a, b, strict=True)
-        ]
-        return float(np.mean(cos))
+        return float(np.mean([_cosine(x, y) for x, y in zip(a, b, strict=True)]))
 
     @property
     def fp32(self) -> float:
@@ -332,3 +326,12 @@ def plot_sensitivity(rows: Sequence[Mapping[str, Any]], path: str | Path, title:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def _cosine(got: np.ndarray, want: np.ndarray) -> float:
+    """The cosine of one sample; a sample with NaN or Inf where the labels have none is the
+    worst there is (-1), not NaN, so that the metric's drop stays a number."""
+    if not np.all(np.isfinite(got)) and np.all(np.isfinite(want)):
+        return -1.0
+    norms = float(np.linalg.norm(got) * np.linalg.norm(want))
+    return float(got @ want / norms) if norms else float(np.array_equal(got, want))

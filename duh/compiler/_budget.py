@@ -20,7 +20,14 @@ from typing import Any
 import onnx
 
 from duh.compiler._accuracy import EvalSet
-from duh.compiler._fallback import _changes, _prefix, _quantize_index, _Setting, _with
+from duh.compiler._fallback import (
+    _changes,
+    _prefix,
+    _quantize_index,
+    _Setting,
+    _with,
+    by_output,
+)
 from duh.compiler._request import BudgetScore, BuildRequest, Candidate, Plan
 from duh.errors import DuhError
 from duh.passes import PassContext
@@ -36,6 +43,7 @@ log = logging.getLogger(__name__)
 Attempt = Callable[[Plan, BuildRequest, str], tuple[Candidate, Session | None]]
 
 _RANK_SAMPLES = 16
+_MEASURED = 16  # the most sensitive ops whose gain at the outputs is measured
 _MAX_ROUNDS = 10
 
 
@@ -125,24 +133,36 @@ def _ranking(
     float_model, records = _prefix(request, plan, index, ctx)
     qdq = quantize.run(float_model, ctx).model
     placement = quantize.resolved_placement(plan.spec.engine)
+    feeds = evaluation.feeds[:_RANK_SAMPLES]
     ranked = rank_sensitivity(
-        float_model,
-        qdq,
-        evaluation.feeds[:_RANK_SAMPLES],
-        blame_inputs=placement == "inputs",
-        per_channel=True,
+        float_model, qdq, feeds, blame_inputs=placement == "inputs", per_channel=True
+    )
+    setting = _Setting(quantize.calibrator, tuple(quantize.op_types))
+    proxy = ranked
+
+    def regions(node: str) -> list[list[str]]:
+        readers = _kept(qdq, proxy, [node], placement)
+        return [[node]] if readers == [node] else [[node], readers]
+
+    ranked = by_output(
+        plan, index, ctx, float_model, setting, qdq, ranked, feeds, _MEASURED, regions
     )
     return float_model, records, ranked, qdq, placement
 
 
 def _kept(
-    qdq: onnx.ModelProto, ranked: Sequence[OpSensitivity], k: int, placement: str
+    qdq: onnx.ModelProto, ranked: Sequence[OpSensitivity], top: Sequence[str], placement: str
 ) -> list[str]:
-    """The ops kept in float for the ``k`` most sensitive ones (their readers on outputs)."""
+    """The ops kept in float for the sensitive ops ``top``: what an op's gain was measured
+    with, else the op (and on outputs its readers too)."""
     quantized = {s.node for s in ranked}
+    measured = {s.node: s.float_with for s in ranked if s.gain is not None and s.float_with}
     kept: set[str] = set()
-    for s in ranked[:k]:
-        region = [s.node] if placement == "inputs" else float_readers(qdq, s.node)
+    for node in top:
+        if node in measured:
+            kept.update(measured[node])
+            continue
+        region = [node] if placement == "inputs" else float_readers(qdq, node)
         kept.update(n for n in region if n in quantized)
     return sorted(kept)
 
@@ -200,7 +220,8 @@ def meet_budget(
     opened: dict[int, tuple[Candidate, Session | None]] = {}
 
     def build_with(k: int) -> bool:
-        kept = _kept(qdq, ranked, k, placement) if k < len(ranked) else [s.node for s in ranked]
+        top = [s.node for s in ranked[:k]]
+        kept = _kept(qdq, ranked, top, placement) if k < len(ranked) else [s.node for s in ranked]
         if k >= len(ranked):  # every op in float: nothing the quantizer may touch is left
             kept = sorted({n.name for n in float_model.graph.node})
         exclude = sorted({*quantize.exclude_nodes, *kept})

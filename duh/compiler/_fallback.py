@@ -33,7 +33,7 @@ from duh.passes.quantize import (
 from duh.runtime import Session
 from duh.targets import PassSpec
 
-__all__ = ["FallbackConfig", "rescue"]
+__all__ = ["FallbackConfig", "by_output", "rescue"]
 
 log = logging.getLogger(__name__)
 
@@ -128,24 +128,86 @@ def _ranking(
     ctx: PassContext,
     float_model: onnx.ModelProto,
     setting: _Setting,
-    samples: int,
-    measured: int,
+    config: FallbackConfig,
 ) -> tuple[tuple[OpSensitivity, ...], onnx.ModelProto]:
     """The quantized ops of ``setting`` ranked by sensitivity, and the QDQ model ranked: the
-    proxy ranking first, then its top ops by what leaving each one out of INT8 gains."""
-    if ctx.cache_dir is None:  # each op left out re-quantizes: on the ranges calibrated once
-        ctx = replace(ctx, cache_dir=ctx.workdir / "fallback-cache")
+    proxy ranking first, then its top ops by what leaving each one (with its region, as the
+    rounds keep it) out of INT8 gains."""
     quantize = _with(plan, index, **_changes(setting, ())).passes[0]
     qdq = quantize.run(float_model, ctx).model
     assert request.calibration is not None
-    feeds = request.calibration.feeds[:samples]
+    feeds = request.calibration.feeds[: config.samples]
     ranked = rank_sensitivity(float_model, qdq, feeds)
+    quantized = {s.node for s in ranked}
+    limit = max(config.min_ops, int(len(ranked) * config.max_fraction))
 
-    def without(node: str) -> onnx.ModelProto:
-        excluded = _with(plan, index, **_changes(setting, [node])).passes[0]
+    def regions(node: str) -> list[list[str]]:
+        upstream = float_region(qdq, [node])
+        wide = len(upstream) > limit or quantized <= set(upstream)
+        return [[node]] if wide else [[node], upstream]
+
+    return (
+        by_output(
+            plan, index, ctx, float_model, setting, qdq, ranked, feeds, config.measured, regions
+        ),
+        qdq,
+    )
+
+
+def _promise(
+    ranked: Sequence[OpSensitivity], cosine: float, wanted: float
+) -> tuple[bool, float, float]:
+    """How well op rounds under a ranking promise to do, best highest: whether its top op in
+    float is measured to pass (``cosine``, the setting's own, plus its gain), then, for one
+    that passes, the fewest weighted ops that takes into float, else the cosine it reaches."""
+    if not ranked or ranked[0].gain is None:
+        return (False, cosine, 0.0)
+    top = ranked[0]
+    reached = cosine + (top.gain or 0.0)
+    kinds = {s.node: s.op_type for s in ranked}
+    weighted = sum(1 for n in top.float_with if kinds.get(n) in _WEIGHTED)
+    if reached >= wanted:
+        return (True, -float(weighted), reached)
+    return (False, reached, -float(weighted))
+
+
+def _region(
+    qdq: onnx.ModelProto, top: Sequence[OpSensitivity], quantized: set[str], limit: int
+) -> list[str]:
+    """What a round that blames ``top`` keeps in float: for an op whose gain was measured,
+    what it was measured with; for the others, the op and its quantized feeders (its inputs
+    would stay quantized by their producers). The ops alone where that is too wide, or where
+    it is every quantized op."""
+    kept = {n for s in top if s.gain is not None for n in (s.float_with or (s.node,))}
+    kept.update(float_region(qdq, [s.node for s in top if s.gain is None]))
+    if len(kept) > limit or quantized <= kept:
+        return [s.node for s in top]
+    return sorted(kept)
+
+
+def by_output(
+    plan: Plan,
+    index: int,
+    ctx: PassContext,
+    float_model: onnx.ModelProto,
+    setting: _Setting,
+    qdq: onnx.ModelProto,
+    ranked: Sequence[OpSensitivity],
+    feeds: Sequence[dict[str, np.ndarray]],
+    measured: int,
+    regions: Callable[[str], Sequence[Sequence[str]]],
+) -> tuple[OpSensitivity, ...]:
+    """``ranked`` with its top ``measured`` ops ranked again by what leaving each one out of
+    INT8 gains at the model's outputs: the quantize pass of ``plan`` run with each of
+    ``regions(op)`` excluded (the op alone, the op with the ops its Q/DQ pairs tie it to)."""
+    if ctx.cache_dir is None:  # each op left out re-quantizes: on the ranges calibrated once
+        ctx = replace(ctx, cache_dir=ctx.workdir / "fallback-cache")
+
+    def without(ops: Sequence[str]) -> onnx.ModelProto:
+        excluded = _with(plan, index, **_changes(setting, ops)).passes[0]
         return excluded.run(float_model, ctx).model
 
-    return rerank_by_output(float_model, qdq, ranked, feeds, without, measured), qdq
+    return rerank_by_output(float_model, qdq, ranked, feeds, without, regions, measured)
 
 
 def _changes(setting: _Setting, exclude: Sequence[str]) -> dict[str, object]:
@@ -229,17 +291,16 @@ def rescue(
     bases = [best[1]]
     if not best[1].op_types and not quantize.op_types:
         bases.append(_Setting(best[1].calibrator, _WEIGHTED))
-    chosen, qdq, score = best[1], float_model, float("-inf")
+    chosen, qdq = best[1], float_model
+    score: tuple[bool, float, float] = (False, float("-inf"), float("-inf"))
     ranked: tuple[OpSensitivity, ...] = ()
     for setting in bases:
         try:
-            got, made = _ranking(
-                request, plan, index, ctx, float_model, setting, config.samples, config.measured
-            )
+            got, made = _ranking(request, plan, index, ctx, float_model, setting, config)
         except DuhError as exc:
             log.info("INT8 fallback for %s: no sensitivity ranking: %s", failed.spec.name, exc)
             continue
-        reached = cosines.get(setting, best[0]) + max((s.gain or 0.0 for s in got), default=0.0)
+        reached = _promise(got, cosines.get(setting, best[0]), failed.report.tolerance.min_cosine)
         if reached > score:
             chosen, ranked, qdq, score = setting, got, made, reached
     limit = max(config.min_ops, int(len(ranked) * config.max_fraction))
@@ -247,13 +308,7 @@ def rescue(
     k = 1
     quantized = {s.node for s in ranked}
     while ranked and rounds < config.max_rounds and k <= limit:
-        top = [s.node for s in ranked[:k]]
-        # An op whose gain was measured was measured left out alone: it is left out alone. An
-        # op ranked by the proxy only takes its feeders along (its inputs would stay quantized).
-        alone = [s.node for s in ranked[:k] if s.gains]
-        kept = sorted({*alone, *float_region(qdq, [n for n in top if n not in alone])})
-        if len(kept) > limit or quantized <= set(kept):  # the region is too wide: the ops alone
-            kept = top
+        kept = _region(qdq, ranked[:k], quantized, limit)
         if quantized <= set(kept):
             # Nothing would stay quantized: an fp32 model under an INT8 name is no rescue.
             stopped = (

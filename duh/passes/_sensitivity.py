@@ -44,9 +44,11 @@ class OpSensitivity:
     op_type: str
     error: float
     added: float
-    # The rise in the model outputs' lowest cosine with the float model when this op alone
-    # computes in float (None: not measured).
+    # The rise in the model outputs' lowest cosine with the float model when ``float_with``
+    # (this op, alone or with the ops its Q/DQ pairs tie it to) computes in float (None: not
+    # measured).
     gain: float | None = None
+    float_with: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         """The form stored in pass notes and the manifest."""
@@ -58,6 +60,7 @@ class OpSensitivity:
         }
         if self.gain is not None:
             out["gain"] = round(self.gain, 5)
+            out["float_with"] = list(self.float_with)
         return out
 
     @property
@@ -68,7 +71,12 @@ class OpSensitivity:
     def describe(self) -> str:
         """``name (OpType, ...)``: what the ranking measured for this op, for build notes."""
         if self.gain is not None:
-            return f"{self.node} ({self.op_type}, in float raises the cosine {self.gain:+.4f})"
+            others = [n for n in self.float_with if n != self.node]
+            more = f" with {len(others)} more" if others else ""
+            return (
+                f"{self.node} ({self.op_type}, in float{more} raises the cosine "
+                f"{self.gain:+.4f})"
+            )
         return f"{self.node} ({self.op_type}, adds {self.added:.3f})"
 
 
@@ -248,33 +256,49 @@ def rerank_by_output(
     qdq_model: onnx.ModelProto,
     ranked: Sequence[OpSensitivity],
     feeds: Sequence[Mapping[str, np.ndarray]],
-    without: Callable[[str], onnx.ModelProto],
+    without: Callable[[Sequence[str]], onnx.ModelProto],
+    regions: Callable[[str], Sequence[Sequence[str]]],
     top: int = 24,
 ) -> tuple[OpSensitivity, ...]:
     """``ranked`` with its first ``top`` ops re-ranked by what each costs the model's outputs.
 
     The proxy ranking measures each op where it sits; an error a later op amplifies (a Log
     after a quantized mel filterbank, a Softmax after a quantized score) counts for little
-    there and for everything at the outputs. ``without(node)`` is the model quantized with
-    ``node`` left out (the quantizer's own exclusion, with the ops that follow it); the rise in
-    the outputs' lowest cosine with the float model, on ``feeds``, is that op's gain, the way
-    NNCF's accuracy control ranks ops by the metric they cost. Ops that gain come first, most
-    first; the rest keep their proxy order.
+    there and for everything at the outputs. For each op, ``regions(node)`` are the sets of
+    ops that may be kept in float for it, smallest first (the op alone, then it with the ops
+    its Q/DQ pairs tie it to), and ``without(ops)`` is the model quantized with them left out
+    (the quantizer's own exclusion). The rise in the outputs' lowest cosine with the float
+    model, on ``feeds``, is the gain, the way NNCF's accuracy control ranks ops by the metric
+    they cost; a larger set is kept only where it gains clearly more. Ops that gain come
+    first, most first; the rest keep their proxy order.
     """
     if not ranked or not feeds:
         return tuple(ranked)
     names = [o.name for o in float_model.graph.output]
     reference = _run(float_model, names, feeds)
     base = _min_cosine(reference, _run(qdq_model, names, feeds))
+    tried: dict[tuple[str, ...], float | None] = {}
+
+    def gain(ops: Sequence[str]) -> float | None:
+        key = tuple(sorted(ops))
+        if key not in tried:
+            try:
+                tried[key] = _min_cosine(reference, _run(without(key), names, feeds)) - base
+            except DuhError as exc:
+                log.info("INT8 sensitivity: the model without %s quantized failed: %s", key, exc)
+                tried[key] = None
+        return tried[key]
+
     measured: list[OpSensitivity] = []
     for op in ranked[:top]:
-        try:
-            cosine = _min_cosine(reference, _run(without(op.node), names, feeds))
-        except DuhError as exc:
-            log.info("INT8 sensitivity: the model without %s quantized failed: %s", op.node, exc)
-            measured.append(op)
-            continue
-        measured.append(replace(op, gain=cosine - base))
+        best = op
+        for ops in regions(op.node):
+            got = gain(ops)
+            if got is None:
+                continue
+            if best.gain is None or got - best.gain > max(_NO_GAIN, 0.1 * abs(got)):
+                best = replace(op, gain=got, float_with=tuple(sorted(ops)))
+        measured.append(best)
     order = {op.node: i for i, op in enumerate(ranked)}
     gaining = sorted(
         (op for op in measured if op.gains),

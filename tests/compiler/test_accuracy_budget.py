@@ -189,3 +189,24 @@ def test_recipe_keys_make_the_budget(tmp_path: Path) -> None:
     recipe.write_text(recipe.read_text().replace("'top1'", "'accuracy'"))
     with pytest.raises(ConfigError, match="--metric 'accuracy' is not a metric"):
         build_kwargs(load_recipe_file(recipe).builds[0])
+
+
+@pytest.mark.parametrize("target", ["onnxruntime:cpu-int8", "openvino:cpu-int8"])
+def test_budget_keeps_the_op_whose_error_a_later_op_amplifies(target: str, tmp_path: Path) -> None:
+    """A log-mel front end: plain INT8 is far over the budget (on ONNX Runtime its Log reads
+    zeros: -inf, scored as the worst cosine), and the filterbank in float meets it in one round
+    while the transform before it stays INT8."""
+    from tests.compiler.test_int8_fallback import _log_mel_model, _tones
+
+    result = build(
+        _log_mel_model(tmp_path / "log_mel.onnx"), target, tmp_path / "m.duh",
+        calib=_tones(tmp_path / "calib.npz", 32, 1),
+        accuracy=AccuracyBudget(_tones(tmp_path / "eval.npz", 16, 3), "cosine", 0.01), cache=False,
+    )  # fmt: skip
+    assert result.manifest is not None
+    section = result.manifest.build["accuracy"]
+    assert section["int8_plain_drop"] > 0.3 and section["drop"] <= 0.01
+    assert "filterbank" in section["float_layers"] and "frame" not in section["float_layers"]
+    assert len(section["rounds"]) == 1
+    top = section["sensitivity"][0]  # on op outputs (ONNX Runtime) the power's pair goes too
+    assert "filterbank" in top["float_with"] and top["gain"] > 0.3, top
