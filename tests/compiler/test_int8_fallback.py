@@ -18,6 +18,13 @@ from duh.passes.quantize import float_region, rank_sensitivity
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
+def _saved(graph: onnx.GraphProto, path: Path) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, path)
+    return path
+
+
 def _outlier_model(path: Path, tail: bool = True) -> Path:
     """x[1,8] -> MatMul -> Add (one channel offset by 1e4) -> Relu -> MatMul (that channel
     weighted 0) -> MatMul -> y[1,4]: a per-tensor int8 step over the outlier's range wipes out
@@ -44,10 +51,7 @@ def _outlier_model(path: Path, tail: bool = True) -> Path:
         [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b1, "b1"),
          numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(w3, "w3")],
     )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    onnx.save(model, path)
-    return path
+    return _saved(graph, path)
 
 
 def _samples(path: Path, count: int, seed: int) -> Path:
@@ -81,10 +85,7 @@ def _log_mel_model(path: Path) -> Path:
         [numpy_helper.from_array(transform, "transform"), numpy_helper.from_array(bank, "bank"),
          numpy_helper.from_array(np.array(1e-10, np.float32), "floor")],
     )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    onnx.save(model, path)
-    return path
+    return _saved(graph, path)
 
 
 def _tones(path: Path, count: int, seed: int) -> Path:
