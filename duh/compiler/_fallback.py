@@ -66,6 +66,10 @@ class FallbackConfig:
         metadata={"help": "most sensitive ops whose gain is measured (each one re-quantized)"},
     )
 
+    def limit(self, quantized: int) -> int:
+        """How many of ``quantized`` ops may be kept in float."""
+        return max(self.min_ops, int(quantized * self.max_fraction))
+
 
 def _cosine(report: VerifyReport | None) -> float:
     if report is None or not report.outputs:
@@ -139,7 +143,7 @@ def _ranking(
     feeds = request.calibration.feeds[: config.samples]
     ranked = rank_sensitivity(float_model, qdq, feeds)
     quantized = {s.node for s in ranked}
-    limit = max(config.min_ops, int(len(ranked) * config.max_fraction))
+    limit = config.limit(len(ranked))
 
     def regions(node: str) -> list[list[str]]:
         upstream = float_region(qdq, [node])
@@ -303,7 +307,7 @@ def rescue(
         reached = _promise(got, cosines.get(setting, best[0]), failed.report.tolerance.min_cosine)
         if reached > score:
             chosen, ranked, qdq, score = setting, got, made, reached
-    limit = max(config.min_ops, int(len(ranked) * config.max_fraction))
+    limit = config.limit(len(ranked))
     stopped = ""
     k = 1
     quantized = {s.node for s in ranked}
