@@ -1,4 +1,5 @@
-"""OpenVINO and Ifs whose branches differ in rank (PyTorch's export of ``x.squeeze(d)``)."""
+"""OpenVINO and Ifs it refuses as exported: branches that differ in rank (PyTorch's export of
+``x.squeeze(d)``), conditions of shape [1, 1] (PyTorch's ``if p >= 0.5`` on a probability)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from duh.compiler import build as build_model
-from duh.targets.openvino._specialize import squeeze_ifs_to_squeeze
+from duh.targets.openvino._specialize import scalar_if_conditions, squeeze_ifs_to_squeeze
 from tests._if_models import rank_if_model
 
 ov = pytest.importorskip("openvino")
@@ -46,6 +48,82 @@ def test_openvino_build_specializes_the_if_and_matches_the_source(tmp_path: Path
     manifest = json.loads((result.output / "manifest.json").read_text())
     notes = manifest["build"]["compile_notes"]
     assert any("were made Squeeze" in note for note in notes), notes
+
+
+def _cond_if_model(path: Path) -> Path:
+    """x[1,4] -> If(sum(x) > 0 as [1,1]: If(max(x) > 1 as [1,1]: 2x, else: -x), else: x).
+
+    Both conditions keep the [1, 1] of a reduction with keepdims, as PyTorch exports them; the
+    inner If sits in a branch, its condition computed there.
+    """
+
+    def cond(reduce: str, source: str, bound: str, out: str) -> list[onnx.NodeProto]:
+        return [
+            helper.make_node(reduce, [source], [out + "_r"], keepdims=1),
+            helper.make_node("Greater", [out + "_r", bound], [out]),
+        ]
+
+    def branch(name: str, nodes: list[onnx.NodeProto], out: str) -> onnx.GraphProto:
+        info = helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, 4])
+        return helper.make_graph(nodes, name, [], [info])
+
+    inner = helper.make_node(
+        "If", ["c2"], ["inner"],
+        then_branch=branch("twice", [helper.make_node("Add", ["x", "x"], ["d"])], "d"),
+        else_branch=branch("neg", [helper.make_node("Neg", ["x"], ["n"])], "n"),
+    )  # fmt: skip
+    outer = helper.make_node(
+        "If", ["c1"], ["y"],
+        then_branch=branch("then", [*cond("ReduceMax", "x", "one", "c2"), inner], "inner"),
+        else_branch=branch("else", [helper.make_node("Identity", ["x"], ["kept"])], "kept"),
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [*cond("ReduceSum", "x", "zero", "c1"), outer],
+        "cond_if",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [
+            numpy_helper.from_array(np.array(0, np.float32), "zero"),
+            numpy_helper.from_array(np.array(1, np.float32), "one"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    onnx.save(model, str(path))
+    return path
+
+
+_BRANCHES = np.array([[[-1, -1, 0, 0]], [[0.5, 0.5, 0, 0]], [[3, 0, 0, 0]]], np.float32)
+
+
+def test_if_conditions_of_shape_1x1_become_scalars_and_compute_the_same(tmp_path: Path) -> None:
+    path = _cond_if_model(tmp_path / "m.onnx")
+    special, count = scalar_if_conditions(onnx.load(str(path)))
+    assert count == 2
+    onnx.checker.check_model(special, full_check=True)
+    assert scalar_if_conditions(special)[1] == 0
+    sessions = [
+        ort.InferenceSession(m, providers=["CPUExecutionProvider"])
+        for m in (str(path), special.SerializeToString())
+    ]
+    for x in _BRANCHES:  # else; then, inner else; then, inner then
+        runs = [s.run(None, {"x": x})[0] for s in sessions]
+        np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_openvino_refuses_an_if_condition_of_shape_1x1(tmp_path: Path) -> None:
+    path = _cond_if_model(tmp_path / "m.onnx")
+    with pytest.raises(Exception, match="Rank of If condition"):  # OpenVINO's untyped errors
+        ov.convert_model(str(path))
+
+
+def test_openvino_build_reshapes_if_conditions_and_matches_the_source(tmp_path: Path) -> None:
+    path = _cond_if_model(tmp_path / "m.onnx")
+    data = tmp_path / "check.npz"
+    np.savez(data, x=_BRANCHES)
+    result = build_model(path, "openvino:cpu-fp32", tmp_path / "m.duh", check_data=data)
+    assert result.manifest is not None and result.manifest.checks["passed"]
+    notes = result.manifest.build["compile_notes"]
+    assert any("2 If conditions" in note for note in notes), notes
 
 
 def _silero() -> tuple[Path, Path]:

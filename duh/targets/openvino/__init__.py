@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from duh.targets.openvino._bf16 import Bf16Plan, keep_f32_for_accuracy
 from duh.targets.openvino._convert import check_inputs, compiled, convert, ov_module, reason
 from duh.targets.openvino._hint import HintChoice, choose_int8_hint, pinned_hint
 from duh.targets.openvino._partition import compile_stages
+from duh.targets.openvino._specialize import scalar_if_conditions
 from duh.targets.openvino._staged import StagedEngine
 
 if TYPE_CHECKING:
@@ -137,6 +139,13 @@ class OpenVinoTarget:
         """
         ov = ov_module()
         scratch = out_dir.parent / (out_dir.name + ".in")
+        model, scalars = scalar_if_conditions(model)
+        first: list[str] = []
+        if scalars:
+            first.append(
+                f"{scalars} If conditions of more than one dimension (ONNX Runtime takes any "
+                "one-element condition) were reshaped to scalars, as openvino requires"
+            )
         try:
             try:
                 converted, specialized = convert(ov, model, scratch)
@@ -144,7 +153,7 @@ class OpenVinoTarget:
                 staged = compile_stages(ov, model, ctx, out_dir, _compile_ir)
                 if staged is None:
                     raise
-                return staged
+                return dataclasses.replace(staged, notes=(*first, *staged.notes))
             check_inputs(converted, model)
             config, notes = _compile_ir(ov, converted, ctx, ctx.check_feeds, out_dir / XML_FILE)
         except TargetError:
@@ -155,12 +164,11 @@ class OpenVinoTarget:
                 "instead (--target cpu or onnxruntime:cpu-fp32)"
             ) from None
         if specialized:
-            notes.insert(
-                0,
+            first.append(
                 f"{specialized} If nodes that squeeze a dimension only when its size is 1 (how "
-                "PyTorch exports x.squeeze(d)) were made Squeeze, so that openvino knows the ranks",
+                "PyTorch exports x.squeeze(d)) were made Squeeze, so that openvino knows the ranks"
             )
-        return compiled(ov, {"model": XML_FILE, **config}, notes)
+        return compiled(ov, {"model": XML_FILE, **config}, [*first, *notes])
 
     def load(
         self, artifact: Path, manifest: Manifest, options: EngineOptions

@@ -9,13 +9,20 @@ convolution of fixed rank), the ``Identity`` branch cannot run anyway; replacing
 ``Squeeze`` makes the rank static. Squeeze fails at run time on a size other than 1, so this
 never computes something else silently, and duh's verification checks the result against the
 unchanged source on the check inputs.
+
+ONNX Runtime takes any one-element tensor as an If's condition (PyTorch exports ``if p >= 0.5``
+on a [1, 1] probability as an If of a [1, 1] condition), but OpenVINO's frontend refuses a
+condition of rank above 1 ("Rank of If condition input must be equal to 0 or 1").
+``Reshape(cond, [])`` makes it the scalar the ONNX spec asks for; Reshape fails on a condition
+of more than one element, as ONNX Runtime's If does, so it computes nothing else.
 """
 
 from __future__ import annotations
 
 import onnx
+from onnx import TensorProto, helper
 
-__all__ = ["squeeze_ifs_to_squeeze"]
+__all__ = ["scalar_if_conditions", "squeeze_ifs_to_squeeze"]
 
 
 def _squeeze_branch(node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
@@ -71,3 +78,106 @@ def squeeze_ifs_to_squeeze(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int
     out = onnx.ModelProto()
     out.CopyFrom(model)
     return out, _rewrite(out.graph, "")
+
+
+def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """``graph`` and every subgraph in it, outermost first."""
+    found = [graph]
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                found.extend(_graphs(attr.g))
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    found.extend(_graphs(sub))
+    return found
+
+
+def _ranks(graph: onnx.GraphProto) -> dict[str, int]:
+    """The rank of each value of ``graph`` whose type declares a shape."""
+    ranks = {t.name: len(t.dims) for t in graph.initializer}
+    for info in (*graph.input, *graph.value_info, *graph.output):
+        tensor = info.type.tensor_type
+        if info.type.HasField("tensor_type") and tensor.HasField("shape"):
+            ranks[info.name] = len(tensor.shape.dim)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            for attr in node.attribute:
+                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+                    ranks[node.output[0]] = len(attr.t.dims)
+    return ranks
+
+
+def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with ONNX's shape inference (subgraphs included); as it is where that fails
+    (a model past protobuf's 2 GiB, an op inference rejects): its declared types remain."""
+    try:
+        return onnx.shape_inference.infer_shapes(model)
+    except (onnx.shape_inference.InferenceError, ValueError):
+        return model
+
+
+def _unique(taken: set[str], base: str) -> str:
+    name, index = base, 0
+    while name in taken:
+        index += 1
+        name = f"{base}_{index}"
+    taken.add(name)
+    return name
+
+
+def _scalar_conditions(
+    graph: onnx.GraphProto,
+    known: list[dict[str, int]],
+    outer: dict[str, int],
+    taken: set[str],
+) -> int:
+    """Reshape to a scalar each If condition of ``graph`` (and its subgraphs) whose rank is
+    above 1 or unknown; ``known`` holds the inferred ranks of each graph, in ``_graphs`` order."""
+    ranks = {**outer, **known.pop(0)}
+    count = 0
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                count += _scalar_conditions(attr.g, known, ranks, taken)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    count += _scalar_conditions(sub, known, ranks, taken)
+        is_if = node.op_type == "If" and node.domain in ("", "ai.onnx") and node.input
+        if is_if and ranks.get(node.input[0], -1) not in (0, 1):
+            where = node.name or node.output[0]
+            shape, scalar = _unique(taken, f"{where}/scalar_shape"), _unique(taken, f"{where}/cond")
+            empty = helper.make_tensor(shape, TensorProto.INT64, [0], [])
+            nodes.append(helper.make_node("Constant", [], [shape], name=shape, value=empty))
+            nodes.append(helper.make_node("Reshape", [node.input[0], shape], [scalar], name=scalar))
+            node.input[0] = scalar
+            count += 1
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return count
+
+
+def scalar_if_conditions(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """A copy of ``model`` whose If conditions (in every subgraph) of rank above 1, or of a
+    rank neither declared nor inferred, are ``Reshape(cond, [])``: ``If(c[1,1])`` becomes
+    ``If(Reshape(c, []))``.
+
+    Returns the copy and how many conditions were reshaped (0: the copy equals the model).
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    if not any(n.op_type == "If" for g in _graphs(out.graph) for n in g.node):
+        return out, 0
+    # The inferred model has the same graphs in the same order: only value_info differs.
+    known = [_ranks(g) for g in _graphs(_inferred(out).graph)]
+    taken = {
+        name
+        for g in _graphs(out.graph)
+        for name in (
+            *(v.name for v in (*g.input, *g.output, *g.initializer)),
+            *(o for n in g.node for o in (*n.output, n.name)),
+        )
+    }
+    return out, _scalar_conditions(out.graph, known, {}, taken)
