@@ -11,11 +11,18 @@ import numpy as np
 
 from duh.errors import TargetError
 from duh.host import HostInfo
-from duh.runtime.contract import EngineOptions, OpTiming
+from duh.runtime.contract import EngineOptions, OpTiming, TensorSpec
 from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec, register_target
 from duh.targets._util import package_version
 from duh.targets.openvino._bf16 import Bf16Plan, keep_f32_for_accuracy
-from duh.targets.openvino._convert import check_inputs, compiled, convert, ov_module, reason
+from duh.targets.openvino._convert import (
+    check_inputs,
+    compile_error,
+    compiled,
+    convert,
+    ov_module,
+    reason,
+)
 from duh.targets.openvino._hint import HintChoice, choose_int8_hint, pinned_hint
 from duh.targets.openvino._partition import compile_stages
 from duh.targets.openvino._specialize import scalar_if_conditions
@@ -182,6 +189,7 @@ class OpenVinoTarget:
             str(config.get("inference_precision_hint", "f32")),
             [o.name for o in manifest.outputs],
             options,
+            inputs=manifest.inputs,
         )
 
 
@@ -191,8 +199,16 @@ class OpenVinoEngine:
     engine_name = "openvino"
 
     def __init__(
-        self, xml: Path, precision_hint: str, outputs: list[str], options: EngineOptions
+        self,
+        xml: Path,
+        precision_hint: str,
+        outputs: list[str],
+        options: EngineOptions,
+        *,
+        inputs: Sequence[TensorSpec] = (),
     ) -> None:
+        """Compile ``xml``; ``inputs`` (the model's) let a refusal say which ``--shape`` cures
+        it (a stage of a staged artifact has none of its own)."""
         ov = ov_module()
         core = ov.Core()
         config: dict[str, Any] = {
@@ -207,7 +223,7 @@ class OpenVinoEngine:
         try:
             self._compiled = core.compile_model(str(xml), "CPU", config)
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises untyped errors
-            raise TargetError(f"openvino cannot compile {xml.name}: {reason(exc)}") from None
+            raise compile_error(exc, inputs) from None
         ports = {name: port for port in self._compiled.outputs for name in port.get_names()}
         missing = [name for name in outputs if name not in ports]
         if missing:

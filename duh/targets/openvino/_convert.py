@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from duh.errors import TargetError
+from duh.runtime import TensorSpec, synthetic_shapes
 from duh.targets._base import CompileResult
 from duh.targets._util import import_engine, save_onnx
 from duh.targets.openvino._specialize import squeeze_ifs_to_squeeze
@@ -14,9 +17,13 @@ from duh.targets.openvino._specialize import squeeze_ifs_to_squeeze
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["check_inputs", "compiled", "convert", "ov_module", "reason"]
+__all__ = ["check_inputs", "compile_error", "compiled", "convert", "ov_module", "reason"]
 
 log = logging.getLogger(__name__)
+
+# The CPU plugin's refusals that fixed input sizes cure ("Squeeze operation with dynamic rank").
+_DYNAMIC = re.compile(r"dynamic (rank|shape)", re.IGNORECASE)
+_ORT_ADVICE = "build for ONNX Runtime instead (--target cpu or onnxruntime:cpu-fp32)"
 
 
 def reason(exc: BaseException) -> str:
@@ -44,6 +51,31 @@ def reason(exc: BaseException) -> str:
         detail = next((ln for ln in meaningful[1:] if " Check '" not in ln), None)
         return f"{where}: {detail}" if detail else where
     return (meaningful or lines or [type(exc).__name__])[0]
+
+
+def compile_error(exc: BaseException, inputs: Sequence[TensorSpec]) -> TargetError:
+    """What to tell a user whose model the CPU plugin cannot compile (``exc``): the op and what
+    is wrong; where the plugin wants a static rank or shape, the ``--shape`` that fixes the
+    dynamic ``inputs`` (the sizes synthetic checks use); else ONNX Runtime.
+    """
+    detail = reason(exc).removeprefix("Unexpected: ")
+    message = f"openvino's CPU plugin cannot compile the model: {detail}"
+    dynamic = [spec for spec in inputs if spec.is_dynamic]
+    if not _DYNAMIC.search(detail):
+        return TargetError(f"{message}; {_ORT_ADVICE}")
+    if not dynamic:
+        return TargetError(
+            f"{message}; fix the model's dynamic input dimensions with --shape NAME=DxDxD and "
+            f"rebuild, or {_ORT_ADVICE}"
+        )
+    shapes = synthetic_shapes(dynamic)
+    listed = ", ".join(f"{spec.name} {spec.shape_text()}" for spec in dynamic)
+    fixes = " ".join(f"--shape {n}={'x'.join(map(str, dims))}" for n, dims in shapes.items())
+    return TargetError(
+        f"{message}; input(s) {listed} have dynamic dimensions the plugin cannot compile this "
+        f"op with: rebuild with the sizes the model will run on fixed, e.g. {fixes}, or "
+        f"{_ORT_ADVICE}"
+    )
 
 
 def check_inputs(converted: Any, model: onnx.ModelProto) -> None:
