@@ -33,3 +33,22 @@ def test_a_dynamic_batch_the_source_cannot_run_at_2_is_verified_at_batch_1(
     checks = result.manifest.checks
     assert checks["passed"] is True
     assert "batch 1 only" in checks["input_source"]
+
+
+def test_a_dynamic_length_tied_to_a_constant_does_not_hold_the_batch_to_1(tmp_path: Path) -> None:
+    # The batch-2 check feed doubled every dynamic dimension, so a length the model ties to a
+    # constant (RivaGAN's data[batch, wmBits] with 32 bits) failed and was blamed on the batch
+    src = tmp_path / "m.onnx"
+    bias = numpy_helper.from_array(np.ones((1, 32, 4), np.float32), "bias")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "t", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 32, 4])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "bias"], ["y"])], "g", [x], [y], [bias]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, src)
+    result = duh.build(src, "onnxruntime:cpu-fp32", tmp_path / "m.duh", cache=False)
+    checks = result.manifest.checks
+    assert checks["passed"] is True
+    assert "batch 1 only" not in checks["input_source"]
