@@ -119,16 +119,27 @@ def synthetic_feeds(
     return [synthetic_feed(inputs, concrete, rng, ranges) for _ in range(count)]
 
 
+_MIN_LOGITS = 10
+
+
 def _scores(refs: list[np.ndarray]) -> bool:
     """Whether each row along the last axis is a probability distribution (class scores).
 
     Top-1 agreement means something for a classifier's [batch, classes] output or softmax
     scores; over the last axis of a detection map, an embedding or a spectrogram it does not.
     """
-    return all(
-        r.size > 0 and bool(np.all(r >= 0)) and np.allclose(r.sum(axis=-1), 1.0, atol=1e-3)
-        for r in refs
-    )
+    return all(r.size > 0 and (_probabilities(r) or _log_probabilities(r)) for r in refs)
+
+
+def _probabilities(r: np.ndarray) -> bool:
+    return bool(np.all(r >= 0)) and np.allclose(r.sum(axis=-1), 1.0, atol=1e-3)
+
+
+def _log_probabilities(r: np.ndarray) -> bool:
+    """Rows a LogSoftmax made: at most 0, and their exponents sum to 1."""
+    if not bool(np.all(r <= 0)):
+        return False
+    return np.allclose(np.exp(r.astype(np.float64)).sum(axis=-1), 1.0, atol=1e-3)
 
 
 def _unit_rows(refs: list[np.ndarray]) -> bool:
@@ -205,7 +216,10 @@ def _check_output(
     denom = float(np.linalg.norm(ref) * np.linalg.norm(got))
     cosine = float(np.dot(ref, got) / denom) if denom > 0 else (1.0 if max_abs == 0 else 0.0)
     top1 = None
-    classes = refs[0].ndim == 2 and not _unit_rows(refs)
+    # Raw rows count as a classifier's logits only where there are many of them: a few
+    # columns that are not probabilities are as often scores of their own (DNSMOS's three
+    # mean-opinion scores, a box's four corners), whose argmax means nothing.
+    classes = refs[0].ndim == 2 and refs[0].shape[-1] >= _MIN_LOGITS and not _unit_rows(refs)
     if refs[0].ndim >= 2 and refs[0].shape[-1] > 1 and (classes or _scores(refs)):
         r1 = np.concatenate([np.argmax(r, axis=-1).ravel() for r in refs])
         g1 = np.concatenate([np.argmax(g, axis=-1).ravel() for g in gots])

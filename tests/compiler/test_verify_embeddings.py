@@ -1,4 +1,5 @@
-"""INT8's top-1 agreement is not applied to a normalized embedding's features."""
+"""INT8's top-1 agreement is applied to class scores, not to a normalized embedding's features
+or to a few scores of their own (a regression head's)."""
 
 from __future__ import annotations
 
@@ -12,28 +13,35 @@ import duh
 from duh.compiler.verify import compare_outputs, tolerance_for
 
 
-def _encoder(path: Path, weight: np.ndarray, normalize: bool) -> None:
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h" if normalize else "y"])]
+def _encoder(path: Path, weight: np.ndarray, normalize: bool, head: str = "") -> None:
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y" if not (normalize or head) else "h"])]
     if normalize:
         nodes.append(helper.make_node("LpNormalization", ["h"], ["y"], axis=-1, p=2))
+    elif head == "Softmax":
+        nodes.append(helper.make_node("Softmax", ["h"], ["y"], axis=-1))
+    elif head == "scores":  # three scores near 3.0, as a speech-quality model's MOS head
+        nodes.append(helper.make_node("Add", ["h", "three"], ["y"]))
     graph = helper.make_graph(
         nodes,
         "encoder",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
-        [numpy_helper.from_array(weight, "w")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, weight.shape[1]])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.float32(3.0), "three")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save_model(model, str(path))
 
 
-def _report(tmp_path: Path, normalize: bool) -> tuple[object, float]:
+def _report(
+    tmp_path: Path, normalize: bool, head: str = "", width: int = 64, noise: float = 0.08
+) -> tuple[object, float]:
     rng = np.random.default_rng(0)
-    weight = rng.normal(0, 1, (32, 64)).astype(np.float32)
-    noisy = weight + rng.normal(0, 0.08, weight.shape).astype(np.float32)
-    _encoder(tmp_path / "ref.onnx", weight, normalize)
-    _encoder(tmp_path / "got.onnx", noisy, normalize)
+    scale = 0.02 if head == "scores" else 1.0  # scores that differ by tenths
+    weight = rng.normal(0, scale, (32, width)).astype(np.float32)
+    noisy = weight + rng.normal(0, noise * scale, weight.shape).astype(np.float32)
+    _encoder(tmp_path / "ref.onnx", weight, normalize, head)
+    _encoder(tmp_path / "got.onnx", noisy, normalize, head)
     feeds = [{"x": rng.normal(0, 1, (1, 32)).astype(np.float32)} for _ in range(40)]
     ref, got = duh.load(tmp_path / "ref.onnx"), duh.load(tmp_path / "got.onnx")
     expected = [ref.run(f) for f in feeds]
@@ -56,5 +64,18 @@ def test_a_normalized_embedding_is_judged_by_cosine_not_argmax(tmp_path: Path) -
 
 def test_class_scores_are_still_held_to_top1(tmp_path: Path) -> None:
     report, agree = _report(tmp_path, normalize=False)
+    assert agree < 0.95
+    assert report.outputs[0].top1 is not None and not report.passed  # type: ignore[attr-defined]
+
+
+def test_a_few_scores_of_their_own_are_judged_by_cosine_not_argmax(tmp_path: Path) -> None:
+    report, agree = _report(tmp_path, normalize=False, head="scores", width=3, noise=0.5)
+    assert agree < 0.95  # which of three close scores is largest flips
+    out = report.outputs[0]  # type: ignore[attr-defined]
+    assert out.top1 is None and out.cosine > 0.99 and report.passed  # type: ignore[attr-defined]
+
+
+def test_three_class_probabilities_are_still_held_to_top1(tmp_path: Path) -> None:
+    report, agree = _report(tmp_path, normalize=False, head="Softmax", width=3, noise=0.5)
     assert agree < 0.95
     assert report.outputs[0].top1 is not None and not report.passed  # type: ignore[attr-defined]
