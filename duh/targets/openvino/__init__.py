@@ -150,8 +150,8 @@ class OpenVinoTarget:
         first: list[str] = []
         if scalars:
             first.append(
-                f"{scalars} If conditions of more than one dimension (ONNX Runtime takes any "
-                "one-element condition) were reshaped to scalars, as openvino requires"
+                f"If conditions of more than one dimension reshaped to scalars, as openvino "
+                f"requires (ONNX Runtime takes any one-element condition): {scalars}"
             )
         try:
             try:
@@ -172,8 +172,8 @@ class OpenVinoTarget:
             ) from None
         if specialized:
             first.append(
-                f"{specialized} If nodes that squeeze a dimension only when its size is 1 (how "
-                "PyTorch exports x.squeeze(d)) were made Squeeze, so that openvino knows the ranks"
+                f"If nodes that squeeze a dimension only when its size is 1 (how PyTorch exports "
+                f"x.squeeze(d)) made Squeeze, so that openvino knows the ranks: {specialized}"
             )
         return compiled(ov, {"model": XML_FILE, **config}, [*first, *notes])
 
