@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import onnx
@@ -41,6 +41,36 @@ def _nncf() -> Any:
     return nncf
 
 
+@contextlib.contextmanager
+def _nncf_warnings_only() -> Iterator[None]:
+    """NNCF's logger, for the call, passes only warnings on, and through duh's handlers.
+
+    NNCF gives its logger a handler of its own at INFO, which prints a line per tensor whose
+    shape it does not know; a build's output keeps duh's one format and its warnings.
+    """
+    logger = logging.getLogger("nncf")
+    saved = (logger.level, logger.propagate, list(logger.handlers))
+    logger.setLevel(logging.WARNING)
+    logger.propagate = True
+    for handler in saved[2]:
+        logger.removeHandler(handler)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+        for handler in saved[2]:
+            logger.addHandler(handler)
+
+
+def _with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with ONNX's inferred shapes (NNCF places and sizes statistics by them)."""
+    try:
+        return onnx.shape_inference.infer_shapes(model)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError):
+        return model
+
+
 def nncf_int8(
     model: onnx.ModelProto,
     calibration: CalibrationSet,
@@ -62,8 +92,8 @@ def nncf_int8(
         options["ignored_scope"] = nncf.IgnoredScope(names=ignored, validate=False)
     try:
         # NNCF's progress bars print to stdout, which `duh build --json` keeps for its report.
-        with contextlib.redirect_stdout(sys.stderr):
-            out = nncf.quantize(work, nncf.Dataset(feeds), **options)
+        with contextlib.redirect_stdout(sys.stderr), _nncf_warnings_only():
+            out = nncf.quantize(_with_shapes(work), nncf.Dataset(feeds), **options)
     except (*tool_errors(), nncf.errors.InternalError, nncf.errors.ValidationError) as exc:
         raise PassError(
             f"NNCF's quantizer failed on this model: {one_line(exc)}; use quantize mode=static "

@@ -238,7 +238,10 @@ class Quantize(PassBase):
                     "quantize mode=nncf needs calibration data (--calib PATH); or use mode=dynamic"
                 )
             transformer = Quantize(mode="auto").resolved_mode(model) == "dynamic"
-            return nncf_int8(model, ctx.calibration, self._excluded(model), transformer)
+            # NNCF puts weights per tensor below opset 13: raise the opset first, where it holds.
+            work, _, converted = qdq_opset(model, True, ctx.calibration.feeds[0])
+            result = nncf_int8(work, ctx.calibration, self._excluded(work), transformer)
+            return PassResult(result.model, result.changed, (*converted, *result.notes))
         if mode == "dynamic":
             op_types = [
                 t for t in (self.op_types or _DYNAMIC_OPS) if t not in self.exclude_op_types

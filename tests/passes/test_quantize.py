@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import importlib.util
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from duh.calibration import load_calibration
+from duh.calibration import CalibrationSet, load_calibration
 from duh.compiler.ingest import ingest
 from duh.errors import CalibrationError
 from duh.passes import create_pass
@@ -223,3 +225,47 @@ def test_reduce_range_follows_the_cpu_unless_set(digits, tmp_path: Path) -> None
     seven, notes = _quantize(model, calibration, tmp_path, reduce_range=True)
     assert _weight_range(full) == 127 and _weight_range(seven) <= 64
     assert not any("7-bit weights" in n for n in notes)  # asked for: nothing to explain
+
+
+def _conv_opset11() -> onnx.ModelProto:
+    """Conv -> Relu -> Conv at opset 11, whose filters differ in scale by 100x: per-tensor
+    weights lose the small filters."""
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(0, 1, (8, 3, 3, 3)).astype(np.float32) * np.logspace(-1, 1, 8)[
+        :, None, None, None
+    ].astype(np.float32)
+    w2 = rng.normal(0, 0.3, (4, 8, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["h"], ["r"]),
+            helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1]),
+        ],
+        "conv11",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=7)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nncf") is None, reason="nncf not installed")
+def test_nncf_raises_an_old_opset_for_per_channel_weights_and_keeps_its_log_quiet(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(1)
+    feeds = tuple({"x": rng.normal(0, 1, (1, 3, 16, 16)).astype(np.float32)} for _ in range(8))
+    calibration = CalibrationSet(feeds, (), "test", "conv-opset11")
+    quantized, notes = _quantize(_conv_opset11(), calibration, tmp_path, "openvino", mode="nncf")
+    assert any("opset 11 -> 13" in n for n in notes), notes
+    inits = {i.name: numpy_helper.to_array(i) for i in quantized.graph.initializer}
+    conv_weights = {n.input[1] for n in quantized.graph.node if n.op_type == "Conv"}
+    scales = [
+        inits[n.input[1]]
+        for n in quantized.graph.node
+        if n.op_type == "DequantizeLinear" and n.output[0] in conv_weights
+    ]
+    # NNCF on opset 11 puts every weight per tensor (one scale); per channel: one per filter
+    assert scales and all(s.size > 1 for s in scales), [s.shape for s in scales]
+    assert "INFO:nncf" not in capfd.readouterr().err
+    assert logging.getLogger("nncf").handlers, "NNCF's own handler is put back"
