@@ -255,6 +255,10 @@ def build(
     options = dict(calib_options or {})
     options.setdefault("shapes", shapes)
     holdout = max(check_samples, 1) if verify and check_data is None else 0
+    if str(calib) == "synthetic" and quantizer is None and accuracy is None:
+        if not any(_needs_calibration(p.pipeline, source.model) for p in plans):
+            # nothing is calibrated (an already-quantized source): no synthetic ranges to warn of
+            calib = None
     calibration = _load_calibration(calib, source, calib_samples, holdout, options)
     if quantizer is not None:
         drop = None if accuracy is None else accuracy.max_drop

