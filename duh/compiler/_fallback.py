@@ -4,7 +4,9 @@ The way NNCF's accuracy control and neural-compressor's tuning go about it: rank
 ops by sensitivity (the error each adds between the float model and its QDQ form, on a few
 calibration samples), keep the most sensitive ones in float, with the ops that feed them, and
 rebuild, in a bounded number of rounds (1, 2, 4, ... ops, at most a fraction of them); when
-minmax ranges fail, the percentile calibrator is tried too. The first round that passes is kept
+minmax ranges fail, the percentile calibrator is tried too, and for OpenVINO, NNCF's quantizer
+(its own ranges and bias correction, which undoes the mean shift many small errors add up to
+where no op stands out). The first round that passes is kept
 and the quantize pass's notes say which ops stayed in float and why. A candidate that passes at
 once never comes here: the fallback costs nothing on a model INT8 suits.
 """
@@ -61,6 +63,10 @@ class FallbackConfig:
     samples: int = field(
         default=4, metadata={"help": "calibration samples the sensitivity ranking runs on"}
     )
+    nncf_rounds: int = field(
+        default=5,
+        metadata={"help": "OpenVINO: rebuilds by NNCF's quantizer at most, besides max_rounds"},
+    )
     measured: int = field(
         default=16,
         metadata={"help": "most sensitive ops whose gain is measured (each one re-quantized)"},
@@ -102,12 +108,16 @@ _WEIGHTED = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 @dataclass(frozen=True, slots=True)
 class _Setting:
-    """One way to quantize: the calibrator and the op types (empty: all the quantizer has)."""
+    """One way to quantize: the calibrator and the op types (empty: all the quantizer has), by
+    onnxruntime's static quantizer or (``mode`` "nncf") by NNCF's."""
 
     calibrator: str
     op_types: tuple[str, ...]
+    mode: str = "static"
 
     def describe(self) -> str:
+        if self.mode == "nncf":
+            return "NNCF (bias-corrected), all ops"
         ops = "weighted ops only" if self.op_types else "all ops"
         return f"{self.calibrator} ranges, {ops}"
 
@@ -216,6 +226,7 @@ def by_output(
 
 def _changes(setting: _Setting, exclude: Sequence[str]) -> dict[str, object]:
     return {
+        "mode": setting.mode,
         "calibrator": setting.calibrator,
         "op_types": list(setting.op_types),
         "exclude_nodes": list(exclude),
@@ -252,7 +263,11 @@ def rescue(
     if quantize.resolved_mode(request.source.model) != "static":
         return failed, None
     plain = _Setting(quantize.calibrator, tuple(quantize.op_types))
-    settings = [] if quantize.op_types else [_Setting(quantize.calibrator, _WEIGHTED)]
+    settings = []
+    if not quantize.op_types and failed.spec.engine == "openvino" and _has_nncf():
+        settings.append(_Setting(quantize.calibrator, (), "nncf"))
+    if not quantize.op_types:
+        settings.append(_Setting(quantize.calibrator, _WEIGHTED))
     if quantize.calibrator == "minmax":
         settings.append(_Setting("percentile", plain.op_types))
         if not quantize.op_types:
@@ -268,9 +283,14 @@ def rescue(
         return failed, None
     retry_request = replace(request, source=replace(request.source, model=float_model))
 
+    # Rebuilds by quantizer: onnxruntime's static rounds and NNCF's each have their own cap.
+    spent = {"static": 0, "nncf": 0}
+    caps = {"static": config.max_rounds, "nncf": config.nncf_rounds}
+
     def one(setting: _Setting, kept: Sequence[str], why: str) -> tuple[Candidate, Session | None]:
         nonlocal rounds, best
         rounds += 1
+        spent[setting.mode] += 1
         exclude = sorted({*quantize.exclude_nodes, *kept})
         pipeline = _with(plan, index, **_changes(setting, exclude))
         log.info("INT8 fallback round %d for %s: %s", rounds, failed.spec.name, why)
@@ -283,64 +303,95 @@ def rescue(
             best = (cosine, setting, why)
         return built, session
 
-    for setting in settings:
-        if rounds >= config.max_rounds:
-            break
+    # NNCF first: where its graph passes as it is, no static round is needed.
+    for setting in sorted(settings, key=lambda s: s.mode != "nncf"):
+        if spent[setting.mode] >= caps[setting.mode]:
+            continue
         built, session = one(setting, (), f"{setting.describe()}, no op in float")
         if session is not None:
             return _passed(built, records, failed, tried), session
     # The op rounds run under the setting that came closest, or under its weighted-ops-only
     # form where leaving one op out gains more there (fewer quantized ops, fewer of them whose
-    # error a float op downstream still reads quantized).
-    bases = [best[1]]
-    if not best[1].op_types and not quantize.op_types:
-        bases.append(_Setting(best[1].calibrator, _WEIGHTED))
-    chosen, qdq = best[1], float_model
-    score: tuple[bool, float, float] = (False, float("-inf"), float("-inf"))
-    ranked: tuple[OpSensitivity, ...] = ()
-    for setting in bases:
-        try:
-            got, made = _ranking(request, plan, index, ctx, float_model, setting, config)
-        except DuhError as exc:
-            log.info("INT8 fallback for %s: no sensitivity ranking: %s", failed.spec.name, exc)
-            continue
-        reached = _promise(got, cosines.get(setting, best[0]), failed.report.tolerance.min_cosine)
-        if reached > score:
-            chosen, ranked, qdq, score = setting, got, made, reached
-    limit = config.limit(len(ranked))
+    # error a float op downstream still reads quantized). Where that is NNCF's graph, the
+    # static setting that came closest follows it when its rounds fail.
+    start = max((s for s in cosines if s.mode == "static"), key=lambda s: cosines[s])
+    nncf = [s for s in cosines if s.mode == "nncf" and cosines[s] > cosines[start]]
     stopped = ""
-    k = 1
-    quantized = {s.node for s in ranked}
-    while ranked and rounds < config.max_rounds and k <= limit:
-        kept = _region(qdq, ranked[:k], quantized, limit)
-        if quantized <= set(kept):
-            # Nothing would stay quantized: an fp32 model under an INT8 name is no rescue.
-            stopped = (
-                "; the next round would keep every quantized op in float, so it stopped: INT8 "
-                "cannot hold this model's outputs, build --target cpu-bf16 (where the CPU has "
-                "it) or cpu instead"
-            )
-            break
-        names = ", ".join(s.describe() for s in ranked[:k])
-        ops = f"{len(kept)} op{'' if len(kept) == 1 else 's'}"
-        why = f"{chosen.describe()}, {ops} in float around the most sensitive {names}"
-        before = best
-        built, session = one(chosen, kept, why)
-        if session is not None and _quantized_nothing(built):
-            best = before  # an all-float round is no INT8 result to quote
-            # Everything quantizable was in float (ops the ranking never saw, such as Unsqueeze
-            # or Transpose, are quantized only beside quantized neighbours): no rescue.
-            session.close()
-            stopped = "; its last round left no op quantized, so it stopped"
-            break
-        if session is not None:
-            return _passed(built, records, failed, tried, kept, ranked[:k]), session
-        k *= 2
+
+    def ranked_under(
+        base: _Setting,
+    ) -> tuple[_Setting, tuple[OpSensitivity, ...], onnx.ModelProto]:
+        forms = [base]
+        if base.mode == "static" and not base.op_types and not quantize.op_types:
+            forms.append(_Setting(base.calibrator, _WEIGHTED))
+        chosen, qdq = base, float_model
+        ranked: tuple[OpSensitivity, ...] = ()
+        score: tuple[bool, float, float] = (False, float("-inf"), float("-inf"))
+        for setting in forms:
+            # NNCF's graph is ranked by its static form: each op measured under NNCF would
+            # cost an NNCF run.
+            measured_as = _Setting(setting.calibrator, setting.op_types)
+            try:
+                got, made = _ranking(request, plan, index, ctx, float_model, measured_as, config)
+            except DuhError as exc:
+                log.info("INT8 fallback for %s: no sensitivity ranking: %s", failed.spec.name, exc)
+                continue
+            wanted = failed.report.tolerance.min_cosine  # type: ignore[union-attr]
+            reached = _promise(got, cosines.get(setting, best[0]), wanted)
+            if reached > score:
+                chosen, ranked, qdq, score = setting, got, made, reached
+        return chosen, ranked, qdq
+
+    def op_rounds(
+        setting: _Setting, ranked: tuple[OpSensitivity, ...], qdq: onnx.ModelProto
+    ) -> tuple[Candidate, Session] | None:
+        """Rounds under ``setting`` with the top 1, 2, 4, ... ops of ``ranked`` in float."""
+        nonlocal best, stopped
+        limit = config.limit(len(ranked))
+        k = 1
+        quantized = {s.node for s in ranked}
+        while ranked and spent[setting.mode] < caps[setting.mode] and k <= limit:
+            kept = _region(qdq, ranked[:k], quantized, limit)
+            if quantized <= set(kept):
+                # Nothing would stay quantized: an fp32 model under an INT8 name is no rescue.
+                stopped = (
+                    "; the next round would keep every quantized op in float, so it stopped: "
+                    "INT8 cannot hold this model's outputs, build --target cpu-bf16 (where the "
+                    "CPU has it) or cpu instead"
+                )
+                return None
+            names = ", ".join(s.describe() for s in ranked[:k])
+            ops = f"{len(kept)} op{'' if len(kept) == 1 else 's'}"
+            why = f"{setting.describe()}, {ops} in float around the most sensitive {names}"
+            before = best
+            built, session = one(setting, kept, why)
+            if session is not None and _quantized_nothing(built):
+                best = before  # an all-float round is no INT8 result to quote
+                # Everything quantizable was in float (ops the ranking never saw, such as
+                # Unsqueeze or Transpose, are quantized only beside quantized neighbours).
+                session.close()
+                stopped = "; its last round left no op quantized, so it stopped"
+                return None
+            if session is not None:
+                return _passed(built, records, failed, tried, kept, ranked[:k]), session
+            k *= 2
+        return None
+
+    for base in (*nncf[:1], start):
+        passed = op_rounds(*ranked_under(base))
+        if passed is not None:
+            return passed
     summary = (
         f"INT8 fallback: {rounds} rebuild(s) with ops kept in float did not pass (best cosine "
         f"{best[0]:.4f}, with {best[2]}{stopped})"
     )
     return replace(failed, fallback=(*tried, summary)), None
+
+
+def _has_nncf() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("nncf") is not None
 
 
 def _quantized_nothing(built: Candidate) -> bool:
