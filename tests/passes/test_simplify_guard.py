@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from duh.passes import PassContext, create_pass
 from duh.passes.simplify import changed_outputs
+from tests.passes._models import make_model
 
 
 def _ctx(tmp_path: Path) -> PassContext:
@@ -22,27 +23,12 @@ def _outputs(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.nda
     return session.run(None, feed)
 
 
-def _model(
-    nodes: list[onnx.NodeProto],
-    inputs: list[onnx.ValueInfoProto],
-    outputs: list[onnx.ValueInfoProto],
-    weights: list[onnx.TensorProto],
-    opset: int = 17,
-) -> onnx.ModelProto:
-    model = helper.make_model(
-        helper.make_graph(nodes, "guard", inputs, outputs, weights),
-        opset_imports=[helper.make_opsetid("", opset)],
-    )
-    model.ir_version = 6 if opset < 13 else 8
-    return model
-
-
 def _depth_of_conv_model() -> onnx.ModelProto:
     """RivaGAN's encoder in small (opset 10): a Conv over frame[N, 3, 1, H, W] with a [1, 11, 11]
     kernel, and Unsqueeze(Gather(Shape(conv), 2)), its depth, as a second output. onnxsim 0.8
     folds that depth to a constant other than 1 (RivaGAN's Concat then fails on 11 against 1)."""
     w = np.random.default_rng(0).standard_normal((2, 3, 1, 11, 11)).astype(np.float32) / 20
-    return _model(
+    return make_model(
         [
             helper.make_node(
                 "Conv", ["frame", "w"], ["y"], kernel_shape=[1, 11, 11], pads=[0, 5, 5, 0, 5, 5]
@@ -66,7 +52,7 @@ def _depth_of_conv_model() -> onnx.ModelProto:
 
 def _affine_model(bias: float = 1.0) -> onnx.ModelProto:
     """y = x * 2 + bias over x[n, 4]."""
-    return _model(
+    return make_model(
         [helper.make_node("Mul", ["x", "two"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])],
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
@@ -115,7 +101,7 @@ def test_changed_outputs_reports_a_rewrite_that_fails_to_run() -> None:
 
 def _reshaped_model(bias: float) -> onnx.ModelProto:
     """x[n, t] reshaped to [1, 3, 4] plus ``bias``: it runs only where n * t == 12."""
-    return _model(
+    return make_model(
         [
             helper.make_node("Reshape", ["x", "s"], ["r"]),
             helper.make_node("Add", ["r", "b"], ["y"]),
