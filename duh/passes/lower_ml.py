@@ -5,7 +5,9 @@ Tree ensembles take the GEMM form (as Hummingbird does): gather each internal no
 compare with its threshold by its mode (a NaN takes the node's missing-value track), one batched
 MatMul of the decisions with each tree's path matrix finds the leaf each row reaches, a second
 sums the leaves' values; then base values, the post transform, and the label of the best
-column. ``LinearClassifier``/``LinearRegressor`` become a MatMul, ``Normalizer`` a division.
+column. ``LinearClassifier``/``LinearRegressor`` become a MatMul, ``Normalizer`` a division;
+the preprocessing of scikit-learn pipelines, ``Scaler`` ((x - offset) * scale), ``Binarizer``
+and ``Imputer``, elementwise ops.
 A node in a form the lowering does not reproduce exactly is a ``PassError`` naming why (the
 engine could not run it anyway).
 """
@@ -301,6 +303,41 @@ def _lower_tree_ensemble(e: _Emitter, node: onnx.NodeProto) -> str:
     return ""
 
 
+def _lower_scaler(e: _Emitter, node: onnx.NodeProto) -> str:
+    offset = np.asarray(_attr(node, "offset", [0.0]), np.float32)
+    scale = np.asarray(_attr(node, "scale", [1.0]), np.float32)
+    x = _as_float(e, node.input[0])
+    shifted = e.op("Sub", [x, e.const("offset", offset)])
+    e.op("Mul", [shifted, e.const("scale", scale)], node.output[0])
+    return ""
+
+
+def _lower_binarizer(e: _Emitter, node: onnx.NodeProto) -> str:
+    kind = e.types.get(node.input[0], onnx.TensorProto.FLOAT)
+    if kind not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE):
+        return "an input that is not float or double is not lowered"
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(kind)
+    threshold = e.const("threshold", np.asarray(float(_attr(node, "threshold", 0.0)), dtype))
+    e.op("Cast", [e.op("Greater", [node.input[0], threshold])], node.output[0], to=kind)
+    return ""
+
+
+def _lower_imputer(e: _Emitter, node: onnx.NodeProto) -> str:
+    if e.types.get(node.input[0], onnx.TensorProto.FLOAT) != onnx.TensorProto.FLOAT:
+        return "an input that is not float is not lowered"
+    imputed = np.asarray(_attr(node, "imputed_value_floats", []), np.float32)
+    if imputed.size == 0:
+        return "integer imputed values are not lowered"
+    replaced = float(_attr(node, "replaced_value_float", 0.0))
+    x = node.input[0]
+    if np.isnan(replaced):
+        missing = e.op("IsNaN", [x])
+    else:
+        missing = e.op("Equal", [x, e.const("replaced", np.asarray(replaced, np.float32))])
+    e.op("Where", [missing, e.const("imputed", imputed), x], node.output[0])
+    return ""
+
+
 _LOWERINGS = {
     "TreeEnsemble": _lower_tree_ensemble,  # ai.onnx.ml 5
     "TreeEnsembleClassifier": _lower_trees,
@@ -308,6 +345,9 @@ _LOWERINGS = {
     "LinearClassifier": _lower_linear,
     "LinearRegressor": _lower_linear,
     "Normalizer": _lower_normalizer,
+    "Scaler": _lower_scaler,
+    "Binarizer": _lower_binarizer,
+    "Imputer": _lower_imputer,
 }
 
 
@@ -324,7 +364,8 @@ def _ensure_opset(model: onnx.ModelProto) -> None:
 @register_pass("lower-ml")
 @dataclass(frozen=True, slots=True)
 class LowerMl(PassBase):
-    """Rewrite ai.onnx.ml tree ensembles, linear models and normalizers into standard ops."""
+    """Rewrite ai.onnx.ml tree ensembles, linear models, normalizers, scalers, binarizers and
+    imputers into standard ops."""
 
     lossy: ClassVar[bool] = False
 

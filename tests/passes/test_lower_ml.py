@@ -200,3 +200,44 @@ def test_ml5_tree_ensemble_lowers_and_matches_onnx_runtime(tmp_path: Path) -> No
     assert result.manifest is not None and result.manifest.checks["passed"]
     with duh.load(tmp_path / "f.duh") as session:
         np.testing.assert_allclose(session.run({"X": held})["Y"], native, rtol=1e-5, atol=1e-4)
+
+
+def _preprocessed(missing: float) -> tuple[onnx.ModelProto, np.ndarray]:
+    """A scikit-learn pipeline: imputer, scaler, binarized copy of the features, regression."""
+    from sklearn import impute, pipeline, preprocessing
+
+    ds = datasets.load_diabetes()
+    x = ds.data.astype(np.float32)
+    x[::7, 2] = missing  # holes the imputer fills
+    features = pipeline.make_union(
+        preprocessing.StandardScaler(), preprocessing.Binarizer(threshold=0.01)
+    )
+    est = pipeline.make_pipeline(
+        impute.SimpleImputer(missing_values=missing), features, linear_model.Ridge()
+    )
+    return _convert(est.fit(x[::2], ds.target[::2]), x, classifier=False), x[1::2]
+
+
+@pytest.mark.parametrize("missing", [np.nan, -1.0], ids=["nan", "minus-one"])
+def test_a_pipelines_imputer_scaler_and_binarizer_match_the_native_operators(
+    missing: float,
+) -> None:
+    model, x = _preprocessed(missing)
+    ops = {n.op_type for n in model.graph.node if n.domain == "ai.onnx.ml"}
+    assert {"Imputer", "Scaler", "Binarizer"} <= ops, ops
+    (want,), (got,) = _run(model, x), _run(_lowered(model), x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_a_scaled_pipeline_builds_for_openvino(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    import duh
+
+    model, x = _preprocessed(np.nan)
+    path = tmp_path / "pipe.onnx"
+    onnx.save(model, str(path))
+    result = duh.build(path, "openvino:cpu-fp32", tmp_path / "pipe.duh", cache=False)
+    assert result.manifest is not None and result.manifest.checks["passed"]
+    (want,) = _run(model, x)
+    got = duh.load(tmp_path / "pipe.duh").run({"X": x})
+    np.testing.assert_allclose(next(iter(got.values())), want, rtol=1e-5, atol=1e-4)
