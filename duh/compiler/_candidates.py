@@ -7,8 +7,9 @@ with its reason and the others carry on; a build fails only when no candidate is
 from __future__ import annotations
 
 import logging
+import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from duh.compiler.pipeline import PassManager
 from duh.compiler.verify import compare_outputs, tolerance_for
 from duh.errors import DuhError, ModelError, TargetError
 from duh.passes import PassContext
-from duh.runtime import FORMAT_VERSION, Manifest, Session, hash_files, load
+from duh.runtime import FORMAT_VERSION, Manifest, Session, TensorSpec, hash_files, load
 from duh.targets import CompileContext, get_target, save_onnx
 
 __all__ = [
@@ -78,10 +79,10 @@ def reference_outputs(request: BuildRequest, work: Path) -> list[Outputs] | None
         if checks.synthetic:
             raise ModelError(
                 f"ONNX Runtime, the reference duh verifies builds against, fails on "
-                f"{source.path.name} with synthetic inputs ({_first_line(exc)}); the model needs "
-                "inputs that mean something (ids, lengths, rates): give sample inputs with "
-                "--check-data FILE (an .npz with one array per input, named after it), or "
-                "build with --no-verify"
+                f"{source.path.name} with synthetic inputs ({_first_line(exc)}); "
+                f"{_synthetic_advice(source.inputs, checks.feeds[0], str(exc))}give sample "
+                "inputs with --check-data FILE (an .npz with one array per input, named after "
+                "it), or build with --no-verify"
             ) from None
         raise ModelError(
             f"ONNX Runtime, the reference duh verifies builds against, fails on "
@@ -90,6 +91,28 @@ def reference_outputs(request: BuildRequest, work: Path) -> list[Outputs] | None
         ) from None
     finally:
         reference.close()
+
+
+# What ONNX Runtime says when a size does not fit: a weight's shape, a Concat's or Reshape's.
+_SIZE_WORDS = re.compile(r"shape|dimension|dims|rank|reshape|broadcast", re.IGNORECASE)
+
+
+def _synthetic_advice(
+    inputs: Sequence[TensorSpec], feed: Mapping[str, np.ndarray], error: str
+) -> str:
+    """The fix to name first for a reference run that failed on synthetic inputs: where the
+    error is about sizes and the model has dynamic dimensions, the sizes guessed for them."""
+    dynamic = [s for s in inputs if s.is_dynamic and s.name in feed]
+    if not dynamic or not _SIZE_WORDS.search(error):
+        return "the model needs inputs that mean something (ids, lengths, rates): "
+    guessed = ", ".join(
+        f"{s.name}{list(s.shape)} ran as {'x'.join(map(str, feed[s.name].shape))}" for s in dynamic
+    )
+    return (
+        f"the sizes guessed for its dynamic dimensions may not fit ({guessed}): fix them with "
+        "--shape NAME=AxBxC (the sizes the model runs on, e.g. a feature count its weights "
+        "fix), or "
+    )
 
 
 def _pass_context(request: BuildRequest, plan: Plan, workdir: Path) -> PassContext:

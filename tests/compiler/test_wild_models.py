@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 import duh
@@ -312,3 +312,35 @@ def test_token_ids_compared_with_a_pad_id_keep_their_table_range(tmp_path: Path)
     source = ingest(_wild.save(tmp_path / "pad.onnx", nodes, [ids], [out, pad], inits))
     found = input_ranges(source.model, source.inputs)["ids"]
     assert (found.low, found.high) == (0, 7)
+
+
+def _lstm_model(path: Path, features: int = 26, hidden: int = 4) -> Path:
+    """An LSTM over x[time, batch, features] whose feature count its W fixes but the input's
+    declared shape leaves open (madmom's BLSTMs)."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.1, (1, 4 * hidden, features)).astype(np.float32)
+    r = rng.normal(0, 0.1, (1, 4 * hidden, hidden)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("LSTM", ["x", "w", "r"], ["y"], hidden_size=hidden)],
+        "lstm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["time", 1, "features"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["time", 1, 1, 4])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(r, "r")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_reference_failing_on_guessed_sizes_names_the_sizes_and_shape_first(
+    tmp_path: Path,
+) -> None:
+    model = _lstm_model(tmp_path / "lstm.onnx")
+    with pytest.raises(ModelError) as refused:
+        build(model, ORT, tmp_path / "a.duh")
+    message = str(refused.value)
+    assert "sizes guessed for its dynamic dimensions" in message, message
+    assert "x['time', 1, 'features'] ran as" in message and "--shape NAME=" in message, message
+    result = build(model, ORT, tmp_path / "b.duh", shapes={"x": (10, 1, 26)})
+    assert result.manifest is not None and result.manifest.checks["passed"] is True
