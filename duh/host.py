@@ -20,7 +20,11 @@ __all__ = [
     "cpu_flags",
     "cuda_devices",
     "host_info",
+    "int8_dot_saturates",
 ]
+
+# The flags of x86 int8 dot products that add u8 x s8 products into int32 (exact).
+_INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 # The instruction sets duh cares about, with the /proc/cpuinfo flag that names each.
 NOTABLE_CPU_FLAGS = (
@@ -81,6 +85,14 @@ def _cpuinfo() -> tuple[str, frozenset[str]]:
 def cpu_flags() -> frozenset[str]:
     """The CPU feature flags of this host (empty where the OS does not tell)."""
     return _cpuinfo()[1]
+
+
+def int8_dot_saturates(flags: frozenset[str] | None = None, machine: str | None = None) -> bool:
+    """Whether x86 int8 kernels here add u8 x s8 products in pairs into saturating int16
+    (``vpmaddubsw``: no VNNI or AMX), so 8-bit weights overflow where 7-bit ones do not."""
+    flags = cpu_flags() if flags is None else flags
+    machine = platform.machine() if machine is None else machine
+    return machine in ("x86_64", "AMD64") and not flags & _INT8_DOT_FLAGS
 
 
 def host_info() -> HostInfo:

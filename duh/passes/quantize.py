@@ -13,7 +13,6 @@ build report says so.
 from __future__ import annotations
 
 import logging
-import platform
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,7 +21,7 @@ import onnx
 
 from duh.calibration import calibrate
 from duh.errors import CalibrationError, PassError
-from duh.host import cpu_flags
+from duh.host import int8_dot_saturates
 from duh.passes._base import (
     PassBase,
     PassContext,
@@ -90,7 +89,6 @@ _TRANSFORMER_HINTS = frozenset(
     }
 )
 _DYNAMIC_OPS = ("MatMul", "Gemm", "Attention", "LSTM", "GRU")
-_INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 @register_pass("quantize")
@@ -197,9 +195,8 @@ class Quantize(PassBase):
             return self.reduce_range
         if ctx.device != "cpu" or ctx.engine not in ("onnxruntime", "openvino"):
             return False
-        # Without VNNI/AMX, x86 int8 kernels multiply u8 x s8 pairs into saturating int16 sums
-        # (vpmaddubsw): full 8-bit weights overflow and accuracy collapses on such hosts.
-        return not (cpu_flags() & _INT8_DOT_FLAGS) and platform.machine() in ("x86_64", "AMD64")
+        # Without VNNI/AMX, full 8-bit weights overflow and accuracy collapses on such hosts.
+        return int8_dot_saturates()
 
     def needs_calibration(self, model: onnx.ModelProto) -> bool:
         """Whether running on ``model`` needs calibration data (static mode, not yet quantized)."""

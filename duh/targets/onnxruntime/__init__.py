@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from duh._ort_errors import ort_errors
 from duh.errors import TargetError
-from duh.host import HostInfo
+from duh.host import HostInfo, int8_dot_saturates
 from duh.targets._base import CompileContext, CompileResult, PassSpec, TargetSpec, register_target
 from duh.targets._util import package_version, save_onnx
 from duh.targets.onnxruntime import _cuda
@@ -18,9 +18,30 @@ if TYPE_CHECKING:
 
     from duh.runtime.contract import EngineOptions, Manifest
 
-__all__ = ["OnnxRuntimeEngine", "OnnxRuntimeTarget", "session_options"]
+__all__ = ["OnnxRuntimeEngine", "OnnxRuntimeTarget", "exact_int8_weights", "session_options"]
 
 MODEL_FILE = "model.onnx"
+
+
+def exact_int8_weights(model: onnx.ModelProto, only_wide: bool = False) -> int:
+    """Move the int8 weights of ``model``'s integer ops to uint8, in place, so that ONNX
+    Runtime multiplies them exactly on every x86 CPU; how many moved (see ``_exact``)."""
+    from duh.targets.onnxruntime import _exact
+
+    return _exact.exact_int8_weights(model, only_wide)
+
+
+def _exact_copy(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """``model``, or a copy whose full-range int8 weights are uint8, and how many moved."""
+    import onnx
+
+    from duh.targets.onnxruntime._exact import saturating_weights
+
+    if not saturating_weights(model):
+        return model, 0
+    exact = onnx.ModelProto()
+    exact.CopyFrom(model)
+    return exact, exact_int8_weights(exact, only_wide=True)
 
 
 @register_target
@@ -63,6 +84,12 @@ class OnnxRuntimeTarget:
         if ctx.spec.device == "cuda":
             return _cuda.compile_cuda(model, ctx, out_dir)
         ort = ort_module()
+        notes: tuple[str, ...] = ()
+        if int8_dot_saturates(ctx.host.cpu_flags, ctx.host.machine):
+            model, moved = _exact_copy(model)
+            if moved:
+                notes = (f"{moved} int8 weight tensors of full 8-bit range held as uint8: this "
+                         "CPU lacks VNNI, and ONNX Runtime's u8 x s8 kernels saturate on them",)
         staged = out_dir.parent / (out_dir.name + ".in.onnx")
         written = save_onnx(model, staged)
         so = ort.SessionOptions()
@@ -81,9 +108,8 @@ class OnnxRuntimeTarget:
         finally:
             for path in written:
                 path.unlink(missing_ok=True)
-        notes: tuple[str, ...] = ()
         if ctx.spec.precision == "fp16":
-            notes = ("onnxruntime's CPU provider lacks float16 kernels for most ops; it runs them "
+            notes += ("onnxruntime's CPU provider lacks float16 kernels for most ops; it runs them "
                      "in float32 between Casts, so expect no speed-up, only smaller weights",)
         return CompileResult(
             engine_version=ort.__version__,
