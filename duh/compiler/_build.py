@@ -25,6 +25,7 @@ from duh.compiler._artifact_cache import (
 )
 from duh.compiler._candidates import run_candidates
 from duh.compiler._datastats import write_data_stats
+from duh.compiler._fallback import quantized_nothing
 from duh.compiler._feeds import (
     check_feeds,
     input_ranges,
@@ -128,8 +129,14 @@ def _needs_calibration(pipeline: PassManager, model: onnx.ModelProto) -> bool:
     return any(p.needs_calibration(model) for p in pipeline.passes)
 
 
-def _warnings(request: BuildRequest, spec: TargetSpec) -> list[str]:
+def _warnings(request: BuildRequest, chosen: Candidate) -> list[str]:
+    spec = chosen.spec
     out = []
+    if spec.precision == "int8" and not request.quantized_source and quantized_nothing(chosen):
+        out.append(
+            f"nothing in {request.source.path.name} was quantized (no op its INT8 pass takes): "
+            f"the {spec.name} artifact computes in float, as --target {spec.device} would"
+        )
     if spec.precision == "bf16" and spec.device == "cpu" and not request.host.has("amx_bf16"):
         out.append(
             "this CPU has no AMX: bf16 runs on AVX-512 BF16 only and is likely slower than fp32"
@@ -312,7 +319,7 @@ def build(
         for item in selection.chosen.out_dir.iterdir():
             os.replace(item, stage / item.name)
         write_data_stats(stage, source.inputs, reference_sources(calibration, checks, check_data))
-        warnings = _warnings(request, selection.chosen.spec)
+        warnings = _warnings(request, selection.chosen)
         seconds = time.perf_counter() - started
         manifest = build_manifest(request, selection, stage, warnings, seconds)
         write_manifest(stage, manifest)

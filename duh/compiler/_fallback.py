@@ -35,7 +35,7 @@ from duh.passes.quantize import (
 from duh.runtime import Session
 from duh.targets import PassSpec
 
-__all__ = ["FallbackConfig", "by_output", "rescue"]
+__all__ = ["FallbackConfig", "by_output", "quantized_nothing", "rescue"]
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +365,7 @@ def rescue(
             why = f"{setting.describe()}, {ops} in float around the most sensitive {names}"
             before = best
             built, session = one(setting, kept, why)
-            if session is not None and _quantized_nothing(built):
+            if session is not None and quantized_nothing(built):
                 best = before  # an all-float round is no INT8 result to quote
                 # Everything quantizable was in float (ops the ranking never saw, such as
                 # Unsqueeze or Transpose, are quantized only beside quantized neighbours).
@@ -394,7 +394,7 @@ def _has_nncf() -> bool:
     return importlib.util.find_spec("nncf") is not None
 
 
-def _quantized_nothing(built: Candidate) -> bool:
+def quantized_nothing(built: Candidate) -> bool:
     """Whether the quantize pass of ``built`` inserted no Q/DQ node (an fp32 model by any name)."""
     records = [r for r in built.records if r.name == "quantize"]
     return bool(records) and all(r.nodes_after <= r.nodes_before for r in records)

@@ -344,3 +344,32 @@ def test_a_reference_failing_on_guessed_sizes_names_the_sizes_and_shape_first(
     assert "x['time', 1, 'features'] ran as" in message and "--shape NAME=" in message, message
     result = build(model, ORT, tmp_path / "b.duh", shapes={"x": (10, 1, 26)})
     assert result.manifest is not None and result.manifest.checks["passed"] is True
+
+
+def _elementwise_or_matmul(path: Path, matmul: bool) -> Path:
+    weight = numpy_helper.from_array(
+        np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32), "w"
+    )
+    nodes = [helper.make_node("Abs", ["x"], ["a"])]
+    nodes.append(
+        helper.make_node("MatMul", ["a", "w"], ["y"])
+        if matmul
+        else helper.make_node("Neg", ["a"], ["y"])
+    )
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        [weight] if matmul else [],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def test_an_int8_build_that_quantizes_nothing_says_it_computes_in_float(tmp_path: Path) -> None:
+    plain = _elementwise_or_matmul(tmp_path / "abs.onnx", matmul=False)
+    result = build(plain, "onnxruntime:cpu-int8", tmp_path / "abs.duh", calib="synthetic")
+    assert any("nothing in abs.onnx was quantized" in w for w in result.warnings), result.warnings
+    assert any("computes in float" in w for w in read_manifest(tmp_path / "abs.duh").warnings)
+    dense = _elementwise_or_matmul(tmp_path / "mm.onnx", matmul=True)
+    result = build(dense, "onnxruntime:cpu-int8", tmp_path / "mm.duh", calib="synthetic")
+    assert not any("was quantized" in w for w in result.warnings), result.warnings
