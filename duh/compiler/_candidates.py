@@ -30,7 +30,7 @@ from duh.errors import DuhError, ModelError, TargetError
 from duh.passes import PassContext
 from duh.runtime import FORMAT_VERSION, Manifest, Session, TensorSpec, hash_files, load
 from duh.targets import CompileContext, get_target, save_onnx
-from duh.targets.onnxruntime import exact_int8_weights
+from duh.targets.onnxruntime import exact_int8_copy
 
 __all__ = [
     "build_candidate",
@@ -93,11 +93,11 @@ def reference_outputs(request: BuildRequest, work: Path) -> list[Outputs] | None
 
 
 def _reference_model(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` as the reference runs it: in an opset ONNX Runtime reads, its int8 weights as
-    uint8 (ORT's u8 x s8 kernels saturate on CPUs without VNNI; u8 x u8 ones are exact)."""
-    exact = onnx.ModelProto()
-    exact.CopyFrom(normalize_for_engine(model, "onnxruntime", _ORT_MAX_OPSET, _ORT_MAX_IR))
-    moved = exact_int8_weights(exact)
+    """``model`` as the reference runs it: in an opset ONNX Runtime reads, its full-range int8
+    weights as uint8 (ORT's u8 x s8 kernels saturate on CPUs without VNNI; u8 x u8 ones are
+    exact). A copy only where a weight moves: ``model`` is the source, kept as it is."""
+    normalized = normalize_for_engine(model, "onnxruntime", _ORT_MAX_OPSET, _ORT_MAX_IR)
+    exact, moved = exact_int8_copy(normalized)
     if moved:
         log.info("reference: %d int8 weight tensors run as uint8, which ONNX Runtime "
                  "multiplies exactly on every x86 CPU", moved)  # fmt: skip

@@ -18,7 +18,13 @@ if TYPE_CHECKING:
 
     from duh.runtime.contract import EngineOptions, Manifest
 
-__all__ = ["OnnxRuntimeEngine", "OnnxRuntimeTarget", "exact_int8_weights", "session_options"]
+__all__ = [
+    "OnnxRuntimeEngine",
+    "OnnxRuntimeTarget",
+    "exact_int8_copy",
+    "exact_int8_weights",
+    "session_options",
+]
 
 MODEL_FILE = "model.onnx"
 
@@ -31,8 +37,9 @@ def exact_int8_weights(model: onnx.ModelProto, only_wide: bool = False) -> int:
     return _exact.exact_int8_weights(model, only_wide)
 
 
-def _exact_copy(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
-    """``model``, or a copy whose full-range int8 weights are uint8, and how many moved."""
+def exact_int8_copy(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """``model``, or a copy whose full-range int8 weights are uint8 (what ORT's u8 x s8 kernels
+    saturate on without VNNI; 7-bit ones they multiply exactly), and how many moved."""
     import onnx
 
     from duh.targets.onnxruntime._exact import saturating_weights
@@ -86,7 +93,7 @@ class OnnxRuntimeTarget:
         ort = ort_module()
         notes: tuple[str, ...] = ()
         if int8_dot_saturates(ctx.host.cpu_flags, ctx.host.machine):
-            model, moved = _exact_copy(model)
+            model, moved = exact_int8_copy(model)
             if moved:
                 notes = (f"{moved} int8 weight tensors of full 8-bit range held as uint8: this "
                          "CPU lacks VNNI, and ONNX Runtime's u8 x s8 kernels saturate on them",)
