@@ -158,19 +158,39 @@ def test_a_caller_that_hangs_up_frees_its_queue_slot(serve_models) -> None:
 
 
 def test_a_grpc_call_past_its_deadline_is_not_run(start_server, serve_models) -> None:
+    # One instance, busy with three large calls: a call queued behind them with a 50 ms deadline
+    # reaches the engine only after its deadline passed, so the server must drop it, not run it.
+    # (A deadline of microseconds on an idle server is a race: the server may see 1 ms left.)
     server = start_server(f"heavy={serve_models['heavy']}", "--grpc-port", "0",
                           "--instances", "1", "--max-batch-size", "1")
     grpc = grpcclient.InferenceServerClient(server.grpc)
-    x = grpcclient.InferInput("x", [1, 256], "FP32")
-    x.set_data_from_numpy(np.ones((1, 256), np.float32))
+
+    def tensor(rows: int) -> grpcclient.InferInput:
+        x = grpcclient.InferInput("x", [rows, 256], "FP32")
+        x.set_data_from_numpy(np.ones((rows, 256), np.float32))
+        return x
+
     before = grpc.get_inference_statistics("heavy").model_stats[0].inference_count
+    answers: list[object] = []
+    done = threading.Semaphore(0)
+
+    def answered(result: object, error: object) -> None:
+        answers.append(error or result)
+        done.release()
+
+    blockers, rows = 3, 2048
+    for _ in range(blockers):
+        grpc.async_infer("heavy", [tensor(rows)], answered)
+    threading.Event().wait(0.3)  # the blockers are queued first
     with pytest.raises(InferenceServerException) as info:
-        grpc.infer("heavy", [x], client_timeout=1e-6)
-    # The client may give up before sending, or the server refuses the call: never run.
+        grpc.infer("heavy", [tensor(1)], client_timeout=0.05)
     assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED"
-    grpc.infer("heavy", [x])
+    for _ in range(blockers):
+        assert done.acquire(timeout=120)
+    assert not any(isinstance(a, InferenceServerException) for a in answers), answers
+    grpc.infer("heavy", [tensor(1)])
     after = grpc.get_inference_statistics("heavy").model_stats[0].inference_count
-    assert after - before == 1  # only the call with time left ran
+    assert after - before == blockers * rows + 1  # the call past its deadline never ran
     assert server.stop() == 0
 
 
