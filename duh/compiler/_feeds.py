@@ -14,6 +14,7 @@ value-preserving ops (Cast, Unsqueeze, Reshape, ...) finds the ops that give it 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from duh.calibration import CalibrationSet, load_calibration
 from duh.compiler.ingest import SourceModel, normalize_for_engine
 from duh.compiler.verify import synthetic_feeds
 from duh.errors import ConfigError
-from duh.runtime import TensorSpec, ValueRange, batch_axis
+from duh.runtime import TensorSpec, ValueRange, batch_axis, synthetic_shapes
 
 __all__ = ["CheckFeeds", "check_feeds", "input_ranges", "quantized_ops"]
 
@@ -404,6 +405,7 @@ def _second_batch(
 # Sizes tried for dynamic dimensions other than the batch: 32 first, larger where the model
 # cannot run on it (audio nets that pad a window of 512 samples, detectors that downsample 64x).
 _SIZES = (32, 256, 2048)
+_MAX_PROBE_ELEMENTS = 1 << 25  # 128 MB of float32 over all inputs
 
 
 def _dynamic_size(
@@ -420,6 +422,9 @@ def _dynamic_size(
     if session is None:
         return _SIZES[0]  # the reference run says why, with its own error
     for size in _SIZES:
+        concrete = synthetic_shapes(source.inputs, 1, shapes, size)
+        if sum(math.prod(s) for s in concrete.values()) > _MAX_PROBE_ELEMENTS:
+            break  # several dims of 2048: gigabytes of input, and no model needs them all
         [feed] = synthetic_feeds(source.inputs, 1, shapes, ranges=ranges, size=size)
         try:
             session.run(None, feed)

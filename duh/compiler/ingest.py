@@ -13,6 +13,7 @@ from google.protobuf.message import DecodeError
 
 from duh.compiler._ingest_checks import check_initializers, check_io_sizes, refuse_outside
 from duh.compiler._mlops import UnzippedOutput, unzip_outputs
+from duh.compiler._pinned import pin_weight_dims
 from duh.errors import ModelError
 from duh.runtime import Dim, TensorSpec
 
@@ -316,6 +317,8 @@ def ingest(path: str | Path, shapes: Mapping[str, tuple[int, ...]] | None = None
         model.ir_version = 4
     if _clear_unknown_dims(model):
         log.info("%s: dimensions written as -1 or '?' are dynamic", path.name)
+    for pin in pin_weight_dims(model):
+        log.info("%s: %s", path.name, pin.describe())
     if shapes:
         unfixed = _copy_if_branching(model)
         _fix_shapes(model, shapes)

@@ -333,10 +333,25 @@ def _lstm_model(path: Path, features: int = 26, hidden: int = 4) -> Path:
     return path
 
 
+def test_an_lstm_whose_weight_fixes_the_features_builds_without_shape(tmp_path: Path) -> None:
+    result = build(_lstm_model(tmp_path / "lstm.onnx"), ORT, tmp_path / "a.duh")
+    assert result.manifest is not None and result.manifest.checks["passed"] is True
+    assert result.manifest.inputs[0].shape == ("time", 1, 26)
+
+
 def test_a_reference_failing_on_guessed_sizes_names_the_sizes_and_shape_first(
     tmp_path: Path,
 ) -> None:
-    model = _lstm_model(tmp_path / "lstm.onnx")
+    # A bias of 26 features broadcasts onto 1 feature too, so no weight fixes the size: every
+    # guess (32, 256, 2048) fails, and the error says which sizes ran and how to give them.
+    bias = numpy_helper.from_array(np.ones((1, 1, 26), np.float32), "bias")
+    model = _wild.save(
+        tmp_path / "bias.onnx",
+        [helper.make_node("Add", ["x", "bias"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["time", 1, "features"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["time", 1, 26])],
+        [bias],
+    )
     with pytest.raises(ModelError) as refused:
         build(model, ORT, tmp_path / "a.duh")
     message = str(refused.value)
