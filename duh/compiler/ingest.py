@@ -178,6 +178,49 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _declare_missing_shapes(
+    model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]], filename: str
+) -> None:
+    """Give the graph's inputs and outputs that declare no shape at all (not even a rank) one.
+
+    The ONNX checker wants a shape on every graph input and output, and ONNX Runtime runs a
+    model without: onnx-graphsurgeon and hand-built graphs leave outputs shapeless. An output
+    takes the shape inference gives it; an input takes its rank from ``--shape``, else the build
+    asks for it (no synthetic input can be made without a rank).
+    """
+    weights = {init.name for init in model.graph.initializer}
+
+    def shapeless(v: onnx.ValueInfoProto) -> bool:
+        return v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape")
+
+    for value in model.graph.input:
+        if value.name in weights or not shapeless(value):
+            continue
+        if value.name not in shapes:
+            raise ModelError(
+                f"{filename}: input {value.name!r} declares no shape, not even its rank; give "
+                f"it with --shape {value.name}=AxBxC (the sizes the model runs on)"
+            )
+        for _ in shapes[value.name]:
+            value.type.tensor_type.shape.dim.add()  # unknown sizes: --shape fills them in
+    missing = [v for v in model.graph.output if shapeless(v)]
+    if not missing:
+        return
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except (onnx.shape_inference.InferenceError, RuntimeError):
+        inferred = model
+    found = {v.name: v for v in inferred.graph.output if not shapeless(v)}
+    unknown = [v.name for v in missing if v.name not in found]
+    if unknown:
+        raise ModelError(
+            f"{filename}: output {unknown[0]!r} declares no shape and shape inference finds none "
+            "(not even its rank); export the model with its outputs' shapes declared"
+        )
+    for value in missing:
+        value.type.tensor_type.shape.CopyFrom(found[value.name].type.tensor_type.shape)
+
+
 def _fix_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) -> None:
     by_name = {v.name: v for v in model.graph.input}
     for name, shape in shapes.items():
@@ -301,6 +344,7 @@ def ingest(path: str | Path, shapes: Mapping[str, tuple[int, ...]] | None = None
             "model with standard ONNX operators"
         )
     unzipped = unzip_outputs(model)
+    _declare_missing_shapes(model, shapes or {}, path.name)
     opset = default_opset(model)
     newest = onnx.defs.onnx_opset_version()
     if opset > newest:

@@ -140,5 +140,34 @@ def test_an_opset_newer_than_onnx_knows(tmp_path: Path) -> None:
     path = tmp_path / "future.onnx"
     model = _relu_model(opset=onnx.defs.onnx_opset_version() + 2)
     onnx.save(model, path)
-    with pytest.raises(ModelError, match=r"future.onnx uses opset \d+, newer than the \d+ this onnx"):
+    with pytest.raises(
+        ModelError, match=r"future.onnx uses opset \d+, newer than the \d+ this onnx"
+    ):
         ingest(path)
+
+
+def _shapeless(path: Path, shapeless_input: bool) -> Path:
+    """x[n, 8] @ W[8, 4], its output declared with no shape at all (as graphsurgeon writes)."""
+    weight = onnx.numpy_helper.from_array(np.ones((8, 4), np.float32), "w")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, None if shapeless_input else ["n", 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y], [weight]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_shapeless_output_takes_its_inferred_shape(tmp_path: Path) -> None:
+    source = ingest(_shapeless(tmp_path / "m.onnx", shapeless_input=False))
+    assert [o.shape for o in source.outputs] == [("n", 4)]
+
+
+def test_a_shapeless_input_asks_for_shape_and_takes_it(tmp_path: Path) -> None:
+    model = _shapeless(tmp_path / "m.onnx", shapeless_input=True)
+    with pytest.raises(ModelError, match=r"input 'x' declares no shape.*--shape x="):
+        ingest(model)
+    source = ingest(model, {"x": (2, 8)})
+    assert source.inputs[0].shape == (2, 8)
+    assert source.outputs[0].shape == (2, 4)
