@@ -288,8 +288,8 @@ def calibrate(
     names = float_tensors(model)
     if not names:
         raise CalibrationError(
-            "the model has no float32 activations to calibrate (a float16 model?); INT8 needs a "
-            "float32 model: export it in float32, or build --target cpu-bf16 or cpu"
+            "the model has no float32 activations to calibrate (it computes in integers or "
+            "strings only); INT8 quantizes float math: build --target cpu"
         )
     log.info(
         "calibration: %s on %d samples, %d tensors", method, len(calibration.feeds), len(names)

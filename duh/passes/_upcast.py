@@ -1,10 +1,11 @@
-"""A float16 graph computed in float32: what INT8 quantization starts from.
+"""A float16 or float64 graph computed in float32: what INT8 quantization starts from.
 
 ONNX Runtime's and NNCF's quantizers calibrate and quantize float32 tensors only, so an fp16
-export (``model_fp16.onnx``) would have nothing to quantize. Here every float16 weight,
-constant, cast target and value type becomes float32, including those inside If/Loop/Scan
-bodies; the graph's float16 inputs and outputs keep their type, behind a Cast each, so the
-artifact takes and returns what the source did.
+export (``model_fp16.onnx``) or a float64 one (skl2onnx's ``DoubleTensorType``) would have
+nothing to quantize. Here every such weight, constant, cast target and value type becomes
+float32, including those inside If/Loop/Scan bodies; the graph's inputs and outputs keep their
+type, behind a Cast each, so the artifact takes and returns what the source did. (Float64 to
+float32 loses precision that an INT8 build, 8 bits a weight, never had.)
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from onnx import TensorProto, numpy_helper
 
 from duh.passes._graph import all_graphs, copy_model
 
-__all__ = ["computes_in_float16", "upcast_float16"]
+__all__ = ["computes_in_float16", "computes_in_float64", "to_float32"]
 
-_HALF, _FLOAT = TensorProto.FLOAT16, TensorProto.FLOAT
+_HALF, _FLOAT, _DOUBLE = TensorProto.FLOAT16, TensorProto.FLOAT, TensorProto.DOUBLE
 # Attributes that name an element type the node creates.
 _DTYPE_ATTRS = {
     "Cast": "to",
@@ -34,58 +35,69 @@ _DTYPE_ATTRS = {
 def computes_in_float16(model: onnx.ModelProto) -> bool:
     """Whether the model computes in float16: a float16 graph input or output, or most of its
     float weights (by elements) stored as float16 (an fp16 export, mixed precision)."""
+    return _computes_in(model, _HALF)
+
+
+def computes_in_float64(model: onnx.ModelProto) -> bool:
+    """Whether the model computes in float64 (skl2onnx's DoubleTensorType), as above."""
+    return _computes_in(model, _DOUBLE)
+
+
+def _computes_in(model: onnx.ModelProto, elem_type: int) -> bool:
     for value in (*model.graph.input, *model.graph.output):
-        if value.type.tensor_type.elem_type == _HALF:
+        if value.type.tensor_type.elem_type == elem_type:
             return True
-    sizes = {_HALF: 0, _FLOAT: 0}
+    sizes = {elem_type: 0, _FLOAT: 0}
     for tensor in model.graph.initializer:
         if tensor.data_type in sizes:
             sizes[tensor.data_type] += int(np.prod(tensor.dims, dtype=np.int64))
-    return sizes[_HALF] > sizes[_FLOAT]
+    return sizes[elem_type] > sizes[_FLOAT]
 
 
-def _upcast_tensor(tensor: onnx.TensorProto) -> bool:
-    if tensor.data_type != _HALF:
+def _cast_tensor(tensor: onnx.TensorProto, source: int) -> bool:
+    if tensor.data_type != source:
         return False
     if tensor.data_location == TensorProto.EXTERNAL:
-        raise ValueError(f"float16 tensor {tensor.name!r} is in external data")
+        name = TensorProto.DataType.Name(source).lower()
+        raise ValueError(f"{name} tensor {tensor.name!r} is in external data")
     array = numpy_helper.to_array(tensor).astype(np.float32)
     tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
     return True
 
 
-def _upcast_type(value: onnx.ValueInfoProto) -> None:
+def _cast_type(value: onnx.ValueInfoProto, source: int) -> None:
     tensor_type = value.type.tensor_type
-    if tensor_type.elem_type == _HALF:
+    if tensor_type.elem_type == source:
         tensor_type.elem_type = _FLOAT
 
 
-def _graph_body(graph: onnx.GraphProto, main: bool) -> int:
-    """Upcast ``graph`` in place (not its main inputs/outputs); how many tensors changed."""
-    changed = sum(_upcast_tensor(t) for t in graph.initializer)
+def _graph_body(graph: onnx.GraphProto, main: bool, source: int) -> int:
+    """Cast ``graph`` in place (not its main inputs/outputs); how many tensors changed."""
+    changed = sum(_cast_tensor(t, source) for t in graph.initializer)
     for node in graph.node:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.TENSOR:
-                changed += _upcast_tensor(attr.t)
+                changed += _cast_tensor(attr.t, source)
             elif attr.type == onnx.AttributeProto.TENSORS:
-                changed += sum(_upcast_tensor(t) for t in attr.tensors)
-            elif attr.name == _DTYPE_ATTRS.get(node.op_type) and attr.i == _HALF:
+                changed += sum(_cast_tensor(t, source) for t in attr.tensors)
+            elif attr.name == _DTYPE_ATTRS.get(node.op_type) and attr.i == source:
                 attr.i = _FLOAT
                 changed += 1
     for value in graph.value_info:
-        _upcast_type(value)
+        _cast_type(value, source)
     if not main:
         for value in (*graph.input, *graph.output):
-            _upcast_type(value)
+            _cast_type(value, source)
     return changed
 
 
-def upcast_float16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
-    """``model`` computing in float32 with its float16 inputs and outputs kept (a Cast each);
-    also how many tensors and types changed."""
+def to_float32(model: onnx.ModelProto, source: int = _HALF) -> tuple[onnx.ModelProto, int]:
+    """``model`` computing in float32 where it computed in ``source`` (float16 or float64),
+    its inputs and outputs of that type kept (a Cast each); also how many tensors and types
+    changed."""
     out = copy_model(model)
     graph = out.graph
-    changed = sum(_graph_body(g, g is graph) for g in list(all_graphs(graph)))
+    changed = sum(_graph_body(g, g is graph, source) for g in list(all_graphs(graph)))
     taken = {n for node in graph.node for n in (*node.input, *node.output)}
     taken |= {v.name for v in (*graph.input, *graph.output, *graph.initializer)}
 
@@ -99,7 +111,7 @@ def upcast_float16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
 
     head: list[onnx.NodeProto] = []
     for value in graph.input:
-        if value.type.tensor_type.elem_type != _HALF:
+        if value.type.tensor_type.elem_type != source:
             continue
         inner = fresh(value.name)
         for g in all_graphs(graph):
@@ -109,7 +121,7 @@ def upcast_float16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         changed += 1
     tail: list[onnx.NodeProto] = []
     for value in graph.output:
-        if value.type.tensor_type.elem_type != _HALF:
+        if value.type.tensor_type.elem_type != source:
             continue
         inner = fresh(value.name)
         for init in graph.initializer:  # a constant output
@@ -121,7 +133,7 @@ def upcast_float16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         for g in list(all_graphs(graph))[1:]:
             for node in g.node:  # an If/Loop body that reads the output from outside
                 node.input[:] = [inner if n == value.name else n for n in node.input]
-        tail.append(onnx.helper.make_node("Cast", [inner], [value.name], to=_HALF))
+        tail.append(onnx.helper.make_node("Cast", [inner], [value.name], to=source))
         changed += 1
     nodes = [*head, *graph.node, *tail]
     del graph.node[:]

@@ -56,7 +56,7 @@ from duh.passes._sensitivity import (
     rank_sensitivity,
     rerank_by_output,
 )
-from duh.passes._upcast import computes_in_float16, upcast_float16
+from duh.passes._upcast import computes_in_float16, computes_in_float64, to_float32
 
 __all__ = [
     "QUANTIZED_OPS",
@@ -75,6 +75,11 @@ _MODES = ("auto", "static", "dynamic", "int4", "nncf")
 _METHODS = ("minmax", "entropy", "percentile")
 _PLACEMENTS = ("auto", "outputs", "inputs")
 _RNN_OPS = frozenset({"LSTM", "GRU", "RNN"})
+# Sources computing in another float type: (name, detector, element type), quantized as float32.
+_NOT_FLOAT32 = (
+    ("float16", computes_in_float16, onnx.TensorProto.FLOAT16),
+    ("float64", computes_in_float64, onnx.TensorProto.DOUBLE),
+)
 _TRANSFORMER_HINTS = frozenset(
     {
         "Softmax",
@@ -211,14 +216,16 @@ class Quantize(PassBase):
             log.info(note)  # the build warns once of a quantized source, not once per candidate
             return PassResult(model, False, (note,))
         notes: tuple[str, ...] = ()
-        if computes_in_float16(model):
-            # The quantizers take float32 tensors only: quantize the float32 form of the graph.
-            model, upcast = upcast_float16(model)
-            notes = (
-                f"the float16 model is quantized from its float32 form ({upcast} tensors and "
-                "types upcast; float16 inputs and outputs kept)",
-            )
-            log.info("quantize: %s", notes[0])
+        for kind, computes, elem_type in _NOT_FLOAT32:
+            if computes(model):
+                # The quantizers take float32 tensors only: quantize the graph's float32 form.
+                model, cast = to_float32(model, elem_type)
+                notes = (
+                    f"the {kind} model is quantized from its float32 form ({cast} tensors and "
+                    f"types cast; {kind} inputs and outputs kept)",
+                )
+                log.info("quantize: %s", notes[0])
+                break
         model, copies = unshare_biases(model)
         if copies:
             log.info("quantize: %d shared bias initializer(s) copied, one per node", copies)
@@ -432,5 +439,7 @@ def _float_outputs(model: onnx.ModelProto) -> int:
 def _reduce_range_note(config: Quantize, reduce_range: bool) -> list[str]:
     if not reduce_range or config.reduce_range is not None:
         return []
-    return ["7-bit weights (reduce_range): this CPU has no VNNI/AMX int8 dot product, and its "
-            "u8 x s8 kernels saturate full-range weights"]
+    return [
+        "7-bit weights (reduce_range): this CPU has no VNNI/AMX int8 dot product, and its "
+        "u8 x s8 kernels saturate full-range weights"
+    ]

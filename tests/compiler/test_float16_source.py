@@ -17,18 +17,28 @@ import duh
 from duh.cli import app
 from duh.compiler import build
 from duh.passes import computes_in_float16 as float16_source
-from duh.passes._upcast import upcast_float16
+from duh.passes._upcast import to_float32
 
 
-def _half_classifier(path: Path, io: int = TensorProto.FLOAT16) -> Path:
+def _half_classifier(path: Path, io: int = TensorProto.FLOAT16, dtype: type = np.float16) -> Path:
+    """A Conv (float16), or a MatMul (float64: ONNX Runtime has no float64 Conv) classifier."""
     rng = np.random.default_rng(0)
-    w = numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float16), "w")
-    b = numpy_helper.from_array((rng.standard_normal(8) * 0.1).astype(np.float16), "b")
+    if dtype is np.float16:
+        w = numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(dtype), "w")
+        b = numpy_helper.from_array((rng.standard_normal(8) * 0.1).astype(dtype), "b")
+        first = helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1])
+    else:
+        w = numpy_helper.from_array((rng.standard_normal((16, 16)) * 0.3).astype(dtype), "w")
+        b = numpy_helper.from_array((rng.standard_normal(16) * 0.1).astype(dtype), "b")
+        first = helper.make_node("Gemm", ["x", "w", "b"], ["c"])  # x[n, 16]
     w2 = numpy_helper.from_array(
-        (rng.standard_normal((8 * 16 * 16, 10)) * 0.05).astype(np.float16), "w2"
+        (rng.standard_normal((8 * 16 * 16 if dtype is np.float16 else 16, 10)) * 0.05).astype(
+            dtype
+        ),
+        "w2",
     )
     nodes = [
-        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        first,
         helper.make_node("Relu", ["c"], ["r"]),
         helper.make_node("Flatten", ["r"], ["f"]),
         helper.make_node("MatMul", ["f", "w2"], ["l"]),
@@ -37,7 +47,11 @@ def _half_classifier(path: Path, io: int = TensorProto.FLOAT16) -> Path:
     graph = helper.make_graph(
         nodes,
         "half",
-        [helper.make_tensor_value_info("x", io, ["n", 3, 16, 16])],
+        [
+            helper.make_tensor_value_info(
+                "x", io, ["n", 3, 16, 16] if dtype is np.float16 else ["n", 16]
+            )
+        ],
         [helper.make_tensor_value_info("y", io, ["n", 10])],
         [w, b, w2],
     )
@@ -63,9 +77,20 @@ def test_fp32_builds_of_a_float16_source_use_fp16_tolerances(tmp_path: Path) -> 
     assert any("computes in float16" in w for w in result.warnings)
 
 
-@pytest.mark.parametrize("target", ["onnxruntime:cpu-int8", "openvino:cpu-int8"])
-def test_int8_of_a_float16_source_quantizes_its_float32_form(tmp_path: Path, target: str) -> None:
-    model = _half_classifier(tmp_path / "half.onnx")
+@pytest.mark.parametrize(
+    ("target", "dtype"),
+    [
+        ("onnxruntime:cpu-int8", np.float16),
+        ("openvino:cpu-int8", np.float16),
+        ("onnxruntime:cpu-int8", np.float64),  # skl2onnx's DoubleTensorType
+        ("openvino:cpu-int8", np.float64),
+    ],
+)
+def test_int8_of_a_float16_or_float64_source_quantizes_its_float32_form(
+    tmp_path: Path, target: str, dtype: type
+) -> None:
+    io = TensorProto.FLOAT16 if dtype is np.float16 else TensorProto.DOUBLE
+    model = _half_classifier(tmp_path / "half.onnx", io, dtype)
     out = tmp_path / "half.int8.duh"
     done = CliRunner().invoke(
         app, ["build", str(model), "-t", target, "--calib", "synthetic", "-o", str(out)]
@@ -75,11 +100,12 @@ def test_int8_of_a_float16_source_quantizes_its_float32_form(tmp_path: Path, tar
     assert manifest["checks"]["passed"]
     notes = [n for p in manifest["passes"] if p["name"] == "quantize" for n in p["notes"]]
     assert any("quantized from its float32 form" in n for n in notes)
-    # The artifact takes and returns float16, as the source does.
+    # The artifact takes and returns the source's type.
     session = duh.load(out)
-    x = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float16)
+    x = np.random.default_rng(1).standard_normal((2, 3, 16, 16) if dtype is np.float16 else (2, 16))
+    x = x.astype(dtype)
     [y] = session.run({"x": x}).values()
-    assert y.dtype == np.float16 and y.shape == (2, 10)
+    assert y.dtype == dtype and y.shape == (2, 10)
 
 
 def test_upcast_keeps_io_and_reaches_casts_constants_and_subgraphs() -> None:
@@ -112,7 +138,7 @@ def test_upcast_keeps_io_and_reaches_casts_constants_and_subgraphs() -> None:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    up, changed = upcast_float16(model)
+    up, changed = to_float32(model)
     assert changed >= 4
     onnx.checker.check_model(up, full_check=True)
     assert up.graph.input[0].type.tensor_type.elem_type == half
