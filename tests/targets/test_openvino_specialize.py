@@ -1,5 +1,6 @@
-"""OpenVINO and Ifs it refuses as exported: branches that differ in rank (PyTorch's export of
-``x.squeeze(d)``), conditions of shape [1, 1] (PyTorch's ``if p >= 0.5`` on a probability)."""
+"""OpenVINO and graphs it refuses as exported: If branches that differ in rank (PyTorch's export
+of ``x.squeeze(d)``), If conditions of shape [1, 1] (PyTorch's ``if p >= 0.5`` on a
+probability), graph outputs that are graph inputs or weights (a state passed through)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,13 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import duh
 from duh.compiler import build as build_model
-from duh.targets.openvino._specialize import scalar_if_conditions, squeeze_ifs_to_squeeze
+from duh.targets.openvino._specialize import (
+    distinct_outputs,
+    scalar_if_conditions,
+    squeeze_ifs_to_squeeze,
+)
 from tests._if_models import rank_if_model
 
 ov = pytest.importorskip("openvino")
@@ -154,3 +160,49 @@ def test_shapes_that_break_a_branch_of_silero_vad_are_refused_in_one_line(tmp_pa
     message = str(info.value)
     assert "\n" not in message and "build without --shape" in message
     assert ingest(model).inputs  # left dynamic, the same model loads
+
+
+def _passthrough(path: Path) -> Path:
+    """y = Relu(x), and x itself and a constant K as outputs too."""
+    k = numpy_helper.from_array(np.array([1.0, -2.0, 3.0], np.float32), "K")
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "passthrough",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+         for n, s in (("y", ["n", 4]), ("x", ["n", 4]), ("K", [3]))],
+        [k],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_outputs_that_are_inputs_or_weights_become_identities_of_fresh_names(
+    tmp_path: Path,
+) -> None:
+    model = onnx.load(str(_passthrough(tmp_path / "p.onnx")))
+    distinct, renamed = distinct_outputs(model)
+    assert renamed == {"x": "x/output", "K": "K/output"}
+    assert [o.name for o in distinct.graph.output] == ["y", "x/output", "K/output"]
+    onnx.checker.check_model(distinct)
+    assert distinct_outputs(distinct) == (distinct, {})
+
+
+@pytest.mark.parametrize("target", ["openvino:cpu-fp32", "openvino:cpu-int8"])
+def test_an_output_that_is_an_input_or_a_weight_builds_for_openvino(
+    tmp_path: Path, target: str
+) -> None:
+    result = build_model(
+        _passthrough(tmp_path / "p.onnx"),
+        target,
+        tmp_path / "p.duh",
+        calib="synthetic" if target.endswith("int8") else None,
+    )
+    assert result.manifest is not None and result.manifest.checks["passed"]
+    x = np.array([[-1.0, 0.5, 2.0, -3.0]], np.float32)
+    with duh.load(tmp_path / "p.duh") as session:
+        got = session.run({"x": x})
+    np.testing.assert_array_equal(got["x"], x)
+    np.testing.assert_array_equal(got["K"], [1.0, -2.0, 3.0])
+    np.testing.assert_allclose(got["y"], np.maximum(x, 0), atol=0.05)

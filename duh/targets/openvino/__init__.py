@@ -25,7 +25,7 @@ from duh.targets.openvino._convert import (
 )
 from duh.targets.openvino._hint import HintChoice, choose_int8_hint, pinned_hint
 from duh.targets.openvino._partition import compile_stages
-from duh.targets.openvino._specialize import scalar_if_conditions
+from duh.targets.openvino._specialize import distinct_outputs, scalar_if_conditions
 from duh.targets.openvino._staged import StagedEngine
 
 if TYPE_CHECKING:
@@ -153,9 +153,10 @@ class OpenVinoTarget:
                 f"If conditions of more than one dimension reshaped to scalars, as openvino "
                 f"requires (ONNX Runtime takes any one-element condition): {scalars}"
             )
+        distinct, renamed = distinct_outputs(model)
         try:
             try:
-                converted, specialized = convert(ov, model, scratch)
+                converted, specialized = convert(ov, distinct, scratch)
             except Exception:
                 staged = compile_stages(ov, model, ctx, out_dir, _compile_ir)
                 if staged is None:
@@ -175,6 +176,8 @@ class OpenVinoTarget:
                 f"If nodes that squeeze a dimension only when its size is 1 (how PyTorch exports "
                 f"x.squeeze(d)) made Squeeze, so that openvino knows the ranks: {specialized}"
             )
+        if renamed:  # an IR read back renames an output port that repeats an input's name
+            config["output_ports"] = renamed
         return compiled(ov, {"model": XML_FILE, **config}, [*first, *notes])
 
     def load(
@@ -190,6 +193,7 @@ class OpenVinoTarget:
             [o.name for o in manifest.outputs],
             options,
             inputs=manifest.inputs,
+            ports=dict(config.get("output_ports", {})),
         )
 
 
@@ -206,9 +210,11 @@ class OpenVinoEngine:
         options: EngineOptions,
         *,
         inputs: Sequence[TensorSpec] = (),
+        ports: Mapping[str, str] | None = None,
     ) -> None:
         """Compile ``xml``; ``inputs`` (the model's) let a refusal say which ``--shape`` cures
-        it (a stage of a staged artifact has none of its own)."""
+        it (a stage of a staged artifact has none of its own); ``ports`` names the IR's port
+        of an output whose own name it could not keep (an input passed through)."""
         ov = ov_module()
         core = ov.Core()
         config: dict[str, Any] = {
@@ -224,14 +230,14 @@ class OpenVinoEngine:
             self._compiled = core.compile_model(str(xml), "CPU", config)
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises untyped errors
             raise compile_error(exc, inputs) from None
-        ports = {name: port for port in self._compiled.outputs for name in port.get_names()}
-        missing = [name for name in outputs if name not in ports]
-        if missing:
-            raise TargetError(f"openvino model lacks outputs {missing}; rebuild the artifact")
+        renamed = dict(ports or {})
         indices = {
             name: i for i, port in enumerate(self._compiled.outputs) for name in port.get_names()
         }
-        self._output_indices = [(name, indices[name]) for name in outputs]
+        missing = [name for name in outputs if renamed.get(name, name) not in indices]
+        if missing:
+            raise TargetError(f"openvino model lacks outputs {missing}; rebuild the artifact")
+        self._output_indices = [(name, indices[renamed.get(name, name)]) for name in outputs]
         # Idle infer requests. list.pop/append are atomic under the GIL and cheaper than a queue
         # on the hot path of tiny models.
         self._idle: list[Any] = []

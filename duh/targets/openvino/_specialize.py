@@ -15,6 +15,12 @@ on a [1, 1] probability as an If of a [1, 1] condition), but OpenVINO's frontend
 condition of rank above 1 ("Rank of If condition input must be equal to 0 or 1").
 ``Reshape(cond, [])`` makes it the scalar the ONNX spec asks for; Reshape fails on a condition
 of more than one element, as ONNX Runtime's If does, so it computes nothing else.
+
+A graph output that is a graph input (a state passed through) or a weight (a constant output)
+is one tensor with two roles, and OpenVINO's frontend then makes a second input of it ("x" and
+"x_1"). Such an output is given to the frontend as an Identity of a fresh name, which the
+artifact records (``engine_config.output_ports``): an IR read back renames a port that repeats
+an input's name, so the engine looks such outputs up by the fresh name.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
-__all__ = ["scalar_if_conditions", "squeeze_ifs_to_squeeze"]
+__all__ = ["distinct_outputs", "scalar_if_conditions", "squeeze_ifs_to_squeeze"]
 
 
 def _squeeze_branch(node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
@@ -181,3 +187,24 @@ def scalar_if_conditions(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         )
     }
     return out, _scalar_conditions(out.graph, known, {}, taken)
+
+
+def distinct_outputs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """``model`` with each graph output that is a graph input or an initializer made the output
+    of an Identity of a fresh name; also {output name: fresh name} (empty: ``model`` itself)."""
+    graph = model.graph
+    shared = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    if not any(v.name in shared for v in graph.output):
+        return model, {}
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    taken = shared | {o for n in out.graph.node for o in (*n.output, n.name)}
+    taken |= {v.name for v in out.graph.output}
+    renamed: dict[str, str] = {}
+    for value in out.graph.output:
+        if value.name in shared:
+            fresh = _unique(taken, f"{value.name}/output")
+            out.graph.node.append(helper.make_node("Identity", [value.name], [fresh], name=fresh))
+            renamed[value.name] = fresh
+            value.name = fresh
+    return out, renamed
