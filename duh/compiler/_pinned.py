@@ -96,11 +96,12 @@ def pin_weight_dims(model: onnx.ModelProto) -> list[PinnedDim]:
 def _weights(graph: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
     """Shapes of the graph's initializers and Constant outputs."""
     shapes = {t.name: tuple(t.dims) for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-            for attr in node.attribute:
-                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
-                    shapes[node.output[0]] = tuple(attr.t.dims)
+    constants = (n for n in graph.node if n.op_type == "Constant" and n.domain in ("", "ai.onnx"))
+    for node in constants:
+        tensor = onnx.AttributeProto.TENSOR
+        value = next((a.t for a in node.attribute if a.name == "value" and a.type == tensor), None)
+        if value is not None:
+            shapes[node.output[0]] = tuple(value.dims)
     return shapes
 
 
