@@ -12,7 +12,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from duh.compiler import build as build_model
-from duh.errors import TargetError
 from duh.host import host_info
 from duh.targets.openvino._bf16 import keep_f32_for_accuracy, mark_precise
 
