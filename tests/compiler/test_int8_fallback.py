@@ -122,10 +122,10 @@ def test_the_fallback_finds_the_op_whose_error_a_later_op_amplifies(
     assert min(o["cosine"] for o in result.manifest.checks["outputs"]) >= 0.98
     rounds = result.manifest.selection["candidates"][0]["int8_fallback"]
     if target.startswith("openvino") and importlib.util.find_spec("nncf") is not None:
-        # OpenVINO's own quantizer is tried first; here its graph fails as it is, and the
-        # static setting's op rounds find the filterbank
+        # OpenVINO's own quantizer is tried first; here its graph fails as it is, and an op
+        # round finds the filterbank: NNCF's own (on VNNI CPUs) or the static setting's
         assert rounds[0].startswith("NNCF (bias-corrected), all ops, no op in float"), rounds
-        assert not rounds[-1].startswith("NNCF"), rounds
+        assert "1 op in float around the most sensitive filterbank" in rounds[-1], rounds
 
 
 def test_the_fallback_rescues_a_model_plain_int8_ruins_and_records_the_ops_in_float(
