@@ -200,7 +200,11 @@ def _apply(model: onnx.ModelProto, plans: list[tuple[Match, Replacement]]) -> No
     for init in list(model.graph.initializer):
         if init.name not in used:
             model.graph.initializer.remove(init)
-    stale = {o for _, r in plans for n in r.nodes for o in n.output}
+    # A replacement computes what its match did: the match's own outputs keep their types and
+    # shapes (which shape inference cannot give the output of a com.microsoft op, and ORT's
+    # quantizer needs); other names its nodes write may be new values.
+    kept_outputs = {o for m, _ in plans for o in m.nodes[-1].output}
+    stale = {o for _, r in plans for n in r.nodes for o in n.output} - kept_outputs
     for info in [v for v in model.graph.value_info if v.name in stale]:
         model.graph.value_info.remove(info)
 

@@ -388,3 +388,48 @@ def test_an_int8_build_that_quantizes_nothing_says_it_computes_in_float(tmp_path
     dense = _elementwise_or_matmul(tmp_path / "mm.onnx", matmul=True)
     result = build(dense, "onnxruntime:cpu-int8", tmp_path / "mm.duh", calib="synthetic")
     assert not any("was quantized" in w for w in result.warnings), result.warnings
+
+
+def _erf_gelu_between_convs(path: Path) -> Path:
+    """Conv -> torch's erf-GELU x*(1+erf(x/sqrt2))*0.5 -> Conv, with a residual Add that reads
+    the GELU (so onnxsim cannot fold the 0.5 into the next Conv): atspm's funcnet, eeg models."""
+    rng = np.random.default_rng(0)
+
+    def init(name: str, value: object) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.asarray(value, np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c0"], pads=[1, 1]),
+        helper.make_node("Add", ["c0", "r"], ["c1"]),
+        helper.make_node("Div", ["c1", "sqrt2"], ["d"]),
+        helper.make_node("Erf", ["d"], ["e"]),
+        helper.make_node("Add", ["e", "one"], ["a"]),
+        helper.make_node("Mul", ["c1", "a"], ["m"]),
+        helper.make_node("Mul", ["m", "half"], ["g"]),
+        helper.make_node("Conv", ["g", "w2", "b2"], ["y0"], pads=[1, 1]),
+        helper.make_node("Add", ["y0", "g"], ["y"]),
+    ]
+    inits = [
+        init("w1", rng.standard_normal((8, 4, 3)) * 0.3), init("b1", rng.standard_normal(8) * 0.1),
+        init("w2", rng.standard_normal((8, 8, 3)) * 0.3), init("b2", rng.standard_normal(8) * 0.1),
+        init("sqrt2", 1.4142135), init("one", 1.0), init("half", 0.5),
+        init("r", rng.standard_normal((1, 8, 1))),
+    ]  # fmt: skip
+    return _wild.save(
+        path, nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, "T"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, "T"])],
+        inits,
+    )  # fmt: skip
+
+
+def test_a_fused_contrib_gelu_keeps_its_output_type_for_the_int8_quantizer(
+    tmp_path: Path,
+) -> None:
+    # Below opset 20 the fuse pass writes com.microsoft Gelu, whose output type ONNX's shape
+    # inference cannot give: ORT's static quantizer then could not quantize the next Conv's bias.
+    model = _erf_gelu_between_convs(tmp_path / "gelu.onnx")
+    result = build(model, "onnxruntime:cpu-int8", tmp_path / "gelu.duh", calib="synthetic")
+    assert result.manifest is not None and result.manifest.checks["passed"]
+    fuse = next(p for p in result.manifest.passes if p["name"] == "fuse")
+    assert fuse["nodes_after"] < fuse["nodes_before"]  # the Gelu was fused
