@@ -126,3 +126,32 @@ def test_a_model_of_ops_openvino_lacks_runs_on_onnxruntime_and_says_so(tmp_path:
     assert stage["engine"] == "onnxruntime"
     notes = result.manifest.build["compile_notes"]
     assert "openvino runs none of the model's 1 ops (LabelEncoder)" in notes[0], notes
+
+
+def test_a_float64_tree_ensemble_keeps_its_input_cast_in_f32(tmp_path: Path) -> None:
+    # LightGBM's converter takes float64 features and casts them to f32 for the trees: under
+    # the bf16 hint that Convert yields bf16, the features are rounded before the split
+    # comparisons, and splits flip (atspm-detector's model: max abs 0.24 on outputs of 2.3).
+    pytest.importorskip("skl2onnx")
+    from skl2onnx import to_onnx
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 16))
+    y = x[:, 0] * 2 + np.sin(x[:, 1] * 3) + x[:, 2] * x[:, 3]
+    x += 100.0  # features of magnitude 100 (counts, times): bf16's spacing there is 0.5
+    trees = GradientBoostingRegressor(n_estimators=60, max_depth=4, random_state=0).fit(x, y)
+    model = to_onnx(trees, x[:1].astype(np.float32), target_opset={"": 17, "ai.onnx.ml": 3})
+    features = model.graph.input[0]
+    features.type.tensor_type.elem_type = TensorProto.DOUBLE
+    for node in model.graph.node:
+        node.input[:] = ["features_f32" if n == features.name else n for n in node.input]
+    model.graph.node.insert(
+        0, helper.make_node("Cast", [features.name], ["features_f32"], to=TensorProto.FLOAT)
+    )
+    onnx.save(model, str(tmp_path / "trees.onnx"))
+    np.savez(tmp_path / "check.npz", **{features.name: x[:16]})
+    result = build_model(tmp_path / "trees.onnx", "cpu-bf16", tmp_path / "trees.duh",
+                         check_data=tmp_path / "check.npz")  # fmt: skip
+    assert result.manifest is not None and result.manifest.checks["passed"]
+    assert result.manifest.engine_config["kept_f32"]

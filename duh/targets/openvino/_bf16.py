@@ -56,15 +56,18 @@ def mark_precise(model: Any, names: Sequence[str]) -> int:
 
 
 def _float_ops(model: Any) -> list[Any]:
-    """The ops computing float values (what the hint can lower), in topological order."""
-    skip = {"Parameter", "Result", "Constant", "Convert", "ShapeOf"}
-    return [
-        op
-        for op in model.get_ordered_ops()
-        if op.get_type_name() not in skip
-        and op.get_output_size() > 0
-        and op.get_output_element_type(0).is_real()
-    ]
+    """The ops computing with float values (what the hint can lower), in topological order:
+    those with a float output (a Convert too: under the hint an input's f64 -> f32 Convert
+    yields bf16), and comparisons of floats (a lowered tree's splits)."""
+    skip = {"Parameter", "Result", "Constant", "ShapeOf"}
+
+    def real(op: Any) -> bool:
+        outputs = op.get_output_size() > 0 and op.get_output_element_type(0).is_real()
+        return outputs or any(
+            op.input(i).get_element_type().is_real() for i in range(op.get_input_size())
+        )
+
+    return [op for op in model.get_ordered_ops() if op.get_type_name() not in skip and real(op)]
 
 
 def _mismatch(refs: list[list[np.ndarray]], gots: list[list[np.ndarray]], names: list[str]) -> str:
@@ -131,7 +134,8 @@ def keep_f32_for_accuracy(ov: Any, model: Any, feeds: Sequence[Feed], workdir: P
     embedding and its normalization): errors made there grow through the rest. So the search
     keeps a prefix of the float ops (in topological order) in f32 and bisects its length: the
     shortest prefix whose bf16 outputs stay within the margin, in about log2(ops) compilations.
-    Keeping every op would be f32 itself: then the plan fails and nothing is marked.
+    When only every op in f32 stays close (a lowered tree ensemble, whose split thresholds bf16
+    rounds), every op is marked: the artifact then computes as f32, and the plan says it failed.
     """
     run = _Run(feeds, workdir, [port.get_any_name() for port in model.outputs])
     ops = [op.get_friendly_name() for op in _float_ops(model)]
@@ -151,7 +155,8 @@ def keep_f32_for_accuracy(ov: Any, model: Any, feeds: Sequence[Feed], workdir: P
         else:
             good = mid
     if good >= len(ops):
-        return Bf16Plan((), worst, False, rounds)
+        mark_precise(model, ops)
+        return Bf16Plan(tuple(ops), worst, False, rounds)
     kept = tuple(ops[:good])
     mark_precise(model, kept)
     return Bf16Plan(kept, "", True, rounds)
