@@ -204,13 +204,29 @@ def _declare_missing_shapes(
         for _ in shapes[value.name]:
             value.type.tensor_type.shape.dim.add()  # unknown sizes: --shape fills them in
     missing = [v for v in model.graph.output if shapeless(v)]
-    if not missing:
+    # paddle2onnx declares outputs it knows nothing of as scalars (rank 0, no dims)
+    scalars = [
+        v for v in model.graph.output
+        if v.type.HasField("tensor_type") and not shapeless(v) and not v.type.tensor_type.shape.dim
+    ]  # fmt: skip
+    if not missing and not scalars:
         return
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for value in probe.graph.output:
+        if value.name in {v.name for v in scalars}:
+            value.type.tensor_type.ClearField("shape")
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(probe)
     except (onnx.shape_inference.InferenceError, RuntimeError):
-        inferred = model
+        inferred = probe
     found = {v.name: v for v in inferred.graph.output if not shapeless(v)}
+    for value in scalars:
+        shape = found[value.name].type.tensor_type.shape if value.name in found else None
+        if shape is not None and shape.dim:
+            log.info("%s: output %s is declared a scalar but has rank %d: the inferred shape "
+                     "is kept", filename, value.name, len(shape.dim))  # fmt: skip
+            value.type.tensor_type.shape.CopyFrom(shape)
     unknown = [v.name for v in missing if v.name not in found]
     if unknown:
         raise ModelError(

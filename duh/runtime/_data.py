@@ -154,6 +154,11 @@ _NOT_BATCH = re.compile(
 )
 
 
+# Names an exporter numbers its dynamic dimensions with, which say nothing of what they are
+# (paddle2onnx's d0, d1; dim_0; torch.export's s0; ONNX shape inference's unk__12).
+_NUMBERED = re.compile(r"(d|dim|s|unk_*|dyn\w*|axis)_?\d+", re.IGNORECASE)
+
+
 def batch_axis(shape: Sequence[object]) -> int | None:
     """The axis of ``shape`` synthetic inputs treat as the batch, or None (all fixed, or its
     dynamic dimensions are sizes)."""
@@ -164,7 +169,7 @@ def batch_axis(shape: Sequence[object]) -> int | None:
     if not dynamic or dynamic[0] > 1:
         return None
     first = shape[dynamic[0]]
-    if isinstance(first, str) and _NOT_BATCH.search(first):
+    if isinstance(first, str) and not _NUMBERED.fullmatch(first) and _NOT_BATCH.search(first):
         return None
     return dynamic[0]
 

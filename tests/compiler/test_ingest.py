@@ -171,3 +171,19 @@ def test_a_shapeless_input_asks_for_shape_and_takes_it(tmp_path: Path) -> None:
     source = ingest(model, {"x": (2, 8)})
     assert source.inputs[0].shape == (2, 8)
     assert source.outputs[0].shape == (2, 4)
+
+
+def test_an_output_declared_a_scalar_takes_its_inferred_rank(tmp_path: Path) -> None:
+    # paddle2onnx declares outputs it knows nothing of with no dims: a scalar, read literally
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("ReduceSum", ["x"], ["s"],
+                                                                   keepdims=0)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, []),
+         helper.make_tensor_value_info("s", TensorProto.FLOAT, [])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    source = ingest(tmp_path / "m.onnx")
+    assert [o.shape for o in source.outputs] == [("n", 3), ()]  # a true scalar stays one

@@ -29,6 +29,10 @@ from duh.runtime import TensorSpec, batch_axis, synthetic_shapes
         (("sequence",), None),
         ((1, 3, 224, 224), None),
         ((-1, "height", "width", 3), 0),  # paddle's -1 batch
+        (("d0", 3, "d1", "d2"), 0),  # paddle2onnx numbers its dims: d0 is no "d" (a depth)
+        (("dim_0", "dim_1"), 0),
+        (("d", 3), None),
+        (("h1", 3), None),
     ],
 )
 def test_the_batch_axis(shape: tuple[object, ...], axis: int | None) -> None:
