@@ -316,10 +316,10 @@ def check_feeds(
             # An exporter that baked batch 1 into a Reshape still names the dim "batch": the
             # source itself cannot run batch 2, so the artifact is held to batch 1 only.
             log.warning(
-                "%s declares a dynamic batch but ONNX Runtime cannot run it at batch 2: "
-                "verified at batch 1 only", source.path.name,
+                "%s declares a dynamic batch but ONNX Runtime cannot run it at batch 2 (or "
+                "gives NaN or Inf there): verified at batch 1 only", source.path.name,
             )  # fmt: skip
-            described += " (batch 1 only: the source fails at batch 2)"
+            described += " (batch 1 only: the source fails, or gives NaN or Inf, at batch 2)"
     return CheckFeeds(tuple(feeds), described, True)
 
 
@@ -384,22 +384,38 @@ def _second_batch(
     candidates: Sequence[dict[str, np.ndarray]],
     reference: _Reference,
 ) -> dict[str, np.ndarray] | None:
-    """The first of ``candidates`` ONNX Runtime runs the source on; None only when it runs
-    ``first`` (batch 1) but none of them."""
+    """The first of ``candidates`` ONNX Runtime runs the source on with finite outputs; None
+    when it runs ``first`` (batch 1) but none of them that way.
+
+    A feed the source answers with NaN or Inf (a graph batch whose second slot is empty, a
+    mean over nothing) checks nothing an artifact should match: quantized engines spread such
+    values through a shared scale, and real inputs do not have them.
+    """
     session = reference.session()
+    runnable = None
     for feed in candidates:
         if session is None or all(first[k].shape == v.shape for k, v in feed.items()):
             return feed  # no input has a dimension to change, or nothing to run it on
         try:
-            session.run(None, feed)
-            return feed
+            outputs = session.run(None, feed)
         except ort_errors():
             continue
+        if all(_finite(o) for o in outputs):
+            return feed
+        runnable = runnable or feed
+    if runnable is not None:
+        log.info("the source gives NaN or Inf at batch 2 on synthetic inputs")
+        return None
     try:
         session.run(None, dict(first))
     except ort_errors():
         return candidates[0]  # fails at batch 1 too: the reference run reports it
     return None
+
+
+def _finite(value: object) -> bool:
+    array = np.asarray(value)
+    return array.dtype.kind not in "fc" or bool(np.all(np.isfinite(array)))
 
 
 # Sizes tried for dynamic dimensions other than the batch: 32 first, larger where the model

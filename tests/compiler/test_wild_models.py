@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import duh
 from duh.cli import app
 from duh.compiler import build, ingest
-from duh.compiler._feeds import input_ranges, quantized_ops
+from duh.compiler._feeds import check_feeds, input_ranges, quantized_ops
 from duh.compiler.verify import Tolerance, synthetic_feeds
 from duh.errors import ConfigError, ModelError, TargetError
 from duh.runtime import TensorSpec, read_manifest, synthetic_feed
@@ -433,3 +433,24 @@ def test_a_fused_contrib_gelu_keeps_its_output_type_for_the_int8_quantizer(
     assert result.manifest is not None and result.manifest.checks["passed"]
     fuse = next(p for p in result.manifest.passes if p["name"] == "fuse")
     assert fuse["nodes_after"] < fuse["nodes_before"]  # the Gelu was fused
+
+
+def test_a_batch_2_feed_the_source_answers_with_inf_is_left_out(tmp_path: Path) -> None:
+    # y = x / (2 - batch): finite at batch 1, Inf at batch 2, as a graph network's is when the
+    # synthetic batch leaves a graph slot empty (minimol): such a feed checks nothing real
+    # inputs do, and an INT8 artifact spreads the Inf through a shared scale.
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"], end=1),
+        helper.make_node("Cast", ["shape"], ["n"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["two", "n"], ["d"]),
+        helper.make_node("Div", ["x", "d"], ["y"]),
+    ]
+    model = _wild.save(
+        tmp_path / "inf.onnx", nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(np.array([2.0], np.float32), "two")],
+    )  # fmt: skip
+    feeds = check_feeds(ingest(model), 4, {})
+    assert [f["x"].shape[0] for f in feeds.feeds] == [1, 1, 1, 1]
+    assert "batch 1 only" in feeds.source
