@@ -15,11 +15,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import onnx
+from onnx import numpy_helper
 
 from duh.calibration import CalibrationSet
 from duh.errors import MissingDependencyError, PassError
 from duh.passes._base import PassResult, one_line, tool_errors
-from duh.passes._graph import copy_model, name_nodes
+from duh.passes._graph import copy_model, name_nodes, used_names
 
 __all__ = ["nncf_available", "nncf_int8"]
 
@@ -71,6 +72,36 @@ def _with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
 
 
+def _fold_weight_casts(model: onnx.ModelProto) -> int:
+    """Replace each Cast of an initializer (weight-only int8 models store their weights so) by
+    the initializer it computes; how many. NNCF 3.4's nop-cast pass reads ``.type`` of the
+    Cast's input as if it were a value info and fails on an initializer ("AttributeError:
+    type")."""
+    graph = model.graph
+    weights = {t.name: t for t in graph.initializer}
+    folded: list[onnx.NodeProto] = []
+    for node in graph.node:
+        cast = node.op_type == "Cast" and node.domain in ("", "ai.onnx")
+        if not cast or node.input[0] not in weights:
+            continue
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(to) if to else None
+        except KeyError:
+            dtype = None
+        if dtype is None or dtype.kind not in "fiub":
+            continue
+        value = numpy_helper.to_array(weights[node.input[0]]).astype(dtype)
+        graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+        folded.append(node)
+    for node in folded:
+        graph.node.remove(node)
+    used = used_names(model)
+    for tensor in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(tensor)
+    return len(folded)
+
+
 def nncf_int8(
     model: onnx.ModelProto,
     calibration: CalibrationSet,
@@ -81,6 +112,7 @@ def nncf_int8(
     """Static INT8 Q/DQ by ``nncf.quantize`` (TRANSFORMER model type when ``transformer``)."""
     nncf = _nncf()
     work = copy_model(model)
+    casts = _fold_weight_casts(work)
     name_nodes(work, "q")
     feeds = list(calibration.feeds)
     known = {n.name for n in work.graph.node}
@@ -107,6 +139,8 @@ def nncf_int8(
     ]
     if ignored:
         notes.append(f"{len(ignored)} node(s) kept in float")
+    if casts:
+        notes.append(f"{casts} Cast(s) of weights folded into the weights they compute")
     if calibration.synthetic:
         notes.append("calibrated on SYNTHETIC data: accuracy is likely poor")
     log.info("%s", notes[0])
