@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -120,6 +121,31 @@ def synthetic_feeds(
 
 
 _MIN_LOGITS = 10
+# Output names that say what an output's last axis holds: class scores (judged by top-1 at any
+# rank and any class count: [N, 4] orientations, [batch, seq, 15] per-character logits), or
+# features (an embedding, a hidden state: their argmax is one feature among many, not a class).
+_CLASS_NAMES = re.compile(r"logit|logprob|prob|softmax|(^|_)cls|class|label", re.IGNORECASE)
+_FEATURE_NAMES = re.compile(
+    r"emb|feature|feat(_|$)|hidden|latent|memory|fingerprint|encod|repr|vector|state|pool"
+    r"|^z$|^h$|lstm|gru",
+    re.IGNORECASE,
+)
+
+
+def _class_scores(name: str, refs: list[np.ndarray]) -> bool:
+    """Whether output ``name`` holds class scores along its last axis (so top-1 means
+    something): named so, else probability rows, else [N, k] rows with k >= 10 that are not
+    named like features or normalized like an embedding."""
+    if refs[0].ndim < 2 or refs[0].shape[-1] < 2:
+        return False
+    if _FEATURE_NAMES.search(name):
+        return False
+    if _CLASS_NAMES.search(name) or _scores(refs):
+        return True
+    # Raw rows count as a classifier's logits only where there are many of them: a few
+    # columns that are not probabilities are as often scores of their own (DNSMOS's three
+    # mean-opinion scores, a box's four corners), whose argmax means nothing.
+    return refs[0].ndim == 2 and refs[0].shape[-1] >= _MIN_LOGITS and not _unit_rows(refs)
 
 
 def _scores(refs: list[np.ndarray]) -> bool:
@@ -216,11 +242,7 @@ def _check_output(
     denom = float(np.linalg.norm(ref) * np.linalg.norm(got))
     cosine = float(np.dot(ref, got) / denom) if denom > 0 else (1.0 if max_abs == 0 else 0.0)
     top1 = None
-    # Raw rows count as a classifier's logits only where there are many of them: a few
-    # columns that are not probabilities are as often scores of their own (DNSMOS's three
-    # mean-opinion scores, a box's four corners), whose argmax means nothing.
-    classes = refs[0].ndim == 2 and refs[0].shape[-1] >= _MIN_LOGITS and not _unit_rows(refs)
-    if refs[0].ndim >= 2 and refs[0].shape[-1] > 1 and (classes or _scores(refs)):
+    if _class_scores(name, refs):
         r1 = np.concatenate([np.argmax(r, axis=-1).ravel() for r in refs])
         g1 = np.concatenate([np.argmax(g, axis=-1).ravel() for g in gots])
         top1 = float(np.mean(r1 == g1))

@@ -79,3 +79,26 @@ def test_three_class_probabilities_are_still_held_to_top1(tmp_path: Path) -> Non
     report, agree = _report(tmp_path, normalize=False, head="Softmax", width=3, noise=0.5)
     assert agree < 0.95
     assert report.outputs[0].top1 is not None and not report.passed  # type: ignore[attr-defined]
+
+
+def _check(name: str, refs: list[np.ndarray], gots: list[np.ndarray]) -> object:
+    from duh.compiler.verify import _check_output
+
+    return _check_output(name, refs, gots, tolerance_for("int8"))
+
+
+def test_names_say_which_outputs_hold_classes_and_which_features() -> None:
+    rng = np.random.default_rng(0)
+    # Rows whose argmax an engine's tiny errors flip half the time, cosine ~1: two near-ties.
+    ref = rng.standard_normal((64, 16, 4)).astype(np.float32)
+    ref[..., 1] = ref[..., 0] + 1e-3
+    got = ref.copy()
+    got[::2, :, 1] -= 2e-3  # half the rows now pick column 0
+    for name in ("logits", "probs_out", "mlm_cls", "class_scores"):  # 3-D, 4 classes
+        check = _check(name, [ref], [got])
+        assert check.top1 is not None and not check.passed, name
+    two_d = [ref[:, 0, :].repeat(4, axis=1)], [got[:, 0, :].repeat(4, axis=1)]  # [64, 16]
+    assert _check("output_0", *two_d).top1 is not None  # unnamed [N, >=10]: classes, as before
+    for name in ("z", "embedding", "last_hidden_state", "fingerprint", "hidden_out"):
+        check = _check(name, *two_d)
+        assert check.top1 is None and check.passed, name  # features: judged by cosine
