@@ -55,6 +55,20 @@ def result_json(result: Any) -> dict[str, Any]:
     }
 
 
+def _kept_candidate(result: Any) -> Any:
+    """The candidate the artifact is: of those of the chosen target, the one whose quantize
+    settings the manifest records (two OpenVINO INT8 candidates share a target: NNCF's, duh's)."""
+    same = [c for c in result.candidates if result.chosen is not None and c.spec == result.chosen]
+    if len(same) < 2 or result.manifest is None:
+        return same[0] if same else None
+
+    def quantize(passes: Any) -> Any:
+        return next((p.get("config") for p in passes if p.get("name") == "quantize"), None)
+
+    wanted = quantize(result.manifest.passes)
+    return next((c for c in same if c.usable and quantize(c.passes) == wanted), same[0])
+
+
 def render_result(result: Any) -> None:
     """Print a build result as rich tables."""
     if result.dry_run:
@@ -76,8 +90,11 @@ def render_result(result: Any) -> None:
     budgeted = any(c.score is not None for c in result.candidates)
     for col in ("target", "verified", *(("budget",) if budgeted else ()), "median ms", "note"):
         table.add_column(col)
-    for cand in result.candidates:
-        chosen = result.chosen is not None and cand.spec == result.chosen
+    from duh.compiler import candidate_labels
+
+    kept = _kept_candidate(result)
+    for cand, label in zip(result.candidates, candidate_labels(result.candidates), strict=True):
+        chosen = cand is kept
         verified = (
             "-"
             if cand.report is None
@@ -90,9 +107,7 @@ def render_result(result: Any) -> None:
             or (cand.report.failure_text() if cand.report and not cand.report.passed else "")
         )
         budget = () if not budgeted else (_budget_cell(cand.score),)
-        table.add_row(
-            ("[bold]* " if chosen else "  ") + cand.spec.name, verified, *budget, median, note
-        )
+        table.add_row(("[bold]* " if chosen else "  ") + label, verified, *budget, median, note)
     console.print(table)
     if result.reason:
         console.print(f"selection: {escape(result.reason)}")

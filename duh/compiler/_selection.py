@@ -16,7 +16,7 @@ from duh.compiler._request import BuildRequest, Candidate, Selection
 from duh.errors import DuhError, TargetError
 from duh.runtime import Session, measure_interleaved
 
-__all__ = ["explain", "select"]
+__all__ = ["candidate_labels", "explain", "select"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,12 @@ def _label(candidate: Candidate, names: Counter[str]) -> str:
     quantize = [p["config"] for p in candidate.passes if p["name"] == "quantize"]
     mode = quantize[0].get("mode") if quantize else None
     return f"{name} ({mode or 'no quantize'})"
+
+
+def candidate_labels(candidates: Sequence[Candidate]) -> list[str]:
+    """Each candidate's name as reports show it: with its quantize mode where two share one."""
+    names = Counter(c.spec.name for c in candidates)
+    return [_label(c, names) for c in candidates]
 
 
 def _ms(candidate: Candidate) -> str:

@@ -65,3 +65,21 @@ def test_openvino_int8_records_the_float_hint_it_measured(tmp_path: Path) -> Non
     session = duh.load(result.output)
     out = session.run(_feeds(1, 3)[0])["y"]
     assert out.shape == (1, 8, 16) and np.all(np.isfinite(out))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nncf") is None, reason="nncf not installed")
+def test_the_report_tells_two_openvino_int8_candidates_apart_and_stars_one(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from duh.cli import app
+
+    model, calib, check = _files(tmp_path)
+    args = ["build", str(model), "-t", "openvino:cpu-int8", "--calib", str(calib),
+            "--check-data", str(check), "-o", str(tmp_path / "a.duh")]  # fmt: skip
+    done = CliRunner().invoke(app, args, terminal_width=200)
+    assert done.exit_code == 0, done.output
+    rows = [line for line in done.output.splitlines() if "openvino:cpu-int8 (" in line]
+    assert any("(auto)" in r for r in rows) and any("(nncf)" in r for r in rows), done.output
+    assert sum("* openvino" in r for r in rows) == 1, done.output
