@@ -51,11 +51,17 @@ def _output(tensor: Any) -> np.ndarray:
 
 def _bf16_note(plan: Bf16Plan, feeds: int) -> str:
     """What the accuracy-aware bf16 search did, for the compile notes."""
-    if not plan.passed:
+    if not plan.passed and plan.kept_f32:
         return (
             f"bf16 strays from f32 on the {feeds} check inputs ({plan.worst}) unless every op "
             "is kept in f32: every op is kept in f32, so the artifact computes as "
             "openvino:cpu-fp32 does"
+        )
+    if not plan.passed:
+        return (
+            f"bf16 strays from f32 on the {feeds} check inputs even with every op it can mark "
+            f"kept in f32 ({plan.worst}; ops inside loop bodies cannot be marked): left "
+            "all-bf16 (build for openvino:cpu-fp32 instead)"
         )
     if not plan.kept_f32:
         return f"bf16 stays close to f32 on the {feeds} check inputs: every op in bf16"

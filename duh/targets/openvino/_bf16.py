@@ -134,8 +134,8 @@ def keep_f32_for_accuracy(ov: Any, model: Any, feeds: Sequence[Feed], workdir: P
     embedding and its normalization): errors made there grow through the rest. So the search
     keeps a prefix of the float ops (in topological order) in f32 and bisects its length: the
     shortest prefix whose bf16 outputs stay within the margin, in about log2(ops) compilations.
-    When only every op in f32 stays close (a lowered tree ensemble, whose split thresholds bf16
-    rounds), every op is marked: the artifact then computes as f32, and the plan says it failed.
+    When only every op in f32 stays close, every op is marked: the artifact then computes as
+    f32, and the plan says it failed. When even that strays, nothing is marked.
     """
     run = _Run(feeds, workdir, [port.get_any_name() for port in model.outputs])
     ops = [op.get_friendly_name() for op in _float_ops(model)]
@@ -155,8 +155,12 @@ def keep_f32_for_accuracy(ov: Any, model: Any, feeds: Sequence[Feed], workdir: P
         else:
             good = mid
     if good >= len(ops):
+        # Marks do not reach ops inside loop bodies (an LSTM's TensorIterator): every op marked
+        # may still stray, and then bf16 cannot hold the model at all.
+        if why := _passes(ov, model, ops, refs, run):
+            return Bf16Plan((), why, False, rounds + 1)
         mark_precise(model, ops)
-        return Bf16Plan(tuple(ops), worst, False, rounds)
+        return Bf16Plan(tuple(ops), worst, False, rounds + 1)
     kept = tuple(ops[:good])
     mark_precise(model, kept)
     return Bf16Plan(kept, "", True, rounds)
