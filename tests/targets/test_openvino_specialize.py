@@ -21,6 +21,7 @@ from duh.targets.openvino._specialize import (
     squeeze_ifs_to_squeeze,
 )
 from tests._if_models import rank_if_model
+from tests.compiler._wild import save
 
 ov = pytest.importorskip("openvino")
 
@@ -164,18 +165,15 @@ def test_shapes_that_break_a_branch_of_silero_vad_are_refused_in_one_line(tmp_pa
 
 def _passthrough(path: Path) -> Path:
     """y = Relu(x), and x itself and a constant K as outputs too."""
-    k = numpy_helper.from_array(np.array([1.0, -2.0, 3.0], np.float32), "K")
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])],
-        "passthrough",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
-         for n, s in (("y", ["n", 4]), ("x", ["n", 4]), ("K", [3]))],
-        [k],
+    outputs = [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+        for n, s in (("y", ["n", 4]), ("x", ["n", 4]), ("K", [3]))
+    ]
+    return save(
+        path, [helper.make_node("Relu", ["x"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])], outputs,
+        [numpy_helper.from_array(np.array([1.0, -2.0, 3.0], np.float32), "K")],
     )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    onnx.save(model, str(path))
-    return path
 
 
 def test_outputs_that_are_inputs_or_weights_become_identities_of_fresh_names(
