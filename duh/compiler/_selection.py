@@ -46,8 +46,12 @@ def _ms(candidate: Candidate) -> str:
 
 
 def _short(text: str) -> str:
+    """The first line of ``text``, cut at a word's end near ``_ERROR_CHARS``."""
     line = text.splitlines()[0] if text else "?"
-    return line if len(line) <= _ERROR_CHARS else line[: _ERROR_CHARS - 1] + "…"
+    if len(line) <= _ERROR_CHARS:
+        return line
+    cut = line.rfind(" ", _ERROR_CHARS // 2, _ERROR_CHARS)
+    return line[: cut if cut > 0 else _ERROR_CHARS - 1].rstrip(" ,;:(") + "…"
 
 
 def _loser(candidate: Candidate, label: str) -> str:
