@@ -259,6 +259,22 @@ def test_an_output_of_near_zeros_is_judged_by_its_differences_not_its_cosine() -
     assert not _check_output("map", list(ref * 1e4), list(got * 1e4), fp32).passed
 
 
+def test_an_int8_probability_map_within_one_8_bit_step_passes_whatever_its_cosine() -> None:
+    # A text detector's sigmoid map on synthetic inputs: near zero everywhere (ppocrv5_det),
+    # its INT8 cosine 0.59 although no value moved by a step of an 8-bit code over [0, 1].
+    from duh.compiler.verify import _check_output, tolerance_for
+
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0, 2e-3, (2, 1, 16, 16)).astype(np.float32)
+    got = np.clip(ref + rng.uniform(-2e-3, 2e-3, ref.shape), 0, 1).astype(np.float32)
+    int8 = tolerance_for("int8")
+    check = _check_output("map", list(ref), list(got), int8)
+    assert check.cosine < int8.min_cosine and check.passed, check
+    # past one step, or on an output not bounded in [0, 1], the cosine decides as before
+    assert not _check_output("map", list(ref), list(np.clip(got * 4, 0, 1)), int8).passed
+    assert not _check_output("map", list(ref - 1e-3), list(got - 1e-3), int8).passed
+
+
 def test_a_float_source_keeps_fp32_tolerances(tmp_path: Path) -> None:
     result = build(FIXTURES / "multi_io.onnx", ORT, tmp_path / "f.duh")
     assert result.manifest is not None
