@@ -8,9 +8,22 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
-__all__ = ["cache_dir", "cache_key"]
+from duh.errors import ConfigError
+
+__all__ = ["cache_dir", "cache_key", "parse_size"]
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str, what: str = "--max-size") -> int:
+    """``10G``, ``500M``, ``2048`` (bytes) as bytes; anything else is a ``ConfigError``."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", text.lower())
+    if match is None:
+        raise ConfigError(f"{what} {text!r} is not a size like 10G, 500M or 2048")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
 
 
 def cache_dir(kind: str) -> Path:

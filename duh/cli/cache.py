@@ -10,6 +10,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from duh._cache import parse_size
 from duh.cli._common import JsonFlag, console, handle_errors, print_json
 from duh.errors import ConfigError
 
@@ -17,16 +18,7 @@ __all__ = ["app", "parse_age", "parse_size"]
 
 app = typer.Typer(help="Look into and trim the build cache ($DUH_CACHE_DIR or ~/.cache/duh).")
 
-_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_size(text: str) -> int:
-    """``10G``, ``500M``, ``2048`` (bytes) as bytes; anything else is a ``ConfigError``."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", text.lower())
-    if match is None:
-        raise ConfigError(f"--max-size {text!r} is not a size like 10G, 500M or 2048")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
 
 
 def parse_age(text: str) -> float:

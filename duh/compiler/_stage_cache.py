@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from duh._cache import cache_dir
+from duh._cache import cache_dir, parse_size
 from duh.runtime import sha256_file
 
-__all__ = ["CacheEntry", "CacheEvent", "PruneResult", "StageCache"]
+__all__ = ["CacheEntry", "CacheEvent", "PruneResult", "StageCache", "max_size"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,17 @@ def _intact(entry: CacheEntry) -> bool:
         return _hash_tree(entry.files_dir) == dict(entry.files)
     except OSError:
         return False
+
+
+_MAX_SIZE_ENV = "DUH_CACHE_MAX_SIZE"
+_DEFAULT_MAX_SIZE = 20 << 30
+_PRUNE_EVERY_S = 300.0
+
+
+def max_size() -> int:
+    """The build cache's size limit in bytes: ``$DUH_CACHE_MAX_SIZE`` (20G unless set; 0: none)."""
+    text = os.environ.get(_MAX_SIZE_ENV)
+    return _DEFAULT_MAX_SIZE if not text else parse_size(text, _MAX_SIZE_ENV)
 
 
 @dataclass(slots=True)
@@ -229,6 +240,25 @@ class StageCache:
             log.warning("could not store build cache entry %s: %s", key, exc)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        self._keep_within_limit()
+
+    def _keep_within_limit(self) -> None:
+        """Prune the least recently used entries past ``$DUH_CACHE_MAX_SIZE`` (20G unless set;
+        0 keeps everything), at most once every five minutes: a session of builds filled 60 GB."""
+        limit = max_size()
+        stamp = self.root / "last-prune"
+        try:
+            if not limit or time.time() - stamp.stat().st_mtime < _PRUNE_EVERY_S:
+                return
+        except FileNotFoundError:
+            pass
+        stamp.touch()
+        result = self.prune(max_size=limit)
+        if result.removed:
+            log.info(
+                "build cache past %s: %d least recently used entries removed (%d bytes)",
+                os.environ.get(_MAX_SIZE_ENV) or "20G", len(result.removed), result.freed,
+            )  # fmt: skip
 
     def entries(self) -> list[CacheEntry]:
         """Every entry, oldest use first."""

@@ -176,3 +176,27 @@ def test_without_the_cache_a_rebuild_is_byte_identical(tmp_path: Path, target: s
         for p in doc["passes"]:
             p.pop("seconds")
     assert a == b
+
+
+def test_the_cache_keeps_itself_under_its_size_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DUH_CACHE_MAX_SIZE", "3k")
+    store = StageCache(tmp_path / "builds")
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "blob").write_bytes(b"x" * 1500)
+    store.store("a" * 64, "stage", "first", files, {})
+    (store.root / "last-prune").unlink()  # past the five minutes between two prunes
+    store.store("b" * 64, "stage", "second", files, {})
+    store.store("c" * 64, "stage", "third", files, {})  # within five minutes: no prune yet
+    assert len(store.entries()) == 3
+    (store.root / "last-prune").unlink()
+    store.store("d" * 64, "stage", "fourth", files, {})
+    names = [e.name for e in store.entries()]
+    assert "fourth" in names and "first" not in names
+    assert sum(e.size for e in store.entries()) <= 3 << 10
+    monkeypatch.setenv("DUH_CACHE_MAX_SIZE", "0")  # no limit
+    (store.root / "last-prune").unlink()
+    store.store("e" * 64, "stage", "fifth", files, {})
+    assert len(store.entries()) == len(names) + 1
