@@ -7,6 +7,7 @@ fastapi-cli declares its options), so that their flags and help read the same ev
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import logging
@@ -173,6 +174,18 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]; nothing was written")
             raise typer.Exit(130) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            if _state["verbose"]:
+                err_console.print_exception()
+            where = f" writing {exc.filename}" if exc.filename else ""
+            err_console.print(
+                f"[bold red]error:[/] no space left on the device{escape(where)}; free some "
+                "(the build cache: duh cache prune --max-size 10G) and run again",
+                soft_wrap=True, markup=True, emoji=False,
+            )  # fmt: skip
+            raise typer.Exit(1) from None
 
     return wrapper
 
