@@ -392,7 +392,7 @@ def _second_batch(
     values through a shared scale, and real inputs do not have them.
     """
     session = reference.session()
-    runnable = None
+    strayed = False
     for feed in candidates:
         if session is None or all(first[k].shape == v.shape for k, v in feed.items()):
             return feed  # no input has a dimension to change, or nothing to run it on
@@ -402,8 +402,8 @@ def _second_batch(
             continue
         if all(_finite(o) for o in outputs):
             return feed
-        runnable = runnable or feed
-    if runnable is not None:
+        strayed = True
+    if strayed:
         log.info("the source gives NaN or Inf at batch 2 on synthetic inputs")
         return None
     try:

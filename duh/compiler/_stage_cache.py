@@ -256,8 +256,8 @@ class StageCache:
         result = self.prune(max_size=limit)
         if result.removed:
             log.info(
-                "build cache past %s: %d least recently used entries removed (%d bytes)",
-                os.environ.get(_MAX_SIZE_ENV) or "20G", len(result.removed), result.freed,
+                "build cache past its %d-byte limit: %d least recently used entries removed "
+                "(%d bytes)", limit, len(result.removed), result.freed,
             )  # fmt: skip
 
     def entries(self) -> list[CacheEntry]:

@@ -213,8 +213,9 @@ def _declare_missing_shapes(
         return
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
+    declared_scalar = {v.name for v in scalars}
     for value in probe.graph.output:
-        if value.name in {v.name for v in scalars}:
+        if value.name in declared_scalar:
             value.type.tensor_type.ClearField("shape")
     try:
         inferred = onnx.shape_inference.infer_shapes(probe)
