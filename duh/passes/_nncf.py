@@ -78,7 +78,8 @@ def _fold_weight_casts(model: onnx.ModelProto) -> int:
     Cast's input as if it were a value info and fails on an initializer ("AttributeError:
     type")."""
     graph = model.graph
-    weights = {t.name: t for t in graph.initializer}
+    inputs = {v.name for v in graph.input}  # an initializer listed as an input is a default
+    weights = {t.name: t for t in graph.initializer if t.name not in inputs}
     folded: list[onnx.NodeProto] = []
     for node in graph.node:
         cast = node.op_type == "Cast" and node.domain in ("", "ai.onnx")
@@ -96,7 +97,7 @@ def _fold_weight_casts(model: onnx.ModelProto) -> int:
         folded.append(node)
     for node in folded:
         graph.node.remove(node)
-    used = used_names(model)
+    used = used_names(model) | inputs
     for tensor in [t for t in graph.initializer if t.name not in used]:
         graph.initializer.remove(tensor)
     return len(folded)

@@ -46,3 +46,13 @@ def test_nncf_quantizes_a_model_whose_weights_are_casts_of_int8(tmp_path: object
     ops = [n.op_type for n in result.model.graph.node]
     assert "QuantizeLinear" in ops and "Cast" not in ops
     assert any("2 Cast(s) of weights folded" in n for n in result.notes), result.notes
+
+
+def test_a_weight_the_caller_may_override_is_not_folded() -> None:
+    from duh.passes._nncf import _fold_weight_casts
+
+    model = _weight_only_int8()
+    model.graph.input.append(helper.make_tensor_value_info("q0", TensorProto.INT8, [16, 32]))
+    assert _fold_weight_casts(model) == 1  # q1 only: q0 is an input with a default
+    assert "q0" in {t.name for t in model.graph.initializer}
+    assert [n.input[0] for n in model.graph.node if n.op_type == "Cast"] == ["q0"]
